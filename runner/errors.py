@@ -1,0 +1,103 @@
+"""The errors vlbench raises, one root for all of them.
+
+    VlbenchError          anything vlbench refuses or cannot do          exit 1
+      UsageError          a command-line value that cannot be used        exit 2
+      SuiteError          a suite that cannot be run (path, line, key)    exit 2
+      DatasetError        a dataset file that cannot be imported          exit 2
+      RunError            a run directory that cannot be read or resumed  exit 2
+      ApiError            the API answered with an error (status, detail)
+        AuthError         401/403
+      TransportError      timeouts, dropped connections, bodies that are not JSON
+      ExportError         an export job that was rejected or failed
+
+The CLI maps each to `error: <message>` and its `exit_code`. Messages name the place and the
+value; they never carry a token or a secret.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ApiError",
+    "AuthError",
+    "DatasetError",
+    "ExportError",
+    "RunError",
+    "SuiteError",
+    "TransportError",
+    "UsageError",
+    "VlbenchError",
+]
+
+
+class VlbenchError(Exception):
+    """Root of every error vlbench raises on purpose."""
+
+    exit_code: int = 1
+
+
+class UsageError(VlbenchError):
+    """A command-line value that cannot be used."""
+
+    exit_code = 2
+
+
+class SuiteError(VlbenchError):
+    """A suite that cannot be run: `path:line: key: what is wrong`."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, path: str, line: int | None = None, key: str = "") -> None:
+        self.path = path
+        self.line = line
+        self.key = key
+        self.reason = message
+        where = f"{path}:{line}" if line is not None else path
+        super().__init__(f"{where}: {key}: {message}" if key else f"{where}: {message}")
+
+
+class DatasetError(VlbenchError):
+    """A dataset file that cannot be imported: `path:line: field: what is wrong`."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, path: str, line: int | None = None, field: str = "") -> None:
+        self.path = path
+        self.line = line
+        self.field = field
+        where = f"{path}:{line}" if line is not None else path
+        super().__init__(f"{where}: {field}: {message}" if field else f"{where}: {message}")
+
+
+class RunError(VlbenchError):
+    """A run directory that cannot be read, resumed, merged or exported."""
+
+    exit_code = 2
+
+
+class ApiError(VlbenchError):
+    """The API answered with an error status."""
+
+    def __init__(
+        self, message: str, *, status: int, detail: object = None, request_key: str | None = None
+    ) -> None:
+        self.status = status
+        self.detail = detail
+        self.request_key = request_key
+        super().__init__(message)
+
+
+class AuthError(ApiError):
+    """The API refused the credentials (401) or the permission (403)."""
+
+
+class TransportError(VlbenchError):
+    """No usable answer: a timeout, a dropped connection, or a body that is not the documented JSON."""
+
+    def __init__(self, message: str, *, kind: str, request_key: str | None = None) -> None:
+        self.kind = kind
+        self.request_key = request_key
+        super().__init__(message)
+
+
+class ExportError(VlbenchError):
+    """An export job that the API rejected or that failed."""
