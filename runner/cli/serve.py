@@ -1,0 +1,70 @@
+"""`vlbench serve`: the local Explore API server over a dataset directory or the demo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from runner.cli._app import app, fail
+from runner.errors import UsageError, VlbenchError
+from runner.server.app import RunningServer, ServerConfig, run_server
+
+__all__ = ["serve"]
+
+
+@app.command()
+def serve(
+    dataset: str = typer.Option(
+        "demo", help="A dataset directory (vlbench dataset import) or 'demo'."
+    ),
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+    port: int = typer.Option(8765, help="Port to listen on (0: a free one)."),
+    no_auth: bool = typer.Option(False, "--no-auth", help="On-premises mode: no token needed."),
+    latency_ms: float = typer.Option(0.0, help="Fault: added latency per request, in ms."),
+    rate_limit: float | None = typer.Option(
+        None, help="Fault: 429 with Retry-After above N req/s."
+    ),
+    fail_rate: float = typer.Option(0.0, help="Fault: share of requests answered 500/502/503."),
+    drop_rate: float = typer.Option(0.0, help="Fault: share of connections closed mid-response."),
+    malformed_rate: float = typer.Option(0.0, help="Fault: share of 200s with a body not JSON."),
+    token_ttl: float | None = typer.Option(
+        None, help="Treat tokens older than this (s) as expired."
+    ),
+    seed: int = typer.Option(0, help="Seed of the fault draws (same seed, same faults)."),
+) -> None:
+    """Serve the Explore API locally until Ctrl-C, printing its base URL and dataset id.
+
+    Example: vlbench serve --dataset demo --port 8765 --fail-rate 0.1 --seed 7
+    """
+    if dataset != "demo" and not Path(dataset).is_dir():
+        fail(UsageError(f"--dataset: {dataset} is not a directory (or 'demo')"))
+    try:
+        config = ServerConfig(
+            dataset_dir=dataset,
+            host=host,
+            port=port,
+            auth=not no_auth,
+            latency_ms=latency_ms,
+            rate_limit=rate_limit,
+            fail_rate=fail_rate,
+            drop_rate=drop_rate,
+            malformed_rate=malformed_rate,
+            token_ttl_s=token_ttl,
+            seed=seed,
+        )
+    except ValueError as exc:
+        fail(UsageError(str(exc)))
+    try:
+        run_server(config, ready=_announce)
+    except VlbenchError as exc:
+        fail(exc)
+    except OSError as exc:
+        fail(UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}"))
+
+
+def _announce(server: RunningServer) -> None:
+    auth = "bearer token (vlbench token)" if server.config.auth else "none (on-premises mode)"
+    typer.echo(f"base_url: {server.base_url}")
+    typer.echo(f"dataset_id: {server.dataset_id}")
+    typer.echo(f"auth: {auth}")

@@ -1,0 +1,194 @@
+"""Minting and verifying the Explore API's HS256 tokens (runner.auth)."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import jwt
+import pytest
+
+from runner.auth import (
+    DEMO_API_KEY,
+    DEMO_API_SECRET,
+    DEMO_CREDENTIALS,
+    ENV_API_KEY,
+    ENV_API_SECRET,
+    ENV_TOKEN,
+    Credentials,
+    bearer_header,
+    mint_token,
+    token_from_env,
+    verify_token,
+)
+from runner.errors import AuthError
+
+NOW = 1_700_000_000.0
+CREDS = Credentials("key-1", "a-secret-that-must-never-show")
+SECRETS = {CREDS.api_key: CREDS.api_secret}
+
+
+def _segment(token: str, index: int) -> dict[str, object]:
+    part = token.split(".")[index]
+    decoded: dict[str, object] = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+    return decoded
+
+
+def _forge(header: dict[str, object], claims: dict[str, object], secret: str) -> str:
+    return jwt.PyJWS().encode(
+        json.dumps(claims).encode(),
+        secret.ljust(32, "-"),  # PyJWT warns about short keys; forged tokens use long ones
+        algorithm="HS256",
+        headers=header,
+    )
+
+
+def test_mint_has_the_documented_header_and_claims() -> None:
+    token = mint_token(CREDS, ttl_s=600, now=NOW)
+    assert _segment(token, 0) == {"alg": "HS256", "typ": "JWT", "kid": "key-1"}
+    assert _segment(token, 1) == {"sub": "key-1", "iss": "sdk", "iat": NOW, "exp": NOW + 600}
+
+
+def test_round_trip_returns_the_claims() -> None:
+    token = mint_token(CREDS, ttl_s=60, now=NOW)
+    claims = verify_token(token, SECRETS, now=NOW + 59)
+    assert claims["sub"] == CREDS.api_key and claims["exp"] - claims["iat"] == 60
+
+
+def test_pyjwt_agrees_with_the_signature() -> None:
+    token = mint_token(Credentials("k", "x" * 32), now=NOW)
+    decoded = jwt.decode(token, "x" * 32, algorithms=["HS256"], options={"verify_exp": False})
+    assert decoded["iss"] == "sdk"
+
+
+@pytest.mark.parametrize(
+    "offset", [pytest.param(600, id="at-exp"), pytest.param(10_000, id="long-after")]
+)
+def test_expired_token_is_refused(offset: float) -> None:
+    token = mint_token(CREDS, ttl_s=600, now=NOW)
+    with pytest.raises(AuthError, match="expired") as info:
+        verify_token(token, SECRETS, now=NOW + offset)
+    assert info.value.status == 401
+
+
+def test_max_age_expires_a_token_early() -> None:
+    token = mint_token(CREDS, ttl_s=600, now=NOW)
+    verify_token(token, SECRETS, now=NOW + 4, max_age_s=5)
+    with pytest.raises(AuthError, match="expired"):
+        verify_token(token, SECRETS, now=NOW + 5, max_age_s=5)
+
+
+def test_wrong_secret_is_refused() -> None:
+    token = mint_token(Credentials(CREDS.api_key, "another-secret"), now=NOW)
+    with pytest.raises(AuthError, match="signature"):
+        verify_token(token, SECRETS, now=NOW)
+
+
+def test_unknown_key_is_refused() -> None:
+    token = mint_token(Credentials("stranger", CREDS.api_secret), now=NOW)
+    with pytest.raises(AuthError, match="unknown API key"):
+        verify_token(token, SECRETS, now=NOW)
+
+
+@pytest.mark.parametrize(
+    "header, claims, reason",
+    [
+        pytest.param(
+            {"kid": "key-1"},
+            {"sub": "other", "iss": "sdk", "iat": NOW, "exp": NOW + 9},
+            "subject",
+            id="sub-not-kid",
+        ),
+        pytest.param(
+            {"kid": "key-1"},
+            {"sub": "key-1", "iss": "elsewhere", "iat": NOW, "exp": NOW + 9},
+            "issuer",
+            id="wrong-iss",
+        ),
+        pytest.param(
+            {"kid": "key-1"}, {"sub": "key-1", "iss": "sdk", "iat": NOW}, "iat and exp", id="no-exp"
+        ),
+        pytest.param(
+            {"kid": "key-1"},
+            {"sub": "key-1", "iss": "sdk", "iat": NOW + 3600, "exp": NOW + 7200},
+            "future",
+            id="iat-in-future",
+        ),
+        pytest.param(
+            {"kid": "key-1"},
+            {"sub": "key-1", "iss": "sdk", "iat": True, "exp": NOW + 9},
+            "iat and exp",
+            id="bool-iat",
+        ),
+    ],
+)
+def test_bad_claims_are_refused(
+    header: dict[str, object], claims: dict[str, object], reason: str
+) -> None:
+    secrets = {"key-1": "s".ljust(32, "-")}
+    with pytest.raises(AuthError, match=reason):
+        verify_token(_forge(header, claims, "s"), secrets, now=NOW)
+
+
+def test_key_comes_from_sub_without_kid() -> None:
+    claims = {"sub": "key-1", "iss": "sdk", "iat": NOW, "exp": NOW + 9}
+    token = _forge({}, claims, "s")
+    assert verify_token(token, {"key-1": "s".ljust(32, "-")}, now=NOW)["sub"] == "key-1"
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        pytest.param("", id="empty"),
+        pytest.param("not-a-jwt", id="one-part"),
+        pytest.param("a.b.c", id="garbage-parts"),
+        pytest.param("x" * 9000, id="huge"),
+        pytest.param("eyJhbGciOiJub25lIn0.e30.", id="alg-none"),
+        pytest.param("\x00.\x00.\x00", id="nul-bytes"),
+    ],
+)
+def test_malformed_tokens_are_refused(token: str) -> None:
+    with pytest.raises(AuthError) as info:
+        verify_token(token, SECRETS, now=NOW)
+    assert info.value.status == 401
+
+
+def test_secret_never_shows() -> None:
+    shown = [repr(CREDS), str(CREDS), f"{CREDS}", repr([CREDS])]
+    assert all(CREDS.api_secret not in text for text in shown)
+    assert all(CREDS.api_key in text for text in shown)
+
+
+def test_errors_never_carry_the_token_or_secret() -> None:
+    token = mint_token(CREDS, ttl_s=1, now=NOW)
+    failures: list[AuthError] = []
+    for secrets, now in [(SECRETS, NOW + 100), ({"key-1": "wrong"}, NOW)]:
+        with pytest.raises(AuthError) as info:
+            verify_token(token, secrets, now=now)
+        failures.append(info.value)
+    for error in failures:
+        text = f"{error} {error!r} {error.detail} {error.__cause__!r} {error.__context__!r}"
+        assert token not in text and CREDS.api_secret not in text
+        assert token.split(".")[2] not in text
+
+
+def test_from_env_prefers_the_environment() -> None:
+    creds = Credentials.from_env({ENV_API_KEY: "k", ENV_API_SECRET: "s"})
+    assert creds == Credentials("k", "s")
+
+
+def test_from_env_falls_back_to_the_demo_pair() -> None:
+    assert Credentials.from_env({}) == DEMO_CREDENTIALS
+    assert DEMO_CREDENTIALS == Credentials(DEMO_API_KEY, DEMO_API_SECRET)
+    assert Credentials.from_env({}, demo_default=False) is None
+
+
+def test_from_env_refuses_half_a_pair() -> None:
+    with pytest.raises(AuthError, match=ENV_API_SECRET):
+        Credentials.from_env({ENV_API_KEY: "k"})
+
+
+def test_token_from_env_and_header() -> None:
+    assert token_from_env({ENV_TOKEN: "abc"}) == "abc"
+    assert token_from_env({ENV_TOKEN: ""}) is None
+    assert bearer_header("abc") == {"Authorization": "Bearer abc"}

@@ -1,0 +1,106 @@
+"""`vlbench serve` as a real subprocess, and `vlbench token`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from runner.auth import DEMO_CREDENTIALS, ENV_API_KEY, ENV_API_SECRET, bearer_header, verify_token
+
+VLBENCH = str(Path(sys.executable).parent / "vlbench")
+
+
+@pytest.fixture
+def serve_process(demo_dataset_dir: Path) -> Iterator[tuple[subprocess.Popen[str], str, str]]:
+    """`vlbench serve` on a free port: (the process, its base URL, its dataset id)."""
+    process = subprocess.Popen(
+        [VLBENCH, "serve", "--dataset", str(demo_dataset_dir), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, ENV_API_KEY: "", ENV_API_SECRET: ""},
+    )
+    try:
+        announced: dict[str, str] = {}
+        assert process.stdout is not None
+        while "dataset_id" not in announced:
+            line = process.stdout.readline()
+            if not line:
+                raise AssertionError(f"vlbench serve exited: {process.wait()} {process.stderr!r}")
+            key, _, value = line.strip().partition(": ")
+            announced[key] = value
+        yield process, announced["base_url"], announced["dataset_id"]
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+        if process.stderr is not None:
+            process.stderr.close()
+
+
+def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def _token(env: dict[str, str] | None = None) -> str:
+    from runner.cli import app
+
+    result = CliRunner().invoke(
+        app, ["token", "--ttl", "120"], env={ENV_API_KEY: "", ENV_API_SECRET: "", **(env or {})}
+    )
+    assert result.exit_code == 0, result.output
+    return result.stdout.strip()
+
+
+def test_serve_answers_and_stops(serve_process: tuple[subprocess.Popen[str], str, str]) -> None:
+    process, base_url, dataset_id = serve_process
+    assert base_url.startswith("http://127.0.0.1:") and not base_url.endswith(":0")
+    status, body = _get(f"{base_url}/api/v1/healthcheck")
+    assert status == 200 and b"Green" in body
+    status, _ = _get(f"{base_url}/api/v1/dataset/{dataset_id}")
+    assert status == 401
+    token = _token()
+    status, body = _get(f"{base_url}/api/v1/dataset/{dataset_id}", bearer_header(token))
+    assert status == 200 and dataset_id.encode() in body
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=20) == 0
+
+
+def test_token_uses_the_environment_key() -> None:
+    claims = verify_token(_token(), {DEMO_CREDENTIALS.api_key: DEMO_CREDENTIALS.api_secret})
+    assert claims["exp"] - claims["iat"] == 120
+    env = {ENV_API_KEY: "my-key", ENV_API_SECRET: "my-secret"}
+    assert verify_token(_token(env), {"my-key": "my-secret"})["sub"] == "my-key"
+
+
+def test_serve_refuses_a_missing_dataset(tmp_path: Path) -> None:
+    from runner.cli import app
+
+    result = CliRunner().invoke(app, ["serve", "--dataset", str(tmp_path / "nope"), "--port", "0"])
+    assert result.exit_code == 2 and "--dataset" in result.stderr
+
+
+def test_token_refuses_a_bad_ttl() -> None:
+    from runner.cli import app
+
+    result = CliRunner().invoke(app, ["token", "--ttl", "0"])
+    assert result.exit_code == 2 and "--ttl" in result.stderr
