@@ -60,7 +60,9 @@ class DatasetError(VlbenchError):
 
     exit_code = 2
 
-    def __init__(self, message: str, *, path: str, line: int | None = None, field: str = "") -> None:
+    def __init__(
+        self, message: str, *, path: str, line: int | None = None, field: str = ""
+    ) -> None:
         self.path = path
         self.line = line
         self.field = field

@@ -1,0 +1,69 @@
+"""Run A against run B: deltas with paired significance, rank displacement, drift, gates.
+
+`compare_runs(ev_a, ev_b)` pairs the two evaluations' per-query values by query id, for each
+(mode, setting, unit, measure) present in both, and tests whether B differs from A:
+
+- delta = mean_B - mean_A over the paired queries (B better when positive for every measure but
+  NumRet, which has no better direction);
+- a paired randomisation test (two-sided; the sign of each per-query difference flipped at random;
+  exact over all 2^n sign vectors when 2^n <= `n_permutations`, else `n_permutations` seeded
+  random ones, p = (1 + #{|sum| >= observed}) / (1 + N));
+- a paired t-test, t = mean(d) / (sd(d) / sqrt(n)) with n - 1 degrees of freedom;
+- Holm's step-down correction of both p-values across the measures of one (mode, setting, unit);
+- Cohen's d_z = mean(d) / sd(d) (sd with n - 1), the paired effect size.
+
+A query is paired when both runs have a value for it (a measure that needs judgments has none for
+an unjudged query); the queries of one run only are counted as unpaired. Where judgments are
+missing, `rank_displacement` and `score_drift` compare what the two runs returned: rank-biased
+overlap and mean absolute rank change per query, and the two-sample Kolmogorov-Smirnov statistic
+and quantile shifts of the normalised scores per (mode, setting).
+
+Gates for nightly jobs: `parse_gate("nDCG@10<-0.02")` and `check_gates(comparison, gates)`.
+"""
+
+from __future__ import annotations
+
+from runner.evaluate.compare.gates import Gate, GateFailure, check_gates, parse_gate
+from runner.evaluate.compare.rankings import (
+    DISPLACEMENT_SCHEMA,
+    DRIFT_QUANTILES,
+    DRIFT_SCHEMA,
+    rank_displacement,
+    score_drift,
+)
+from runner.evaluate.compare.runs import (
+    COMPARISON_SCHEMA,
+    PAIRED_SCHEMA,
+    Comparison,
+    compare_run_dirs,
+    compare_runs,
+)
+from runner.evaluate.compare.significance import (
+    cohens_dz,
+    holm,
+    paired_t_test,
+    randomisation_test,
+    randomisation_tests,
+)
+
+__all__ = [
+    "COMPARISON_SCHEMA",
+    "DISPLACEMENT_SCHEMA",
+    "DRIFT_QUANTILES",
+    "DRIFT_SCHEMA",
+    "PAIRED_SCHEMA",
+    "Comparison",
+    "Gate",
+    "GateFailure",
+    "check_gates",
+    "cohens_dz",
+    "compare_run_dirs",
+    "compare_runs",
+    "holm",
+    "paired_t_test",
+    "parse_gate",
+    "randomisation_test",
+    "randomisation_tests",
+    "rank_displacement",
+    "score_drift",
+]

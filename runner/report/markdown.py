@@ -1,0 +1,115 @@
+"""The Markdown report: the same tables as the HTML one, for a terminal, a pull request or a wiki.
+
+No plots (they live in `report.html`). Cell text has its pipes escaped and every "<" that could
+open a tag written as an entity, so a caption can neither break a table nor inject markup into
+a renderer that allows HTML.
+"""
+
+from __future__ import annotations
+
+import re
+
+from runner.report import tables
+from runner.report.content import ReportContent
+from runner.report.tables import Table
+
+__all__ = ["render_markdown"]
+
+
+_TAG_START = re.compile(r"<(?=[A-Za-z/!?])")
+
+
+def _cell(text: str) -> str:
+    """One line of cell text: pipes escaped, and every "<" that could open a tag an entity.
+
+    A bare "<" (as in a gate, "nDCG@10<-0.02") stays readable in a terminal.
+    """
+    flat = " ".join(str(text).split())
+    return _TAG_START.sub("&lt;", flat).replace("|", "\\|")
+
+
+def md_table(table: Table) -> str:
+    """A GitHub-flavoured Markdown table; the best cells of a headline in bold."""
+    if not table.rows:
+        return "_Nothing to show._\n"
+    align = ["---:" if i in table.numeric else "---" for i in range(len(table.headers))]
+    lines = [
+        "| " + " | ".join(_cell(h) for h in table.headers) + " |",
+        "| " + " | ".join(align) + " |",
+    ]
+    for r, row in enumerate(table.rows):
+        cells = []
+        for c, value in enumerate(row):
+            text = _cell(value)
+            cells.append(f"**{text}**" if table.mark(r, c) in ("best", "up", "down") else text)
+        lines.append("| " + " | ".join(cells) + " |")
+    if table.note:
+        lines += ["", f"_{_cell(table.note)}_"]
+    return "\n".join(lines) + "\n"
+
+
+def render_markdown(content: ReportContent) -> str:
+    """The report as Markdown."""
+    ev = content.ev
+    run = content.run
+    out = [f"# vlbench report — {_cell(run.get('suite_name') or 'run')}", ""]
+    out += [f"- **{_cell(label)}**: {_cell(value)}" for label, value in tables.run_facts(content)]
+    out.append("")
+    if run.get("status") not in (None, "complete"):
+        out += [f"> This run is **{_cell(run['status'])}**: missing requests count as empty.", ""]
+    cmp = content.comparison
+    if cmp is not None:
+        out += [f"## Comparison: run B {_cell(cmp.run_b)} against run A {_cell(cmp.run_a)}", ""]
+        out += [
+            f"▲/▼ direction of the change; * significant after Holm's correction "
+            f"(paired randomisation test, {cmp.n_permutations:,} sign flips, α = {cmp.alpha:g}).",
+            "",
+        ]
+        if content.gates:
+            if content.failures:
+                out += ["**Gates failed:**", ""] + [f"- {_cell(str(f))}" for f in content.failures]
+            else:
+                out.append("All gates passed: " + ", ".join(_cell(str(g)) for g in content.gates))
+            out.append("")
+        out += [md_table(tables.verdict_table(cmp, "media", ev.measures)), ""]
+        texts = dict(ev.queries.select("query_id", "query_text").iter_rows())
+        out += [f"### Queries that regressed most on {content.primary}", ""]
+        out += [md_table(tables.regressions_table(cmp, content.primary, texts)), ""]
+        out += ["### Rank displacement", "", md_table(tables.displacement_table(cmp)), ""]
+        out += ["### Score drift", "", md_table(tables.drift_table(cmp)), ""]
+    out += ["## Headline", ""]
+    out += [
+        f"Mean over judged queries; the best setting of each quality measure in bold. "
+        f"Ranked by {content.primary}.",
+        "",
+    ]
+    for h in content.headlines:
+        if h.unit == "media":
+            out += [f"### {_cell(h.mode)}", "", md_table(tables.headline_table(h)), ""]
+    out += ["### Operating points", "", md_table(tables.operating_points_table(ev)), ""]
+    best = content.best_settings()
+    out += ["## Full-text versus semantic", ""]
+    out += [f"At each mode's best setting by {content.primary}:", ""]
+    out += [md_table(tables.overlap_table(ev, best)), ""]
+    out += [
+        f"Per-query wins on {content.primary}:",
+        "",
+        md_table(tables.wins_table(ev, content.primary, best)),
+        "",
+    ]
+    out += ["## Threshold check", "", md_table(tables.threshold_table(ev)), ""]
+    out += ["## Worst queries", ""]
+    if not content.worst:
+        out += ["_No judged queries._", ""]
+    for q in content.worst:
+        out += [
+            f"### {_cell(q.mode)} @ {_cell(q.setting)} · {_cell(q.query_id)}: "
+            f"{_cell(q.query_text or '')}",
+            "",
+            _cell(tables.worst_query_facts(q)),
+            "",
+            md_table(tables.top_hits_table(q)) if q.hits else "_Returned nothing._\n",
+        ]
+    out += ["## Unjudged hits", "", md_table(tables.unjudged_table(ev)), ""]
+    out += ["Plots: see `report.html` next to this file.", ""]
+    return "\n".join(out)

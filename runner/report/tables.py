@@ -1,0 +1,534 @@
+"""The report's tables as plain text cells, shared by the HTML and Markdown writers.
+
+A `Table` holds formatted strings (never markup) and, per cell, an optional mark the HTML
+writer turns into a CSS class: "best" (the best setting of a measure), "up" / "down" (a
+significant change for the better / worse), "warn" (something to look at).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import polars as pl
+
+from runner.evaluate.compare import Comparison
+from runner.evaluate.evaluation import Evaluation
+from runner.report.content import Headline, ReportContent, WorstQuery, higher_is_better
+
+__all__ = [
+    "Table",
+    "displacement_table",
+    "drift_table",
+    "fmt",
+    "fmt_p",
+    "headline_table",
+    "operating_points_table",
+    "overlap_table",
+    "quantiles_table",
+    "regressions_table",
+    "run_facts",
+    "threshold_table",
+    "top_hits_table",
+    "unjudged_table",
+    "verdict_table",
+    "wins_table",
+    "worst_query_facts",
+]
+
+DASH: Final = "–"
+UP: Final = "▲"
+DOWN: Final = "▼"
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    headers: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    numeric: frozenset[int] = frozenset()  # columns aligned right
+    marks: tuple[tuple[str, ...], ...] = ()  # same shape as rows; "" for no mark
+    note: str = ""  # shown under the table (e.g. "12 more rows not shown")
+
+    def mark(self, row: int, col: int) -> str:
+        return self.marks[row][col] if self.marks else ""
+
+
+def fmt(value: object, digits: int = 3) -> str:
+    """A number for a table: ints as they are, floats to `digits` places, missing as a dash."""
+    if value is None:
+        return DASH
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return DASH
+        if math.isinf(value):
+            return "∞" if value > 0 else "−∞"
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def fmt_p(value: float | None) -> str:
+    """A p-value: three decimals, "<0.001" below that, a dash when there is none."""
+    if value is None or math.isnan(value):
+        return DASH
+    return "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def _cutoff(value: float | None) -> str:
+    return DASH if value is None else f"{value:g}"
+
+
+def _table(
+    headers: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    *,
+    numeric: Sequence[int] = (),
+    marks: Sequence[Sequence[str]] = (),
+    limit: int | None = None,
+) -> Table:
+    note = ""
+    if limit is not None and len(rows) > limit:
+        note = f"{len(rows) - limit} more rows not shown (all of them are in summary.json)."
+        rows, marks = rows[:limit], marks[:limit]
+    return Table(
+        headers=tuple(headers),
+        rows=tuple(tuple(r) for r in rows),
+        numeric=frozenset(numeric),
+        marks=tuple(tuple(m) for m in marks),
+        note=note,
+    )
+
+
+def run_facts(content: ReportContent) -> list[tuple[str, str]]:
+    """The run's identity and counts as (label, value) pairs."""
+    run = content.run
+    counts: Mapping[str, Any] = run.get("counts") or {}
+    queries = content.ev.queries
+    facts = [
+        ("suite", run.get("suite_name")),
+        ("run", run.get("run_id")),
+        ("status", run.get("status")),
+        ("started", _when(run.get("started_at"))),
+        ("ended", _when(run.get("ended_at"))),
+        ("dataset", run.get("dataset_id")),
+        ("API", run.get("base_url")),
+        ("shard", run.get("shard")),
+        ("vlbench", run.get("tool_version")),
+        (
+            "requests",
+            f"{fmt(counts.get('requests_done'))} done of {fmt(counts.get('requests_planned'))},"
+            f" {fmt(counts.get('requests_failed'))} failed"
+            if counts
+            else None,
+        ),
+        ("hits", fmt(counts.get("hits")) if counts else None),
+        ("queries", f"{queries.height} ({int(queries['judged'].sum())} with judgments)"),
+        ("report written", _when(content.generated_at)),
+    ]
+    return [(label, str(value)) for label, value in facts if value not in (None, "")]
+
+
+def _when(stamp: object) -> str | None:
+    """An ISO timestamp as "2024-11-24 02:00:00 UTC" (other text as it is)."""
+    if not isinstance(stamp, str) or not stamp:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(stamp)
+    except ValueError:
+        return stamp
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(dt.UTC)
+    return parsed.strftime("%Y-%m-%d %H:%M:%S") + (" UTC" if parsed.tzinfo else "")
+
+
+def headline_table(h: Headline) -> Table:
+    """A row per setting, a column per measure; the best setting of each measure marked."""
+    headers = ["setting", "cut-off", "judged queries", *h.measures]
+    rows, marks = [], []
+    for row in h.rows:
+        values = row["values"]
+        rows.append(
+            [
+                row["setting"],
+                _cutoff(row["cutoff"]),
+                fmt(row["n_queries"]),
+                *(fmt(values.get(m)) for m in h.measures),
+            ]
+        )
+        marks.append(
+            ["", "", "", *("best" if h.best.get(m) == row["setting"] else "" for m in h.measures)]
+        )
+    return _table(headers, rows, numeric=range(1, len(headers)), marks=marks)
+
+
+def operating_points_table(ev: Evaluation) -> Table:
+    rows = [
+        [
+            r["mode"],
+            r["unit"],
+            r["objective"],
+            r["setting"] or "none qualifies",
+            _cutoff(r["cutoff"]),
+            fmt(r["precision"]),
+            fmt(r["recall"]),
+            fmt(r["f1"]),
+        ]
+        for r in ev.operating_points.sort("unit", "mode", descending=[True, False]).iter_rows(
+            named=True
+        )
+    ]
+    headers = ["mode", "unit", "objective", "setting", "cut-off", "precision", "recall", "F1"]
+    return _table(headers, rows, numeric=range(4, 8))
+
+
+def threshold_table(ev: Evaluation) -> Table:
+    rows, marks = [], []
+    for r in ev.threshold_check.iter_rows(named=True):
+        bad = r["n_violations"] > 0
+        rows.append(
+            [
+                r["mode"],
+                r["setting"],
+                _cutoff(r["cutoff"]),
+                r["score_type"] or DASH,
+                # No-break spaces: the rule reads as one token.
+                f"score\u00a0{'≤' if r['direction'] == '<=' else '≥'}\u00a0cut-off",
+                fmt(r["n_hits"]),
+                fmt(r["n_violations"]),
+                ", ".join(r["examples"] or []) or DASH,
+                fmt(r["n_violations_opposite"]),
+                "yes" if r["opposite_fits_better"] else "no",
+            ]
+        )
+        marks.append(["", "", "", "", "", "", "warn" if bad else "", "", "", ""])
+    headers = [
+        "mode",
+        "setting",
+        "cut-off",
+        "score type",
+        "contract",
+        "hits",
+        "violations",
+        "examples",
+        "violations if read the other way",
+        "other way fits better",
+    ]
+    return _table(headers, rows, numeric=[2, 5, 6, 8], marks=marks)
+
+
+def unjudged_table(ev: Evaluation) -> Table:
+    totals = (
+        ev.unjudged.group_by("mode", "setting", "k")
+        .agg(
+            pl.col("n_hits").sum(),
+            pl.col("n_unjudged").sum(),
+            (pl.col("n_unjudged") > 0).sum().alias("queries"),
+        )
+        .sort("mode", "setting")
+    )
+    rows = [
+        [
+            r["mode"],
+            r["setting"],
+            fmt(r["k"]),
+            fmt(r["n_hits"]),
+            fmt(r["n_unjudged"]),
+            fmt(r["n_unjudged"] / r["n_hits"] if r["n_hits"] else None),
+            fmt(r["queries"]),
+        ]
+        for r in totals.iter_rows(named=True)
+    ]
+    headers = ["mode", "setting", "depth k", "hits in top k", "unjudged", "share", "queries"]
+    return _table(headers, rows, numeric=range(2, 7), limit=40)
+
+
+def _at(frame: pl.DataFrame, settings: Mapping[str, str] | None) -> pl.DataFrame:
+    """The rows of a mode-pair frame at each mode's given setting (all rows when None)."""
+    if settings is None:
+        return frame
+    chosen = pl.DataFrame(
+        {"mode": list(settings), "setting": list(settings.values())},
+        schema={"mode": pl.String, "setting": pl.String},
+    )
+    for side in ("a", "b"):
+        frame = frame.join(
+            chosen.rename({"mode": f"mode_{side}", "setting": f"setting_{side}"}),
+            on=[f"mode_{side}", f"setting_{side}"],
+            how="semi",
+        )
+    return frame
+
+
+def overlap_table(ev: Evaluation, settings: Mapping[str, str] | None = None) -> Table:
+    """Mean Jaccard@k and RBO per pair of settings, summed one-mode-only media.
+
+    With `settings` (mode -> setting), only the pairs of those settings.
+    """
+    means = (
+        _at(ev.overlap, settings)
+        .group_by("mode_a", "setting_a", "mode_b", "setting_b")
+        .agg(
+            pl.col("jaccard").mean(),
+            pl.col("rbo").mean(),
+            pl.col("only_a").sum(),
+            pl.col("only_b").sum(),
+            pl.len().alias("queries"),
+            pl.col("k").first(),
+        )
+        .sort("mode_a", "mode_b", "setting_a", "setting_b")
+    )
+    k = int(means["k"][0]) if means.height else 10
+    rows = [
+        [
+            f"{r['mode_a']} @ {r['setting_a']}",
+            f"{r['mode_b']} @ {r['setting_b']}",
+            fmt(r["queries"]),
+            fmt(r["jaccard"]),
+            fmt(r["rbo"]),
+            fmt(r["only_a"]),
+            fmt(r["only_b"]),
+        ]
+        for r in means.iter_rows(named=True)
+    ]
+    headers = ["a", "b", "queries", f"Jaccard@{k}", "RBO", "media only in a", "media only in b"]
+    return _table(headers, rows, numeric=range(2, 7), limit=40)
+
+
+def wins_table(ev: Evaluation, measure: str, settings: Mapping[str, str] | None = None) -> Table:
+    wins = (
+        _at(ev.wins, settings)
+        .filter((pl.col("measure") == measure) & (pl.col("unit") == "media"))
+        .sort("mode_a", "mode_b", "setting_a", "setting_b")
+    )
+    rows = [
+        [
+            f"{r['mode_a']} @ {r['setting_a']}",
+            f"{r['mode_b']} @ {r['setting_b']}",
+            fmt(r["wins"]),
+            fmt(r["losses"]),
+            fmt(r["ties"]),
+            fmt(r["n_queries"]),
+        ]
+        for r in wins.iter_rows(named=True)
+    ]
+    headers = ["a", "b", "a better", "b better", "ties", "judged queries"]
+    return _table(headers, rows, numeric=range(2, 6), limit=40)
+
+
+def quantiles_table(ev: Evaluation) -> Table:
+    raw = ev.quantiles.filter(pl.col("scale") == "raw")
+    if raw.height == 0:
+        return _table(["mode"], [])
+    wide = raw.pivot(
+        on="q", index=["mode", "setting", "cutoff", "score_type", "relevance"], values="value"
+    ).sort("mode", "cutoff", "setting", "relevance", nulls_last=False)
+    qs = [
+        c for c in wide.columns if c not in ("mode", "setting", "cutoff", "score_type", "relevance")
+    ]
+    rows = [
+        [r["mode"], r["setting"], r["score_type"] or DASH, r["relevance"], *(fmt(r[q]) for q in qs)]
+        for r in wide.iter_rows(named=True)
+    ]
+    headers = ["mode", "setting", "score type", "judgment", *(f"q{float(q):.2f}" for q in qs)]
+    return _table(headers, rows, numeric=range(4, 4 + len(qs)), limit=60)
+
+
+def worst_query_facts(query: WorstQuery) -> str:
+    """One line under a worst query: its score, its judgments, where the first relevant was."""
+    found = (
+        f"first relevant media at rank {query.first_relevant}"
+        if query.first_relevant is not None
+        else "no relevant media returned"
+    )
+    return (
+        f"{query.measure} = {fmt(query.value)}; {query.n_relevant} relevant media judged; {found}."
+    )
+
+
+def top_hits_table(query: WorstQuery) -> Table:
+    rows, marks = [], []
+    for h in query.hits:
+        judgment = (
+            "unjudged" if h.grade is None else ("relevant" if h.grade >= 1 else "not relevant")
+        )
+        rows.append(
+            [
+                fmt(h.rank),
+                h.file_name or h.media_id,
+                h.caption or DASH,
+                fmt(h.raw_score),
+                judgment + (f" ({h.grade})" if h.grade is not None else ""),
+            ]
+        )
+        mark = "" if h.grade is None else ("up" if h.grade >= 1 else "down")
+        marks.append(["", "", "", "", mark])
+    return _table(
+        ["rank", "file", "caption", "raw score", "judgment"], rows, numeric=[0, 3], marks=marks
+    )
+
+
+def _delta_cell(delta: float | None, significant: bool) -> str:
+    if delta is None or math.isnan(delta):
+        return DASH
+    if delta == 0:
+        return "= 0.000"
+    arrow = UP if delta > 0 else DOWN
+    return f"{arrow} {delta:+.3f}{' *' if significant else ''}"
+
+
+def verdict_table(cmp: Comparison, unit: str = "media", order: Sequence[str] = ()) -> Table:
+    """Per (mode, setting, measure): A, B, the delta with ▲/▼ and * when significant, p, d_z.
+
+    Measures of one setting in `order` (e.g. the evaluation's), any others after them.
+    """
+    rank = {m: i for i, m in enumerate(order)}
+    part = (
+        cmp.measures.filter(pl.col("unit") == unit)
+        .with_columns(
+            pl.col("measure")
+            .replace_strict(rank, default=len(rank), return_dtype=pl.Int64)
+            .alias("_order")
+        )
+        .sort("mode", "cutoff", "setting", "_order", "measure", nulls_last=False)
+    )
+    rows, marks = [], []
+    for r in part.iter_rows(named=True):
+        sig = bool(r["significant"])
+        delta = r["delta"]
+        direction = ""
+        if sig and higher_is_better(r["measure"]) and delta is not None and delta != 0:
+            direction = "up" if delta > 0 else "down"
+        rows.append(
+            [
+                r["mode"],
+                r["setting"],
+                r["measure"],
+                fmt(r["mean_a"]),
+                fmt(r["mean_b"]),
+                _delta_cell(delta, sig),
+                fmt_p(r["p_randomisation_holm"]),
+                fmt_p(r["p_t_holm"]),
+                fmt(r["effect_size"], 2),
+                fmt(r["n_pairs"]),
+                f"{r['n_only_a']} / {r['n_only_b']}",
+            ]
+        )
+        marks.append(["", "", "", "", "", direction, "", "", "", "", ""])
+    headers = [
+        "mode",
+        "setting",
+        "measure",
+        "A",
+        "B",
+        "Δ (B − A)",
+        "p randomisation (Holm)",
+        "p t-test (Holm)",
+        "d_z",
+        "pairs",
+        "unpaired A / B",
+    ]
+    return _table(headers, rows, numeric=range(3, 11), marks=marks)
+
+
+def regressions_table(
+    cmp: Comparison, measure: str, texts: Mapping[str, str | None], limit: int = 15
+) -> Table:
+    worst = cmp.regressions.filter(
+        (pl.col("measure") == measure) & (pl.col("unit") == "media")
+    ).sort("delta", "mode", "setting", "query_id")
+    rows = [
+        [
+            r["mode"],
+            r["setting"],
+            r["query_id"],
+            texts.get(r["query_id"]) or DASH,
+            fmt(r["value_a"]),
+            fmt(r["value_b"]),
+            f"{r['delta']:+.3f}",
+        ]
+        for r in worst.iter_rows(named=True)
+    ]
+    headers = ["mode", "setting", "query", "text", f"{measure} A", f"{measure} B", "Δ"]
+    return _table(headers, rows, numeric=range(4, 7), limit=limit)
+
+
+def displacement_table(cmp: Comparison) -> Table:
+    summary = (
+        cmp.displacement.group_by("mode", "setting")
+        .agg(
+            pl.len().alias("queries"),
+            (~pl.col("judged")).sum().alias("unjudged"),
+            pl.col("rbo").mean(),
+            pl.col("jaccard").mean(),
+            pl.col("mean_abs_rank_change").mean(),
+            ((pl.col("n_common") == 0) & ((pl.col("n_a") > 0) | (pl.col("n_b") > 0)))
+            .sum()
+            .alias("disjoint"),
+        )
+        .sort("mode", "setting")
+    )
+    rows = [
+        [
+            r["mode"],
+            r["setting"],
+            fmt(r["queries"]),
+            fmt(r["unjudged"]),
+            fmt(r["rbo"]),
+            fmt(r["jaccard"]),
+            fmt(r["mean_abs_rank_change"], 2),
+            fmt(r["disjoint"]),
+        ]
+        for r in summary.iter_rows(named=True)
+    ]
+    headers = [
+        "mode",
+        "setting",
+        "queries",
+        "unjudged queries",
+        "mean RBO",
+        "mean Jaccard@10",
+        "mean |rank change|",
+        "queries with nothing in common",
+    ]
+    return _table(headers, rows, numeric=range(2, 8), limit=40)
+
+
+def drift_table(cmp: Comparison) -> Table:
+    if cmp.drift.height == 0:
+        return _table(["mode"], [])
+    wide = cmp.drift.pivot(
+        on="q", index=["mode", "setting", "n_a", "n_b", "ks", "p_ks"], values="shift"
+    ).sort("mode", "setting")
+    qs = [c for c in wide.columns if c not in ("mode", "setting", "n_a", "n_b", "ks", "p_ks")]
+    rows = [
+        [
+            r["mode"],
+            r["setting"],
+            fmt(r["n_a"]),
+            fmt(r["n_b"]),
+            fmt(r["ks"]),
+            fmt_p(r["p_ks"]),
+            *(_signed(r[q]) for q in qs),
+        ]
+        for r in wide.iter_rows(named=True)
+    ]
+    headers = [
+        "mode",
+        "setting",
+        "hits A",
+        "hits B",
+        "KS statistic",
+        "p (KS)",
+        *(f"shift q{float(q):.2f}" for q in qs),
+    ]
+    return _table(headers, rows, numeric=range(2, 6 + len(qs)), limit=40)
+
+
+def _signed(value: float | None) -> str:
+    return DASH if value is None or math.isnan(value) else f"{value:+.3f}"
