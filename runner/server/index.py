@@ -1,0 +1,408 @@
+"""The search index of one dataset directory: what the local Explore server answers from.
+
+    index = SearchIndex.open(Path("datasets/demo"))
+    page = index.search_page(SearchRequest(text=TextQuery("semantic", "a dog on a beach")), 0)
+
+Everything is computed in numpy over columns held in memory (embeddings memory-mapped): a
+semantic search is one matrix-vector product over all vectors, never a Python loop over rows.
+Semantics (see `runner.server.query` for scores):
+
+- Filters are ANDed: `labels_one_of` (any of), `tags_is` (any of), `duplicates` (duplicate score
+  >= value), `uniqueness` (uniqueness score >= value); an empty tuple matches nothing.
+- `caption`/`semantic` keep items with a caption and d = clip(1 - cos, 0, 2) <= cutoff (exact: every
+  vector is scored), ranked by d ascending; `fts` ranks every caption holding any term by -bm25
+  descending; no text keeps every item that passes the filters (score 0.0, type "none").
+- Ties go to the lower row (import order). Matches are grouped by their cluster at the asked
+  granularity; a cluster's score is its best member's; clusters are ordered best first, ties by
+  cluster index (= by cluster id, which sorts the same way); members best first.
+- `entity_type` "OBJECTS" matches nothing: datasets hold images only.
+
+Results are cached per request (a small LRU), so paging through one query costs one search.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+import threading
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Final, Self
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from runner.errors import DatasetError
+from runner.server.dataset import (
+    EMBEDDINGS_FILE,
+    FTS_FILE,
+    FTS_TABLE,
+    MEDIA_FILE,
+    TextEncoder,
+    read_info,
+)
+from runner.server.fts import FtsIndex
+from runner.server.query import (
+    DEFAULT_CUTOFF,
+    GRANULARITIES,
+    ClusterMatch,
+    DatasetInfo,
+    MemberMatch,
+    ScoreType,
+    SearchRequest,
+)
+
+__all__ = ["EXPORT_COLUMNS", "PAGE_SIZE", "SearchIndex"]
+
+PAGE_SIZE: Final = 100
+EXPORT_COLUMNS: Final = (
+    "media_id",
+    "file_name",
+    "caption",
+    "labels",
+    "width",
+    "height",
+    "media_uri",
+)
+_CACHE_SIZE: Final = 32
+
+I64 = npt.NDArray[np.int64]
+F64 = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True, slots=True)
+class _Result:
+    """One request's matches, grouped: clusters best first, members best first."""
+
+    rows: I64  # matching rows in member order (cluster by cluster)
+    scores: F64  # their scores, same order
+    score_type: ScoreType
+    clusters: I64  # cluster indices at the granularity, best first
+    cluster_scores: F64
+    bounds: I64  # members of clusters[i] are rows[bounds[i]:bounds[i + 1]]
+    ranked_rows: I64  # matching rows best first, ties by row (the export order)
+    ranked_scores: F64
+
+
+class SearchIndex:
+    """A dataset directory opened for search; see the module docstring. Thread-safe.
+
+    `encoder` embeds semantic queries; by default `runner.server.encoder.load_encoder()`, loaded
+    on the first semantic search.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        info: DatasetInfo,
+        media: pa.Table,
+        embeddings: npt.NDArray[np.float32],
+        fts: FtsIndex,
+        encoder: TextEncoder | None,
+    ) -> None:
+        self.path = path
+        self.info = info
+        self._media = media
+        self._embeddings = embeddings
+        self._fts = fts
+        self._encoder = encoder
+        self._lock = threading.Lock()
+        self._cache: OrderedDict[SearchRequest, _Result] = OrderedDict()
+        self._media_ids: list[str] = media.column("media_id").to_pylist()
+        self._file_names: list[str] = media.column("file_name").to_pylist()
+        self._captions: list[str | None] = media.column("caption").to_pylist()
+        self._widths: list[int | None] = media.column("width").to_pylist()
+        self._heights: list[int | None] = media.column("height").to_pylist()
+        self._uris: list[str | None] = media.column("media_uri").to_pylist()
+        self._labels = _tuples(media.column("labels").to_pylist())
+        self._tags = _tuples(media.column("tags").to_pylist())
+        self._row_of = {m: i for i, m in enumerate(self._media_ids)}
+        self._has_caption = ~np.asarray(media.column("caption").is_null(), dtype=bool)
+        self._duplicate = media.column("duplicate").to_numpy().astype(np.float64)
+        self._uniqueness = media.column("uniqueness").to_numpy().astype(np.float64)
+        self._levels = np.stack(
+            [media.column(f"cluster_{g}").to_numpy().astype(np.int64) for g in GRANULARITIES],
+            axis=1,
+        )
+        self._cluster_sizes = [np.bincount(self._levels[:, g]) for g in GRANULARITIES]
+        self._by_label = _inverted(self._labels)
+        self._by_tag = _inverted(self._tags)
+        # Cluster ids look like the hosted API's UUIDs and sort like (granularity, index).
+        self._id_prefix = uuid.uuid5(uuid.NAMESPACE_URL, f"vlbench:dataset:{info.id}").int >> 64
+
+    @classmethod
+    def open(cls, path: Path, *, encoder: TextEncoder | None = None) -> SearchIndex:
+        """Open a directory made by `import_dataset`; `DatasetError` when it is not one."""
+        path = Path(path)
+        info = read_info(path)
+        try:
+            media = pq.read_table(path / MEDIA_FILE)
+            embeddings = np.load(path / EMBEDDINGS_FILE, mmap_mode="r")
+            fts = FtsIndex(path / FTS_FILE, FTS_TABLE)
+        except (OSError, ValueError, sqlite3.Error, pa.ArrowException) as exc:
+            raise DatasetError(f"incomplete dataset directory ({exc})", path=str(path)) from exc
+        if media.num_rows != info.n_images or embeddings.shape[0] != info.n_images:
+            fts.close()
+            raise DatasetError(
+                f"dataset.json says {info.n_images} items, media has {media.num_rows}, "
+                f"embeddings {embeddings.shape[0]}",
+                path=str(path),
+            )
+        return cls(path, info, media, embeddings, fts, encoder)
+
+    def close(self) -> None:
+        """Release the full-text index."""
+        self._fts.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # --- lookups ---------------------------------------------------------------------------------
+
+    @property
+    def n_images(self) -> int:
+        return int(self._media.num_rows)
+
+    def n_clusters(self, granularity: int) -> int:
+        """How many clusters the dataset has at a granularity (0..4)."""
+        return len(self._cluster_sizes[_check_granularity(granularity)])
+
+    def cluster_id(self, granularity: int, index: int) -> str:
+        """The id of cluster `index` at `granularity`: a UUID string, stable per dataset."""
+        return str(uuid.UUID(int=(self._id_prefix << 64) | (granularity << 48) | index))
+
+    def row_of(self, media_id: str) -> int | None:
+        """The row of a media id, or None."""
+        return self._row_of.get(media_id)
+
+    def member(self, row: int, score: float = 0.0, score_type: ScoreType = "none") -> MemberMatch:
+        """The media item at `row` as a `MemberMatch` with the given score."""
+        return MemberMatch(
+            row=row,
+            media_id=self._media_ids[row],
+            file_name=self._file_names[row],
+            caption=self._captions[row],
+            score=score,
+            score_type=score_type,
+            width=self._widths[row],
+            height=self._heights[row],
+            media_uri=self._uris[row],
+            labels=self._labels[row],
+            tags=self._tags[row],
+        )
+
+    # --- search ----------------------------------------------------------------------------------
+
+    def search(self, req: SearchRequest) -> list[ClusterMatch]:
+        """Every matching cluster, best first, each with its matching members best first."""
+        result = self._result(req)
+        return self._clusters(result, req.granularity, 0, len(result.clusters))
+
+    def search_page(
+        self, req: SearchRequest, page_number: int, page_size: int = PAGE_SIZE
+    ) -> list[ClusterMatch]:
+        """Clusters `page_number * page_size` onwards (0-based pages); [] past the end or below 0.
+
+        Same as slicing `search(req)`, but builds only the page's records.
+        """
+        if page_number < 0 or page_size < 1:
+            return []
+        result = self._result(req)
+        lo = page_number * page_size
+        hi = min(len(result.clusters), lo + page_size)
+        return self._clusters(result, req.granularity, lo, hi)
+
+    def count_clusters(self, req: SearchRequest) -> int:
+        """How many clusters `search(req)` returns."""
+        return len(self._result(req).clusters)
+
+    def count(self, req: SearchRequest) -> int:
+        """How many media items match."""
+        return len(self._result(req).rows)
+
+    def matching_rows(self, req: SearchRequest) -> tuple[I64, F64, ScoreType]:
+        """Every matching row best first (ties by row), its score and the score type."""
+        result = self._result(req)
+        return result.ranked_rows, result.ranked_scores, result.score_type
+
+    def export_rows(self, req: SearchRequest) -> pa.Table:
+        """Every matching media item, best first: the columns in `EXPORT_COLUMNS`."""
+        rows = self._result(req).ranked_rows
+        return self._media.select(list(EXPORT_COLUMNS)).take(pa.array(rows, type=pa.int64()))
+
+    # --- internals -------------------------------------------------------------------------------
+
+    def _result(self, req: SearchRequest) -> _Result:
+        granularity = _check_granularity(req.granularity)
+        req = _hashable(req)
+        with self._lock:
+            cached = self._cache.get(req)
+            if cached is not None:
+                self._cache.move_to_end(req)
+                return cached
+        rows, scores, score_type = self._match(req)
+        result = _group(rows, scores, score_type, self._levels[:, granularity])
+        with self._lock:
+            self._cache[req] = result
+            while len(self._cache) > _CACHE_SIZE:
+                self._cache.popitem(last=False)
+        return result
+
+    def _match(self, req: SearchRequest) -> tuple[I64, F64, ScoreType]:
+        """Matching rows and scores, best first, ties by row."""
+        mask = self._filter_mask(req)
+        text = req.text
+        if text is None:
+            rows = np.flatnonzero(mask).astype(np.int64)
+            return rows, np.zeros(rows.size, dtype=np.float64), "none"
+        if text.op == "fts":
+            found, bm25 = self._fts.search(text.value)
+            keep = mask[found]
+            found, bm25 = found[keep], bm25[keep]
+            order = np.lexsort((found, -bm25))
+            return found[order], bm25[order], "bm25"
+        cutoff = DEFAULT_CUTOFF if text.cutoff is None else float(text.cutoff)
+        query = np.asarray(self._get_encoder().encode_query(text.value), dtype=np.float32)
+        if query.shape != (self._embeddings.shape[1],):
+            raise DatasetError(
+                f"the encoder gives {query.shape} vectors, the dataset holds "
+                f"{self._embeddings.shape[1]}-d embeddings",
+                path=str(self.path),
+            )
+        similarity = np.asarray(self._embeddings) @ query
+        distance = np.clip(1.0 - similarity.astype(np.float64), 0.0, 2.0)
+        found = np.flatnonzero(mask & self._has_caption & (distance <= cutoff)).astype(np.int64)
+        order = np.lexsort((found, distance[found]))
+        return found[order], distance[found][order], "cosine_distance"
+
+    def _filter_mask(self, req: SearchRequest) -> npt.NDArray[np.bool_]:
+        n = self.n_images
+        if req.entity_type != "IMAGES":
+            return np.zeros(n, dtype=bool)
+        mask = np.ones(n, dtype=bool)
+        if req.labels_one_of is not None:
+            mask &= _any_of(self._by_label, req.labels_one_of, n)
+        if req.tags_is is not None:
+            mask &= _any_of(self._by_tag, req.tags_is, n)
+        # NaN compares false, so a NaN filter value matches nothing rather than everything.
+        if req.duplicates is not None:
+            mask &= self._duplicate >= float(req.duplicates)
+        if req.uniqueness is not None:
+            mask &= self._uniqueness >= float(req.uniqueness)
+        return mask
+
+    def _get_encoder(self) -> TextEncoder:
+        with self._lock:
+            if self._encoder is None:
+                from runner.server.encoder import load_encoder
+
+                self._encoder = load_encoder()
+            return self._encoder
+
+    def _clusters(self, result: _Result, granularity: int, lo: int, hi: int) -> list[ClusterMatch]:
+        sizes = self._cluster_sizes[granularity]
+        out: list[ClusterMatch] = []
+        for i in range(lo, hi):
+            index = int(result.clusters[i])
+            a, b = int(result.bounds[i]), int(result.bounds[i + 1])
+            members = tuple(
+                self.member(row, score, result.score_type)
+                for row, score in zip(
+                    result.rows[a:b].tolist(), result.scores[a:b].tolist(), strict=True
+                )
+            )
+            out.append(
+                ClusterMatch(
+                    cluster_id=self.cluster_id(granularity, index),
+                    granularity=granularity,
+                    n_images=int(sizes[index]),
+                    score=float(result.cluster_scores[i]),
+                    score_type=result.score_type,
+                    members=members,
+                )
+            )
+        return out
+
+
+def _group(rows: I64, scores: F64, score_type: ScoreType, level: I64) -> _Result:
+    """Group rows (best first) by cluster: clusters by best member, ties by cluster index."""
+    if rows.size == 0:
+        empty_i = np.zeros(0, dtype=np.int64)
+        return _Result(
+            rows, scores, score_type, empty_i, np.zeros(0), np.zeros(1, np.int64), rows, scores
+        )
+    cluster_of = level[rows]
+    clusters, first = np.unique(cluster_of, return_index=True)
+    # rows are best first, so a cluster's first position holds its best member.
+    best = scores[first]
+    key = -best if score_type == "bm25" else best
+    order = np.lexsort((clusters, key))
+    rank = np.empty(order.size, dtype=np.int64)
+    rank[order] = np.arange(order.size)
+    member_rank = rank[np.searchsorted(clusters, cluster_of)]
+    positions = np.argsort(member_rank, kind="stable")
+    counts = np.bincount(member_rank, minlength=order.size)
+    bounds = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return _Result(
+        rows=rows[positions],
+        scores=scores[positions],
+        score_type=score_type,
+        clusters=clusters[order].astype(np.int64),
+        cluster_scores=best[order],
+        bounds=bounds,
+        ranked_rows=rows,
+        ranked_scores=scores,
+    )
+
+
+def _hashable(req: SearchRequest) -> SearchRequest:
+    """The request with list filters as tuples (a caller may pass lists), so it can be cached."""
+    labels, tags = req.labels_one_of, req.tags_is
+    if isinstance(labels, list) or isinstance(tags, list):
+        return dataclasses.replace(
+            req,
+            labels_one_of=None if labels is None else tuple(labels),
+            tags_is=None if tags is None else tuple(tags),
+        )
+    return req
+
+
+def _check_granularity(granularity: int) -> int:
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"granularity {granularity!r} is not one of {GRANULARITIES}")
+    return granularity
+
+
+def _tuples(values: list[list[str] | None]) -> list[tuple[str, ...] | None]:
+    return [None if v is None else tuple(v) for v in values]
+
+
+def _inverted(values: list[tuple[str, ...] | None]) -> dict[str, I64]:
+    """value -> the rows holding it."""
+    rows_of: dict[str, list[int]] = {}
+    for row, items in enumerate(values):
+        for item in items or ():
+            rows_of.setdefault(item, []).append(row)
+    return {k: np.asarray(v, dtype=np.int64) for k, v in rows_of.items()}
+
+
+def _any_of(index: dict[str, I64], wanted: tuple[str, ...], n: int) -> npt.NDArray[np.bool_]:
+    mask = np.zeros(n, dtype=bool)
+    for value in wanted:
+        rows = index.get(value)
+        if rows is not None:
+            mask[rows] = True
+    return mask

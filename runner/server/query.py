@@ -1,0 +1,137 @@
+"""The records between the local server's HTTP layer and its search index.
+
+The app parses a request (query string, VQL) into a `SearchRequest`; `SearchIndex.search` answers
+with `ClusterMatch`es, best first, each holding its matching `MemberMatch`es, best first.
+`DatasetInfo` describes a dataset on disk (its `dataset.json`).
+
+Score semantics (the README documents them; keep to them):
+
+- `caption` and `semantic`: `score_type == "cosine_distance"`, score d = 1 - cos(query, caption)
+  of the L2-normalised MiniLM embeddings, lower is better; `cutoff` is a distance cut-off, a hit is
+  kept when d <= cutoff (None -> `DEFAULT_CUTOFF`), so a stricter cut-off gives a subset.
+- `fts`: `score_type == "bm25"`, score = -bm25() of SQLite FTS5 (higher is better), OR of the
+  query's terms, porter stemming, no cut-off (`cutoff` is ignored).
+- no text: every item that passes the filters, `score_type == "none"`, score 0.0.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Final, Literal
+
+__all__ = [
+    "DEFAULT_CUTOFF",
+    "ENRICHMENTS",
+    "GRANULARITIES",
+    "ClusterMatch",
+    "DatasetInfo",
+    "EntityType",
+    "MemberMatch",
+    "ScoreType",
+    "SearchRequest",
+    "TextOp",
+    "TextQuery",
+]
+
+TextOp = Literal["caption", "fts", "semantic"]
+EntityType = Literal["IMAGES", "OBJECTS"]
+ScoreType = Literal["cosine_distance", "bm25", "none"]
+
+# The distance cut-off of caption and semantic search when a request gives none (the vendor
+# client's "medium" preset).
+DEFAULT_CUTOFF: Final = 0.8
+# Clustering granularities, 0 finest .. 4 coarsest; each level's clusters are unions of the finer's.
+GRANULARITIES: Final = (0, 1, 2, 3, 4)
+# The enrichment names a dataset may carry: captions, labels (tagging), user tags.
+ENRICHMENTS: Final = ("CAPTION_IMAGES", "IMAGE_TAGGING", "USER_TAGS")
+
+
+@dataclass(frozen=True, slots=True)
+class TextQuery:
+    """The text part of a search: `caption` (= `image_caption`), VQL `fts` or VQL `semantic`.
+
+    `cutoff` is the distance cut-off for `caption`/`semantic` (keep d <= cutoff; None -> 0.8);
+    `fts` ignores it. `value` is the user's string as sent: the index makes it safe.
+    """
+
+    op: TextOp
+    value: str
+    cutoff: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SearchRequest:
+    """One search over a dataset: every filter is ANDed; None means "no such filter".
+
+    `granularity` is the API's `threshold` (0..4). `labels_one_of` keeps items holding any of the
+    labels; `tags_is` keeps items holding any of the tag ids. `duplicates` keeps items whose best
+    similarity to another item is >= the value; `uniqueness` keeps items whose uniqueness score
+    (1 - that best similarity) is >= the value.
+    """
+
+    entity_type: EntityType = "IMAGES"
+    granularity: int = 0
+    text: TextQuery | None = None
+    labels_one_of: tuple[str, ...] | None = None
+    tags_is: tuple[str, ...] | None = None
+    duplicates: float | None = None
+    uniqueness: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MemberMatch:
+    """One matching media item of a cluster, with its own score (see the module docstring)."""
+
+    row: int
+    media_id: str
+    file_name: str
+    caption: str | None
+    score: float
+    score_type: ScoreType
+    width: int | None
+    height: int | None
+    media_uri: str | None
+    labels: tuple[str, ...] | None
+    tags: tuple[str, ...] | None
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterMatch:
+    """A cluster at the asked granularity holding at least one match.
+
+    `n_images` is the cluster's size in the dataset (not the number of matches); `score` is its
+    best member's; `members` are the matching items, best first (ties by row).
+    """
+
+    cluster_id: str
+    granularity: int
+    n_images: int
+    score: float
+    score_type: ScoreType
+    members: tuple[MemberMatch, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetInfo:
+    """What `dataset.json` says about a dataset on disk.
+
+    `created_at` is timezone-aware UTC. `labels` and `tags` are every distinct label / tag id in
+    the dataset, sorted.
+
+    `enrichments` holds names from `ENRICHMENTS`: CAPTION_IMAGES when items have captions,
+    IMAGE_TAGGING when any item has labels, USER_TAGS when any item has tags.
+    """
+
+    id: str
+    display_name: str
+    n_images: int
+    enrichments: frozenset[str]
+    created_at: dt.datetime
+    labels: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+
+    @property
+    def dataset_id(self) -> str:
+        """The same as `id`."""
+        return self.id
