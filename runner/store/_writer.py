@@ -1,0 +1,518 @@
+"""`RunWriter`: records request units into a run directory, crash-safe and in bounded memory.
+
+How a unit travels (each step survives a SIGKILL at any instant):
+
+1. `record()` appends the unit as ONE checksummed frame to the current journal segment
+   `_journal/<seq>.vlj` (one `os.write`, see `_journal`), then keeps its rows in memory.
+2. When the rows in memory reach `roll_rows`, they are written as the Parquet part pair
+   `_parts/<seq>-requests.parquet` + `_parts/<seq>-hits.parquet` (temp names, fsync, renamed
+   requests first: the hits part's name is the commit), then segment `<seq>` is deleted and
+   segment `<seq+1>` begun. A part pair and its segment hold the same units, so on resume a
+   committed part makes its segment redundant, and a segment with no committed part is replayed.
+3. `finish()` writes `requests.parquet` and `hits.parquet` to temp names from the previous
+   final files (a resumed `partial` run), the parts and the rows in memory, row group by row group;
+   then writes `_finalise.json` (the manifest it means to write), renames the temp files over the
+   final names, deletes the parts and the journal, writes the manifest, and deletes
+   `_finalise.json`. A crash after `_finalise.json` is rolled forward by `resume`; a crash before
+   it leaves the previous state intact, and the temp files are deleted.
+
+A unit is therefore in exactly one place (final files, a part, or a segment) whenever it is on
+disk at all; rows are never deduplicated after the fact, and `record` refuses a request key that
+was recorded before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, Self
+
+import orjson
+import pyarrow as pa
+
+from runner.errors import RunError
+from runner.schema import (
+    HITS_FILE,
+    HITS_SCHEMA,
+    JUDGMENTS_FILE,
+    JUDGMENTS_SCHEMA,
+    REQUESTS_FILE,
+    REQUESTS_SCHEMA,
+)
+from runner.store import _files
+from runner.store._journal import JournalSegment, Unit, encode_unit
+from runner.store._layout import (
+    FINALISE_FILE,
+    JOURNAL_DIR,
+    LOCK_FILE,
+    PARTS_DIR,
+    atomic_write_bytes,
+    fsync_dir,
+    new_run_id,
+    part_path,
+    run_dir_for,
+    segment_path,
+    temp_path,
+)
+from runner.store._manifest import (
+    RunCounts,
+    public_base_url,
+    read_manifest,
+    utc_now_iso,
+    write_manifest,
+)
+from runner.store._readers import RunInfo, open_run
+from runner.store._rows import Rows, check_rank_order, to_batch
+
+__all__ = ["DEFAULT_ROLL_ROWS", "FINISH_STATUSES", "Recovery", "RunWriter"]
+
+DEFAULT_ROLL_ROWS: Final = 50_000
+FINISH_STATUSES: Final = ("complete", "partial", "failed")
+
+
+@dataclass(frozen=True, slots=True)
+class Recovery:
+    """What `RunWriter.resume` found and repaired.
+
+    `units_replayed`: units read back from journal segments that had not reached a Parquet part;
+    `torn_bytes`: bytes of a torn last frame that were dropped (that unit is simply not recorded
+    and will be redone); `rolled_forward`: an interrupted `finish` was completed.
+    """
+
+    units_replayed: int = 0
+    torn_bytes: int = 0
+    rolled_forward: bool = False
+
+
+class RunWriter:
+    """Writes one run directory: units in, Parquet and a manifest out.
+
+        writer = RunWriter.create("reports", suite_name=..., suite_hash=..., ...)
+        # or: writer = RunWriter.resume(run_dir, suite_hash=...)
+        skip = writer.completed_keys()
+        for each request key not in skip, once all its pages are done:
+            writer.record(request_rows, hit_rows)   # one unit, atomic against a crash
+        info = writer.finish("complete")            # or "partial" on Ctrl-C, "failed"
+
+    `record` and `finish` are thread-safe and synchronous; a call takes one `write` (plus, every
+    `roll_rows` rows, the writing of a Parquet part: tens of milliseconds). Only one process can
+    hold a run: a second `resume` of a run being written raises `RunError`. As a context manager,
+    a writer left unfinished is finished `partial` (or `failed` if an exception other than
+    KeyboardInterrupt or cancellation escaped).
+    """
+
+    def __init__(
+        self,
+        run_dir: Path,
+        manifest: dict[str, Any],
+        lock_fd: int,
+        *,
+        roll_rows: int,
+        fsync_units: bool,
+    ) -> None:
+        """Use `RunWriter.create` or `RunWriter.resume`."""
+        _check_roll_rows(roll_rows)
+        self._dir = run_dir
+        self._manifest = manifest
+        self._lock_fd = lock_fd
+        self._roll_rows = roll_rows
+        self._fsync_units = fsync_units
+        self._mutex = threading.Lock()
+        self._keys: set[str] = set()
+        self._failed: set[str] = set()
+        self._pages = 0
+        self._hits = 0
+        self._requests_buf: list[pa.RecordBatch] = []
+        self._hits_buf: list[pa.RecordBatch] = []
+        self._buffered = 0
+        self._parts: list[int] = []
+        self._has_base = False
+        self._seq = 0
+        self._segment: JournalSegment | None = None
+        self._closed = False
+        self.recovery = Recovery()
+
+    # -- opening -------------------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        root: Path | str,
+        *,
+        suite_name: str,
+        suite_hash: str,
+        base_url: str | None,
+        dataset_id: str | None,
+        tool_version: str,
+        requests_planned: int,
+        modes: Any = None,
+        sweep: Any = None,
+        shard: str | None = None,
+        judgments: pa.Table | Rows | None = None,
+        run_id: str | None = None,
+        started_at: dt.datetime | None = None,
+        roll_rows: int = DEFAULT_ROLL_ROWS,
+        fsync_units: bool = False,
+    ) -> RunWriter:
+        """Start a new run under `root` (hive layout, see `run_dir_for`) with status `running`.
+
+        Writes `judgments.parquet` (the judgments the run will be evaluated with; none → an empty
+        file) and `manifest.json`. `modes` and `sweep` go into the manifest as given and must be
+        JSON-able. `base_url` loses any user info or query string. `fsync_units=True` forces each
+        recorded unit to disk (survives a power cut, costs a disk flush per unit); without it a
+        unit survives any death of the process. Raises `RunError` if the directory exists.
+        """
+        _check_roll_rows(roll_rows)
+        started = (started_at or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
+        run_id = run_id or new_run_id(started)
+        run_dir = run_dir_for(root, suite_name, started.date(), run_id)
+        manifest: dict[str, Any] = {
+            "run_id": run_id,
+            "suite_name": suite_name,
+            "suite_hash": suite_hash,
+            "tool_version": tool_version,
+            "base_url": public_base_url(base_url),
+            "dataset_id": dataset_id,
+            "started_at": started.isoformat(timespec="milliseconds"),
+            "ended_at": None,
+            "status": "running",
+            "counts": RunCounts(requests_planned=requests_planned).to_dict(),
+            "modes": modes,
+            "sweep": sweep,
+            "shard": shard,
+            "resumed_at": [],
+        }
+        try:
+            orjson.dumps(manifest)
+        except TypeError as exc:
+            raise RunError(f"{run_dir}: manifest values must be JSON-able: {exc}") from None
+        judgments_batch = to_batch(
+            judgments if judgments is not None else [], JUDGMENTS_SCHEMA, "judgments"
+        )
+        try:
+            run_dir.parent.mkdir(parents=True, exist_ok=True)
+            run_dir.mkdir()
+        except FileExistsError:
+            raise RunError(f"{run_dir}: run directory exists already") from None
+        (run_dir / JOURNAL_DIR).mkdir()
+        (run_dir / PARTS_DIR).mkdir()
+        lock_fd = _files.lock(run_dir)
+        writer = cls(run_dir, manifest, lock_fd, roll_rows=roll_rows, fsync_units=fsync_units)
+        try:
+            _files.write_parquet_atomic(
+                run_dir / JUDGMENTS_FILE, [judgments_batch], JUDGMENTS_SCHEMA
+            )
+            write_manifest(run_dir, manifest)
+            writer._open_segment(0)
+        except BaseException:
+            writer._release()
+            raise
+        return writer
+
+    @classmethod
+    def resume(
+        cls,
+        run_dir: Path | str,
+        *,
+        suite_hash: str,
+        requests_planned: int | None = None,
+        roll_rows: int = DEFAULT_ROLL_ROWS,
+        fsync_units: bool = False,
+    ) -> RunWriter:
+        """Reopen a `running` (killed), `partial` or `failed` run to record its remaining units.
+
+        Repairs what a crash left: completes an interrupted finish, deletes temp files, replays
+        journal segments into Parquet parts and drops a torn last frame (see `recovery`). Sets
+        the status back to `running`. Raises `RunError` for a run that is `complete`, a run of a
+        different suite (`suite_hash` differs: the request keys would not mean the same), a run
+        another process is writing, or a run whose files are corrupt.
+        """
+        _check_roll_rows(roll_rows)
+        run_dir = Path(run_dir)
+        manifest = read_manifest(run_dir)
+        _check_resumable(run_dir, manifest, suite_hash)
+        (run_dir / JOURNAL_DIR).mkdir(exist_ok=True)
+        lock_fd = _files.lock(run_dir)
+        writer = cls(run_dir, manifest, lock_fd, roll_rows=roll_rows, fsync_units=fsync_units)
+        try:
+            writer._recover(suite_hash, requests_planned)
+        except BaseException:
+            writer._release()
+            raise
+        return writer
+
+    # -- what callers read ---------------------------------------------------------------------
+
+    @property
+    def run_dir(self) -> Path:
+        return self._dir
+
+    @property
+    def run_id(self) -> str:
+        return str(self._manifest["run_id"])
+
+    @property
+    def buffered_rows(self) -> int:
+        """Request and hit rows held in memory, not yet in a Parquet part: under `roll_rows`."""
+        return self._buffered
+
+    @property
+    def counts(self) -> RunCounts:
+        """The counts so far (what the manifest will say)."""
+        return RunCounts(
+            requests_planned=int(self._manifest["counts"]["requests_planned"]),
+            requests_done=len(self._keys),
+            requests_failed=len(self._failed),
+            pages=self._pages,
+            hits=self._hits,
+        )
+
+    def completed_keys(self) -> set[str]:
+        """The request keys recorded durably (whatever their outcome): a resumed run skips them."""
+        with self._mutex:
+            return set(self._keys)
+
+    # -- recording -----------------------------------------------------------------------------
+
+    def record(self, request_rows: Rows, hit_rows: Rows) -> None:
+        """Record one completed unit: every page row of its request key(s) and all their hits.
+
+        After `record` returns, the unit survives a crash of the process; if the process dies
+        during `record`, the unit is on resume either wholly present or wholly absent (then it is
+        not in `completed_keys()` and is simply done again). A `RunError` raised after the unit
+        reached the journal (a Parquet part that could not be written) leaves it recorded.
+
+        Hits must be in rank order within each (request key, query id). Raises `RunError` for
+        rows that do not fit the schema, a unit with no request row, hits of a key that has no
+        request row in the unit, a request key already recorded, or a writer already finished.
+        """
+        requests = to_batch(request_rows, REQUESTS_SCHEMA, "request rows")
+        hits = to_batch(hit_rows, HITS_SCHEMA, "hit rows")
+        if requests.num_rows == 0:
+            raise RunError("record(): a unit needs at least one request row")
+        keys = set(requests.column("request_key").to_pylist())
+        stray = set(hits.column("request_key").to_pylist()) - keys
+        if stray:
+            raise RunError(f"record(): hits of request key(s) {sorted(stray)} with no request row")
+        check_rank_order(hits, "record()")
+        failed = _failed_keys(requests)
+        frame = encode_unit(Unit(requests, hits))
+        with self._mutex:
+            self._check_open()
+            again = keys & self._keys
+            if again:
+                raise RunError(f"{self._dir}: request key(s) {sorted(again)} already recorded")
+            assert self._segment is not None
+            self._segment.append(frame)
+            self._keys |= keys
+            self._failed |= failed
+            self._pages += requests.num_rows
+            self._hits += hits.num_rows
+            self._requests_buf.append(requests)
+            self._hits_buf.append(hits)
+            self._buffered += requests.num_rows + hits.num_rows
+            if self._buffered >= self._roll_rows:
+                self._roll()
+
+    def finish(self, status: str) -> RunInfo:
+        """Write the final Parquet files and the manifest with `status`; the writer is then closed.
+
+        `status`: "complete", "partial" (stopped early, e.g. Ctrl-C: resumable) or "failed"
+        (also resumable). Memory stays bounded: the files are streamed part by part.
+        """
+        if status not in FINISH_STATUSES:
+            raise RunError(f"finish(): status {status!r} is not one of {FINISH_STATUSES}")
+        with self._mutex:
+            self._check_open()
+            if self._buffered:
+                self._roll()
+            temps = {name: temp_path(self._dir / file) for name, file, _ in _files.TABLES}
+            try:
+                for name, file, schema in _files.TABLES:
+                    _files.write_parquet_atomic(
+                        temps[name], self._sources(file, name), schema, rename=False
+                    )
+            except BaseException as exc:
+                for tmp in temps.values():
+                    tmp.unlink(missing_ok=True)
+                if isinstance(exc, OSError):
+                    raise RunError(f"{self._dir}: cannot write the run: {exc}") from exc
+                raise
+            manifest = dict(self._manifest)
+            manifest.update(status=status, ended_at=utc_now_iso(), counts=self.counts.to_dict())
+            plan = {"manifest": manifest, "temps": {n: t.name for n, t in temps.items()}}
+            atomic_write_bytes(self._dir / FINALISE_FILE, orjson.dumps(plan))
+            self._close_segment()
+            _files.roll_forward(self._dir)
+            self._manifest = manifest
+            # The manifest is final: a resume that finds no lock now may start. Closing the
+            # lock's descriptor last keeps anyone else out until then.
+            with contextlib.suppress(FileNotFoundError):
+                (self._dir / JOURNAL_DIR / LOCK_FILE).unlink()
+            with contextlib.suppress(OSError):
+                (self._dir / JOURNAL_DIR).rmdir()
+            self._release()
+        return open_run(self._dir)
+
+    def close(self, status: str = "partial") -> None:
+        """Finish with `status` unless finished already."""
+        if not self._closed:
+            self.finish(status)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._closed:
+            return
+        stopped = exc_type is None or issubclass(
+            exc_type, KeyboardInterrupt | asyncio.CancelledError
+        )
+        self.finish("partial" if stopped else "failed")
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RunError(f"{self._dir}: the run writer is finished")
+
+    def _open_segment(self, seq: int) -> None:
+        self._seq = seq
+        self._segment = JournalSegment(segment_path(self._dir, seq), fsync=self._fsync_units)
+        fsync_dir(self._dir / JOURNAL_DIR)
+
+    def _close_segment(self) -> None:
+        if self._segment is not None:
+            self._segment.close()
+            self._segment = None
+
+    def _roll(self) -> None:
+        """Move the rows in memory into Parquet part `seq`, then start journal segment `seq+1`."""
+        assert self._segment is not None
+        seq = self._seq
+        try:
+            _files.write_part(self._dir, seq, self._requests_buf, self._hits_buf)
+        except OSError as exc:
+            # The units are safe in the journal; the part is retried at the next roll.
+            raise RunError(f"{self._dir}: cannot write a Parquet part: {exc}") from exc
+        self._parts.append(seq)
+        self._requests_buf, self._hits_buf, self._buffered = [], [], 0
+        self._segment.close()
+        self._segment.path.unlink()
+        self._open_segment(seq + 1)
+        # Counts in a running run's manifest let a watcher see progress; cheap at this rate.
+        manifest = dict(self._manifest, counts=self.counts.to_dict())
+        write_manifest(self._dir, manifest)
+        self._manifest = manifest
+
+    def _sources(self, file: str, name: str) -> Iterator[pa.RecordBatch | pa.Table]:
+        """The rows of one table in record order: previous final file, then the parts."""
+        if self._has_base:
+            yield from _files.row_groups(self._dir / file)
+        for seq in self._parts:
+            yield from _files.row_groups(part_path(self._dir, seq, name))
+
+    def _recover(self, suite_hash: str, requests_planned: int | None) -> None:
+        rolled = _files.roll_forward(self._dir) if (self._dir / FINALISE_FILE).exists() else False
+        manifest = read_manifest(self._dir)
+        _check_resumable(self._dir, manifest, suite_hash)
+        _files.delete_temps(self._dir)
+        parts_dir = self._dir / PARTS_DIR
+        parts_dir.mkdir(exist_ok=True)
+        committed = _files.committed_parts(self._dir)
+        replayed, torn, seqs = 0, 0, set(committed)
+        for segment in sorted((self._dir / JOURNAL_DIR).glob("*.vlj")):
+            seq = int(segment.stem)
+            seqs.add(seq)
+            if seq not in committed:
+                units, good = _files.read_units(segment)
+                torn += segment.stat().st_size - good
+                if units:
+                    _files.write_part(
+                        self._dir, seq, [u.requests for u in units], [u.hits for u in units]
+                    )
+                    committed.append(seq)
+                    replayed += len(units)
+            segment.unlink()
+        fsync_dir(self._dir / JOURNAL_DIR)
+        self._parts = sorted(committed)
+        self._has_base = (self._dir / REQUESTS_FILE).exists() or (self._dir / HITS_FILE).exists()
+        self._count_existing()
+        self.recovery = Recovery(units_replayed=replayed, torn_bytes=torn, rolled_forward=rolled)
+        if requests_planned is not None:
+            manifest["counts"] = dict(manifest["counts"], requests_planned=requests_planned)
+        self._manifest = manifest
+        manifest.update(
+            status="running",
+            ended_at=None,
+            resumed_at=[*manifest.get("resumed_at", []), utc_now_iso()],
+            counts=self.counts.to_dict(),
+        )
+        write_manifest(self._dir, manifest)
+        self._open_segment(max(seqs, default=-1) + 1)
+
+    def _count_existing(self) -> None:
+        """Rebuild keys and counts from the final files and the parts."""
+        requests = [self._dir / REQUESTS_FILE] if self._has_base else []
+        hits = [self._dir / HITS_FILE] if self._has_base else []
+        requests += [part_path(self._dir, s, "requests") for s in self._parts]
+        hits += [part_path(self._dir, s, "hits") for s in self._parts]
+        for path in requests:
+            pf = _files.parquet_file(path, REQUESTS_SCHEMA)
+            seen: set[str] = set()
+            for batch in pf.iter_batches(columns=["request_key", "outcome"]):
+                seen.update(batch.column(0).to_pylist())
+                self._failed |= _failed_keys(batch)
+                self._pages += batch.num_rows
+            again = seen & self._keys
+            if again:
+                raise RunError(
+                    f"{path}: request key(s) {sorted(again)[:3]} recorded twice in this run"
+                )
+            self._keys |= seen
+        for path in hits:
+            self._hits += _files.parquet_file(path, HITS_SCHEMA).metadata.num_rows
+
+    def _release(self) -> None:
+        self._close_segment()
+        self._closed = True
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)  # also releases the flock
+            self._lock_fd = -1
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def _check_roll_rows(roll_rows: int) -> None:
+    if roll_rows < 1:
+        raise RunError(f"roll_rows must be at least 1, not {roll_rows}")
+
+
+def _check_resumable(run_dir: Path, manifest: dict[str, Any], suite_hash: str) -> None:
+    if manifest["status"] == "complete":
+        raise RunError(f"{run_dir}: run is complete; nothing to resume (start a new run)")
+    if manifest["suite_hash"] != suite_hash:
+        raise RunError(
+            f"{run_dir}: run was made from a different suite (hash {manifest['suite_hash']}, "
+            f"this suite {suite_hash}); resume it with the suite it was started with"
+        )
+
+
+def _failed_keys(requests: pa.RecordBatch) -> set[str]:
+    """Keys with a page whose outcome is not "ok" (a few rows per unit: plain Python is faster)."""
+    keys = requests.column("request_key").to_pylist()
+    outcomes = requests.column("outcome").to_pylist()
+    return {key for key, outcome in zip(keys, outcomes, strict=True) if outcome != "ok"}
