@@ -1,0 +1,241 @@
+"""The scheduler: workers over the plan's wire requests, pages with retries, the run's end."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from runner.client import ExploreClient, SendTiming
+from runner.errors import ApiError, RunError, TransportError, VlbenchError
+from runner.execute import _types
+from runner.execute._retry import classify, wait_before_retry
+from runner.execute._rows import Fetched, Recorder
+from runner.execute._types import (
+    PAGE_SIZE,
+    ExecuteOptions,
+    ProgressSink,
+    RunControl,
+    RunResult,
+    RunSink,
+    RunStats,
+)
+from runner.plan import Plan, RequestSpec
+
+__all__ = ["run_plan", "wire_units"]
+
+
+class _Dropped(Exception):
+    """A unit given up because the run is stopping; it is not recorded (resume redoes it)."""
+
+
+class _Fatal(Exception):
+    """A failure that ends the run (credentials refused)."""
+
+    def __init__(self, error: VlbenchError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+@dataclass(slots=True)
+class _Runner:
+    client: ExploreClient
+    options: ExecuteOptions
+    control: RunControl
+    stats: RunStats
+    rng: random.Random
+
+    async def fetch(self, params: dict[str, str], page_number: int, key: str) -> Fetched:
+        """One page with its retries; a stop during a backoff drops the unit."""
+        retry = self.options.retry
+        timing = SendTiming()
+        for attempt in itertools.count(1):
+            self.stats.sent += 1
+            try:
+                page = await self.client.search_page(
+                    params, page_number, request_key=key, timing=timing
+                )
+            except (ApiError, TransportError) as exc:
+                verdict = classify(exc)
+                if verdict.fatal:
+                    raise _Fatal(exc) from None
+                if not verdict.retryable or attempt >= retry.max_attempts:
+                    return Fetched(
+                        page_number,
+                        None,
+                        verdict.outcome,
+                        verdict.status,
+                        attempt,
+                        timing.sent_at,
+                        timing.latency_s * 1000,
+                        str(exc),
+                    )
+                self.stats.retries += 1
+                wait = wait_before_retry(verdict, attempt, retry, self.rng, self.client.pacer)
+                if await self._stopped_within(wait):
+                    raise _Dropped from None
+                continue
+            return Fetched(
+                page_number, page, "ok", 200, attempt, timing.sent_at, timing.latency_s * 1000
+            )
+        raise AssertionError("unreachable")
+
+    async def _stopped_within(self, seconds: float) -> bool:
+        """Sleep `seconds` unless the run is told to stop first; True if it was."""
+        if self.control.stopping.is_set():
+            return True
+        if seconds <= 0:
+            return False
+        try:
+            await asyncio.wait_for(self.control.stopping.wait(), timeout=seconds)
+        except TimeoutError:
+            return False
+        return True
+
+    async def unit(self, specs: Sequence[RequestSpec]) -> list[Fetched]:
+        """Every page of one wire request, up to the first final failure."""
+        lead = specs[0]
+        params = dict(lead.params())
+        limit = (
+            _types.PAGE_CAP
+            if self.options.max_pages is None
+            else min(self.options.max_pages, _types.PAGE_CAP)
+        )
+        pages: list[Fetched] = []
+        for number in range(limit):
+            fetched = await self.fetch(params, number, lead.key)
+            pages.append(fetched)
+            if _last_page(fetched, number, limit):
+                return pages
+            if self.control.stopping.is_set():
+                raise _Dropped
+        return pages
+
+
+def _last_page(fetched: Fetched, number: int, limit: int) -> bool:
+    page = fetched.page
+    if page is None or number + 1 >= limit:
+        return True
+    n = page.n_clusters
+    if n == 0 or n < PAGE_SIZE:
+        return True
+    return page.total_pages is not None and number + 1 >= page.total_pages
+
+
+def wire_units(plan: Plan, done: set[str]) -> list[tuple[RequestSpec, ...]]:
+    """The plan's wire requests, each as the specs it answers, without the keys already done."""
+    units = []
+    for request in plan.requests:
+        specs = tuple(spec for spec in request.specs if spec.key not in done)
+        if specs:
+            units.append(specs)
+    return units
+
+
+async def run_plan(
+    plan: Plan,
+    writer: RunSink,
+    *,
+    client: ExploreClient,
+    options: ExecuteOptions | None = None,
+    control: RunControl | None = None,
+    progress: ProgressSink | None = None,
+) -> RunResult:
+    """Send every request of `plan` not yet in `writer`'s run, record each, finish the run.
+
+    The writer is finished `complete` when every planned request is recorded, `partial` when
+    the run was stopped (or cut by `max_requests`), `failed` when the API refused the
+    credentials. Errors of the store (`RunError`) end the run `failed` and are raised.
+    """
+    control = control or RunControl()
+    options = options or ExecuteOptions()
+    rng = random.Random(options.seed)
+    units = wire_units(plan, writer.completed_keys())
+    stats = RunStats(total=len(plan.requests), skipped=len(plan.requests) - len(units))
+    if options.max_requests is not None:
+        units = units[: options.max_requests]
+    runner = _Runner(client, options, control, stats, rng)
+    recorder = Recorder(writer)
+    queue: Iterator[tuple[RequestSpec, ...]] = iter(units)
+    fatal: list[VlbenchError] = []
+
+    async def worker() -> None:
+        for unit in queue:
+            if control.stopping.is_set():
+                return
+            try:
+                pages = await runner.unit(unit)
+            except _Dropped:
+                return
+            except _Fatal as exc:
+                fatal.append(exc.error)
+                control.stop("the API refused the credentials")
+                return
+            stats.hits += recorder.add(unit, pages)
+            stats.done += 1
+            stats.pages += len(pages)
+            if any(p.outcome != "ok" for p in pages):
+                stats.failed += 1
+            if progress is not None:
+                progress.update(stats)
+
+    tasks = [asyncio.create_task(worker()) for _ in range(max(1, options.concurrency))]
+    aborter = asyncio.create_task(_cancel_on_abort(control, tasks))
+    flusher = asyncio.create_task(recorder.flush_when_due())
+    try:
+        results: list[BaseException | None] = await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        aborter.cancel()
+        flusher.cancel()
+        for task in tasks:
+            task.cancel()
+    if flusher.done() and not flusher.cancelled() and flusher.exception() is not None:
+        results.append(flusher.exception())
+    errors = [r for r in results if isinstance(r, BaseException)]
+    if not any(isinstance(e, RunError) for e in errors):
+        try:
+            recorder.flush()  # units completed before the end (or a stop) are kept
+        except RunError as exc:
+            errors.append(exc)
+    store_errors = [e for e in errors if isinstance(e, RunError)]
+    if store_errors:
+        writer.finish("failed")
+        raise store_errors[0]
+    unexpected = [e for e in errors if not isinstance(e, asyncio.CancelledError)]
+    if unexpected:
+        writer.finish("failed")
+        raise unexpected[0]
+    if progress is not None:
+        progress.update(stats)
+    return _finish(writer, stats, control, fatal)
+
+
+async def _cancel_on_abort(control: RunControl, tasks: Sequence[asyncio.Task[None]]) -> None:
+    await control.aborting.wait()
+    for task in tasks:
+        task.cancel()
+
+
+def _finish(
+    writer: RunSink, stats: RunStats, control: RunControl, fatal: Sequence[VlbenchError]
+) -> RunResult:
+    counts = writer.counts
+    everything = counts.requests_done >= counts.requests_planned
+    if fatal:
+        status, message = "failed", f"stopped: {fatal[0]}"
+    elif everything:
+        status, message = "complete", None
+    else:
+        status = "partial"
+        message = f"stopped: {control.reason}" if control.reason else "stopped at --max-requests"
+    writer.finish(status)
+    return RunResult(
+        run_dir=writer.run_dir,
+        status=status,
+        counts=writer.counts,
+        stats=stats,
+        message=message,
+        interrupted=control.reason == "interrupted" and not everything,
+    )

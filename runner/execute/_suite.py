@@ -1,0 +1,202 @@
+"""A suite end to end: where to send (the API or the embedded server), preflight, the run dir."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import random
+from collections.abc import AsyncIterator, Awaitable, Mapping
+from pathlib import Path
+from typing import TypeVar
+
+import aiohttp
+
+from runner import __version__
+from runner.client import ExploreClient, TokenSource
+from runner.errors import RunError, UsageError
+from runner.execute._preflight import preflight
+from runner.execute._schedule import run_plan
+from runner.execute._types import (
+    ExecuteOptions,
+    ProgressSink,
+    RetryPolicy,
+    RunControl,
+    RunInterrupted,
+    RunResult,
+)
+from runner.pacer import Pacer
+from runner.plan import Plan, expand, parse_shard, shard
+from runner.store import RunWriter, find_runs, read_manifest
+from runner.suite import Suite, judgments_table, suite_hash
+
+__all__ = ["make_pacer", "run_suite"]
+
+_T = TypeVar("_T")
+
+
+async def run_suite(
+    suite: Suite,
+    *,
+    out: Path | str = "reports",
+    resume: Path | str | bool = False,
+    shard_of: tuple[int, int] | None = None,
+    max_requests: int | None = None,
+    progress: ProgressSink | None = None,
+    control: RunControl | None = None,
+    environ: Mapping[str, str] | None = None,
+    seed: int | None = None,
+) -> RunResult:
+    """Run `suite` into a new run directory under `out` (or resume one) and finish it.
+
+    `resume`: a run directory, or True for the newest unfinished run of this suite under `out`.
+    `shard_of=(k, n)` sends the k-th of n shards at 1/n of the rate limit. A suite without
+    `base_url` runs against the embedded local server (the demo dataset, with auth on and the
+    demo credentials), started for the run and stopped after it. Otherwise the token comes from
+    the suite's `auth` environment variables (a ready token, or an API key and secret to mint
+    from). Raises `VlbenchError` for what cannot be run (bad shard, refused preflight, a run
+    that cannot be resumed) before anything is written.
+    """
+    env = os.environ if environ is None else environ
+    control = control or RunControl()
+    resume_dir = _resume_dir(suite, out, resume)
+    if resume_dir is not None:
+        shard_of = _resume_shard(resume_dir, shard_of)
+    plan = expand(suite)
+    if shard_of is not None:
+        plan = shard(plan, *shard_of)
+    async with _api(suite, env) as (base_url, dataset_id, auth):
+        pacer = make_pacer(suite.rate_limit, shard_of)
+        connector = aiohttp.TCPConnector(limit=max(suite.concurrency, 1) * 2)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            client = ExploreClient(
+                base_url,
+                dataset_id,
+                session=session,
+                auth=auth,
+                pacer=pacer,
+                timeout_s=suite.timeout_s,
+            )
+            retry = RetryPolicy(
+                suite.retries.max_attempts, suite.retries.backoff_s, suite.retries.max_backoff_s
+            )
+            checked = preflight(client, plan.specs, retry=retry, rng=random.Random(seed))
+            await _unless_stopped(checked, control)
+            writer = _open_writer(suite, plan, out, resume_dir, base_url, dataset_id)
+            max_pages = suite.pagination.max_pages
+            options = ExecuteOptions(
+                concurrency=suite.concurrency,
+                max_pages=None if max_pages == "all" else max_pages,
+                retry=retry,
+                max_requests=max_requests,
+                seed=seed,
+            )
+            with writer:
+                return await run_plan(
+                    plan, writer, client=client, options=options, control=control, progress=progress
+                )
+
+
+def make_pacer(rate_limit: float, shard_of: tuple[int, int] | None = None) -> Pacer | None:
+    """The run's pacer: `rate_limit` requests a second, 1/N of it for a shard k/N.
+
+    None (no pacing) for an infinite rate limit.
+    """
+    rate = rate_limit / (shard_of[1] if shard_of else 1)
+    return Pacer(rate) if math.isfinite(rate) else None
+
+
+async def _unless_stopped(work: Awaitable[_T], control: RunControl) -> _T:
+    """Await `work` unless the run is told to stop first (then cancel it, `RunInterrupted`)."""
+    task = asyncio.ensure_future(work)
+    stopper = asyncio.ensure_future(control.stopping.wait())
+    try:
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        raise RunInterrupted("interrupted before the first search; nothing was written")
+    return task.result()
+
+
+@contextlib.asynccontextmanager
+async def _api(suite: Suite, env: Mapping[str, str]) -> AsyncIterator[tuple[str, str, TokenSource]]:
+    """Where the run sends its requests: the suite's API, or the embedded server for the run."""
+    if suite.base_url is not None:
+        auth = TokenSource.from_env(
+            env,
+            token_env=suite.auth.token_env,
+            api_key_env=suite.auth.api_key_env,
+            api_secret_env=suite.auth.api_secret_env,
+        )
+        yield suite.base_url, suite.dataset_id or "", auth
+        return
+    from runner.auth import DEMO_CREDENTIALS
+    from runner.server.app import ServerConfig, ServerThread
+
+    server = ServerThread(ServerConfig("demo", credentials=DEMO_CREDENTIALS))
+    await asyncio.to_thread(server.start)
+    served = server.dataset_id
+    if suite.dataset_id not in (None, served):
+        await asyncio.to_thread(server.stop)
+        raise UsageError(
+            f"dataset_id {suite.dataset_id!r}: the embedded server serves only the demo dataset "
+            f"({served!r}); give a base_url to reach another"
+        )
+    try:
+        yield server.base_url, server.dataset_id, TokenSource(credentials=DEMO_CREDENTIALS)
+    finally:
+        await asyncio.to_thread(server.stop)
+
+
+def _resume_dir(suite: Suite, out: Path | str, resume: Path | str | bool) -> Path | None:
+    if resume is False:
+        return None
+    if resume is not True:
+        return Path(resume)
+    runs = find_runs(out, suite.name) if Path(out).is_dir() else []
+    if not runs:
+        raise RunError(f"{out}: no run of suite {suite.name!r} to resume")
+    newest = runs[-1]
+    if read_manifest(newest)["status"] == "complete":
+        raise RunError(f"{newest}: the newest run of suite {suite.name!r} is complete already")
+    return newest
+
+
+def _resume_shard(run_dir: Path, asked: tuple[int, int] | None) -> tuple[int, int] | None:
+    label = read_manifest(run_dir).get("shard")
+    was = parse_shard(label) if isinstance(label, str) else None
+    if asked is not None and asked != was:
+        said = f"shard {label}" if was else "no shard"
+        raise UsageError(f"{run_dir}: the run was started with {said}; resume it the same way")
+    return was
+
+
+def _open_writer(
+    suite: Suite,
+    plan: Plan,
+    out: Path | str,
+    resume_dir: Path | None,
+    base_url: str,
+    dataset_id: str,
+) -> RunWriter:
+    digest = suite_hash(suite)
+    if resume_dir is not None:
+        return RunWriter.resume(resume_dir, suite_hash=digest, requests_planned=len(plan.specs))
+    return RunWriter.create(
+        out,
+        suite_name=suite.name,
+        suite_hash=digest,
+        base_url=base_url,
+        dataset_id=dataset_id,
+        tool_version=__version__,
+        requests_planned=len(plan.specs),
+        modes={name: mode.model_dump(mode="json") for name, mode in suite.modes.items()},
+        sweep=suite.sweep.model_dump(mode="json"),
+        shard=plan.shard_label,
+        judgments=judgments_table(suite),
+    )

@@ -1,0 +1,164 @@
+"""The scheduler's records: options, retry policy, live counters, the result, and controls."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final, Protocol
+
+import pyarrow as pa
+
+from runner.errors import VlbenchError
+from runner.store import RunCounts
+
+__all__ = [
+    "EXIT_INTERRUPTED",
+    "PAGE_CAP",
+    "PAGE_SIZE",
+    "ExecuteOptions",
+    "ProgressSink",
+    "RetryPolicy",
+    "RunControl",
+    "RunInterrupted",
+    "RunResult",
+    "RunSink",
+    "RunStats",
+]
+
+PAGE_SIZE: Final = 100
+# The most pages one request may fetch, whatever the suite says: 100k clusters, then stop.
+PAGE_CAP: Final = 1000
+EXIT_INTERRUPTED: Final = 130
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often and how patiently a failed HTTP request is tried again.
+
+    The wait before attempt n+1 is drawn uniformly from 0..min(max_backoff_s, backoff_s * 2**(n-1))
+    ("full jitter": retries of many workers spread out instead of returning in step).
+    """
+
+    max_attempts: int = 5
+    backoff_s: float = 0.5
+    max_backoff_s: float = 30.0
+
+    def backoff(self, attempt: int, rng: random.Random) -> float:
+        """Seconds to wait after failed attempt number `attempt` (1-based)."""
+        ceiling = min(self.max_backoff_s, self.backoff_s * 2.0 ** (attempt - 1))
+        return rng.uniform(0.0, ceiling)
+
+
+@dataclass(frozen=True, slots=True)
+class ExecuteOptions:
+    """How the scheduler runs a plan (the suite's `concurrency`, `pagination`, `retries`)."""
+
+    concurrency: int = 8
+    max_pages: int | None = 1  # None: all pages (up to PAGE_CAP)
+    retry: RetryPolicy = RetryPolicy()
+    max_requests: int | None = None  # send at most this many wire requests, then stop
+    seed: int | None = None  # for the jitter; None: unpredictable
+
+
+class RunControl:
+    """Stops a run from outside (a signal handler): `stop()` gracefully, `abort()` at once."""
+
+    def __init__(self) -> None:
+        self.stopping = asyncio.Event()
+        self.aborting = asyncio.Event()
+        self.reason: str | None = None
+
+    def stop(self, reason: str = "interrupted") -> None:
+        """Take no new work; let requests in flight end; a second call aborts."""
+        if self.stopping.is_set():
+            self.abort(reason)
+            return
+        self.reason = reason
+        self.stopping.set()
+
+    def abort(self, reason: str = "interrupted") -> None:
+        """Cancel requests in flight too."""
+        self.reason = self.reason or reason
+        self.stopping.set()
+        self.aborting.set()
+
+
+@dataclass(slots=True)
+class RunStats:
+    """Live counters of this session of a run (what progress shows)."""
+
+    total: int = 0  # wire requests (units) planned
+    skipped: int = 0  # units already done before this session (resume)
+    done: int = 0  # units recorded this session
+    failed: int = 0  # of them, with a failed page
+    pages: int = 0
+    hits: int = 0
+    sent: int = 0  # HTTP requests sent, retries included
+    retries: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def elapsed_s(self) -> float:
+        return time.monotonic() - self.started
+
+    @property
+    def rate(self) -> float:
+        """HTTP requests sent per second so far."""
+        elapsed = self.elapsed_s
+        return self.sent / elapsed if elapsed > 0 else 0.0
+
+
+class RunSink(Protocol):
+    """What the scheduler needs of the run it writes (`runner.store.RunWriter` is one)."""
+
+    @property
+    def run_dir(self) -> Path: ...
+
+    @property
+    def counts(self) -> RunCounts: ...
+
+    def completed_keys(self) -> set[str]: ...
+
+    def record(self, request_rows: pa.RecordBatch, hit_rows: pa.RecordBatch) -> None: ...
+
+    def finish(self, status: str) -> object: ...
+
+
+class ProgressSink(Protocol):
+    """What the scheduler tells a progress display (see `runner.progress`)."""
+
+    def update(self, stats: RunStats) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """How a run ended.
+
+    `status` is the manifest's (complete / partial / failed); `counts` are the run's, over all
+    its sessions; `stats` this session's. Exit code: 0 complete (or stopped at --max-requests)
+    with no failure, 1 some request failed for good or the run failed, 130 interrupted.
+    """
+
+    run_dir: Path
+    status: str
+    counts: RunCounts
+    stats: RunStats
+    message: str | None = None
+    interrupted: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        if self.status == "failed" or self.counts.requests_failed:
+            return 1
+        if self.interrupted:
+            return EXIT_INTERRUPTED
+        return 0
+
+
+class RunInterrupted(VlbenchError):
+    """Stopped (Ctrl-C, SIGTERM) before the first search; nothing was written."""
+
+    exit_code = EXIT_INTERRUPTED

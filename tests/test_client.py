@@ -1,0 +1,452 @@
+"""ExploreClient against the local server: typed pages, error classification, tokens."""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import web
+
+from runner.auth import Credentials, mint_token
+from runner.client import (
+    BadBody,
+    Cluster,
+    ExploreClient,
+    Page,
+    Preview,
+    SendTiming,
+    Throttled,
+    TokenSource,
+    parse_page,
+    parse_retry_after,
+)
+from runner.errors import ApiError, AuthError, TransportError, UsageError
+from runner.pacer import Pacer
+from runner.server.app import ServerThread
+
+StartServer = Callable[..., ServerThread]
+
+FTS_DOG = {"entity_type": "IMAGES", "vql": json.dumps([{"text": {"op": "fts", "value": "dog"}}])}
+
+
+def client_for(server: ServerThread, creds: Credentials, **kwargs: Any) -> ExploreClient:
+    kwargs.setdefault("auth", TokenSource(credentials=creds))
+    return ExploreClient(server.base_url, server.dataset_id, **kwargs)
+
+
+# -- typed answers from the real server ---------------------------------------------------------
+
+
+async def test_dataset_context_and_page_are_typed(
+    demo_server: ServerThread, api_credentials: Credentials
+) -> None:
+    async with client_for(demo_server, api_credentials) as client:
+        dataset = await client.get_dataset()
+        context = await client.get_enrichment_context()
+        timing = SendTiming()
+        page = await client.search_page(FTS_DOG, 0, request_key="k1", timing=timing)
+    assert dataset.status == "READY"
+    assert dataset.dataset_id == demo_server.dataset_id
+    assert dataset.n_images is not None and dataset.n_images > 0
+    assert {"CAPTION_IMAGES", "IMAGE_TAGGING"} <= context.enrichments
+    assert isinstance(page, Page) and page.page_number == 0
+    assert 0 < len(page.clusters) <= 100
+    cluster = page.clusters[0]
+    assert isinstance(cluster, Cluster) and isinstance(cluster.previews[0], Preview)
+    assert cluster.relevance_score_type == "bm25"
+    assert cluster.similarity_threshold == "0"
+    assert page.n_previews == sum(len(c.previews) for c in page.clusters)
+    assert all("dog" in (p.caption or "").lower() for c in page.clusters for p in c.previews[:1])
+    assert timing.sent_at == pytest.approx(time.time(), abs=30)
+    assert timing.latency_s > 0
+
+
+async def test_a_page_past_the_end_is_empty(
+    demo_server: ServerThread, api_credentials: Credentials
+) -> None:
+    async with client_for(demo_server, api_credentials) as client:
+        page = await client.search_page(FTS_DOG, 10_000)
+    assert page.clusters == () and page.n_previews == 0
+
+
+# -- parsing the variants the contract warns about ----------------------------------------------
+
+
+def body(**root: Any) -> bytes:
+    return orjson.dumps(root)
+
+
+def test_parse_tolerates_documented_variants() -> None:
+    raw = body(
+        clusters=[
+            {
+                "cluster_id": 17,
+                "n_images": "3",
+                "similarity_threshold": 2,
+                "relevance_score": "0.25",
+                "relevance_score_type": "cosine_distance",
+                "previews": [
+                    {"media_id": "m1", "relevance_score": 0.25, "labels": None},
+                    {"media_id": "m2", "relevance_score": None, "labels": [{"name": "dog"}]},
+                ],
+                "labels": None,
+                "user_tags": None,
+            },
+            {"cluster_id": "c2", "previews": None, "labels": ["cat"]},
+        ],
+        total_pages="4",
+        current_page=0,
+    )
+    page = parse_page(raw, 3)
+    first, second = page.clusters
+    assert page.total_pages == 4 and page.page_number == 3
+    assert first.cluster_id == "17" and first.n_images == 3
+    assert first.similarity_threshold == "2" and first.relevance_score == 0.25
+    assert first.labels is None and first.previews[0].labels is None
+    assert first.previews[1].labels == ("dog",) and first.previews[1].relevance_score is None
+    assert second.previews == () and second.n_images == 0 and second.labels == ("cat",)
+
+
+@pytest.mark.parametrize(
+    "raw, reason",
+    [
+        pytest.param(b"<html>502</html>", "not JSON", id="html"),
+        pytest.param(b'{"clusters": [{"cluster_id": "a"', "not JSON", id="truncated"),
+        pytest.param(body(detail="x"), "no clusters", id="no-clusters"),
+        pytest.param(body(clusters=[{"previews": []}]), "no cluster_id", id="cluster-without-id"),
+        pytest.param(
+            body(clusters=[{"cluster_id": "a", "previews": [{"caption": "x"}]}]),
+            "no media_id",
+            id="preview-without-media-id",
+        ),
+        pytest.param(
+            body(clusters=[{"cluster_id": "a", "relevance_score": "high"}]),
+            "not a number",
+            id="score-not-a-number",
+        ),
+        pytest.param(body(clusters=[], total_pages=1.5), "not an integer", id="fractional-pages"),
+        pytest.param(b"[1, 2]", "not an object", id="array"),
+    ],
+)
+def test_parse_refuses_bodies_that_are_not_the_contract(raw: bytes, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        parse_page(raw, 0)
+
+
+# -- errors, classified -------------------------------------------------------------------------
+
+
+async def test_unknown_dataset_is_api_error_404(
+    demo_server: ServerThread, api_credentials: Credentials
+) -> None:
+    client = ExploreClient(
+        demo_server.base_url, "no-such-dataset", auth=TokenSource(credentials=api_credentials)
+    )
+    async with client:
+        with pytest.raises(ApiError) as caught:
+            await client.get_dataset()
+    assert caught.value.status == 404
+    assert "Dataset not found" in str(caught.value)
+
+
+async def test_bad_parameter_is_422_naming_the_field(
+    demo_server: ServerThread, api_credentials: Credentials
+) -> None:
+    async with client_for(demo_server, api_credentials) as client:
+        with pytest.raises(ApiError) as caught:
+            await client.search_page({**FTS_DOG, "entity_type": "PLANETS"}, 0, request_key="k42")
+    exc = caught.value
+    assert exc.status == 422 and not isinstance(exc, Throttled | AuthError)
+    assert "query.entity_type" in str(exc)
+    assert "[request k42]" in str(exc) and exc.request_key == "k42"
+
+
+async def test_wrong_secret_is_auth_error_without_the_token(demo_server: ServerThread) -> None:
+    wrong = Credentials("vlbench-demo", "not-the-secret")
+    auth = TokenSource(credentials=wrong)
+    async with client_for(demo_server, wrong, auth=auth) as client:
+        with pytest.raises(AuthError) as caught:
+            await client.search_page(FTS_DOG, 0)
+    _, headers = auth.current()
+    token = headers["Authorization"].removeprefix("Bearer ")
+    assert caught.value.status == 401
+    for text in (str(caught.value), repr(caught.value), str(caught.value.detail)):
+        assert token not in text and "not-the-secret" not in text
+    assert auth.current()[0] == 2  # minted once, renewed once after the 401, then gave up
+
+
+async def test_expired_token_is_renewed_once(
+    start_server: StartServer, api_credentials: Credentials
+) -> None:
+    server = start_server(token_ttl_s=30)
+    now = [time.time() - 100]  # the first token is 100 s old: expired for this server
+    auth = TokenSource(credentials=api_credentials, clock=lambda: now[0])
+    assert auth.current()[0] == 1
+    now[0] = time.time()
+    async with client_for(server, api_credentials, auth=auth) as client:
+        page = await client.search_page(FTS_DOG, 0)
+    assert page.clusters
+    assert auth.current()[0] == 2
+
+
+async def test_ready_token_cannot_be_renewed(
+    start_server: StartServer, api_credentials: Credentials
+) -> None:
+    server = start_server(token_ttl_s=30)
+    stale = mint_token(api_credentials, now=time.time() - 100)
+    async with client_for(server, api_credentials, auth=TokenSource(token=stale)) as client:
+        with pytest.raises(AuthError) as caught:
+            await client.search_page(FTS_DOG, 0)
+    assert "expired" in str(caught.value) and stale not in str(caught.value)
+
+
+async def test_not_ready_dataset_is_409(
+    start_server: StartServer, api_credentials: Credentials
+) -> None:
+    server = start_server(dataset_status="INDEXING")
+    async with client_for(server, api_credentials) as client:
+        dataset = await client.get_dataset()
+        with pytest.raises(ApiError) as caught:
+            await client.search_page(FTS_DOG, 0)
+    assert dataset.status == "INDEXING"
+    assert caught.value.status == 409 and "READY" in str(caught.value)
+
+
+async def test_rate_limited_is_throttled_with_retry_after(
+    start_server: StartServer, api_credentials: Credentials
+) -> None:
+    server = start_server(rate_limit=1)
+    async with client_for(server, api_credentials) as client:
+        await client.search_page(FTS_DOG, 0)
+        with pytest.raises(Throttled) as caught:
+            await client.search_page(FTS_DOG, 0)
+    assert caught.value.status == 429
+    assert caught.value.retry_after is not None and caught.value.retry_after >= 1
+
+
+async def test_server_errors_are_api_errors_with_5xx(
+    start_server: StartServer, api_credentials: Credentials
+) -> None:
+    server = start_server(fail_rate=1.0)
+    statuses = set()
+    async with client_for(server, api_credentials) as client:
+        for _ in range(6):
+            with pytest.raises(ApiError) as caught:
+                await client.search_page(FTS_DOG, 0)
+            assert not isinstance(caught.value, Throttled)
+            statuses.add(caught.value.status)
+    assert statuses <= {500, 502, 503} and statuses
+
+
+async def test_dropped_connection_is_transport_error(
+    start_server: StartServer, api_credentials: Credentials
+) -> None:
+    server = start_server(drop_rate=1.0)
+    async with client_for(server, api_credentials) as client:
+        with pytest.raises(TransportError) as caught:
+            await client.search_page(FTS_DOG, 0)
+    assert caught.value.kind == "transport_error" and not isinstance(caught.value, BadBody)
+
+
+async def test_malformed_bodies_are_bad_body(
+    start_server: StartServer, api_credentials: Credentials
+) -> None:
+    server = start_server(malformed_rate=1.0)
+    async with client_for(server, api_credentials) as client:
+        for _ in range(4):  # both kinds the server makes: truncated JSON and an HTML page
+            with pytest.raises(BadBody) as caught:
+                await client.search_page(FTS_DOG, 0, request_key="kb")
+            assert caught.value.kind == "bad_body" and caught.value.status == 200
+            assert "[request kb]" in str(caught.value)
+
+
+async def test_slow_answer_times_out(
+    start_server: StartServer, api_credentials: Credentials
+) -> None:
+    server = start_server(latency_ms=1000)
+    async with client_for(server, api_credentials, timeout_s=0.1) as client:
+        with pytest.raises(TransportError) as caught:
+            await client.search_page(FTS_DOG, 0)
+    assert caught.value.kind == "timeout"
+
+
+async def test_refused_connection_is_transport_error() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed when the block ends: nothing listens there
+    async with ExploreClient(f"http://127.0.0.1:{port}", "demo") as client:
+        with pytest.raises(TransportError) as caught:
+            await client.get_dataset()
+    assert caught.value.kind == "transport_error"
+
+
+class CountingPacer(Pacer):
+    def __init__(self) -> None:
+        super().__init__(1000)
+        self.acquired = 0
+
+    async def acquire(self) -> float:
+        self.acquired += 1
+        return await super().acquire()
+
+
+async def test_every_request_and_resend_waits_for_the_pacer(
+    start_server: StartServer, api_credentials: Credentials
+) -> None:
+    server = start_server(token_ttl_s=30)
+    pacer = CountingPacer()
+    now = [time.time() - 100]
+    auth = TokenSource(credentials=api_credentials, clock=lambda: now[0])
+    auth.current()
+    now[0] = time.time()
+    async with client_for(server, api_credentials, auth=auth, pacer=pacer) as client:
+        await client.get_dataset()  # 401, renewed, sent again: two requests
+        await client.search_page(FTS_DOG, 0)
+    assert pacer.acquired == 3
+
+
+# -- edge cases the local Explore server cannot produce ------------------------------------------
+# aioresponses 0.7.9 cannot build responses for aiohttp 3.14 (ClientResponse wants
+# `stream_writer`), so these answers come from a scripted aiohttp server on loopback instead.
+
+Answer = tuple[int, bytes, dict[str, str]]
+
+
+@pytest.fixture
+async def scripted() -> AsyncIterator[tuple[str, list[Answer]]]:
+    """A loopback server answering each request with the next scripted (status, body, headers)."""
+    answers: list[Answer] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        status, raw, headers = answers.pop(0)
+        return web.Response(status=status, body=raw, headers=headers)
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"http://127.0.0.1:{port}", answers
+    finally:
+        await runner.cleanup()
+
+
+async def test_retry_after_as_http_date(scripted: tuple[str, list[Answer]]) -> None:
+    url, answers = scripted
+    when = email.utils.formatdate(time.time() + 30, usegmt=True)
+    answers.append((429, b"{}", {"Retry-After": when}))
+    async with ExploreClient(url, "ds") as client:
+        with pytest.raises(Throttled) as caught:
+            await client.search_page(FTS_DOG, 0)
+    assert caught.value.retry_after == pytest.approx(30, abs=2)
+
+
+async def test_503_with_retry_after_is_throttled_and_429_without_is_too(
+    scripted: tuple[str, list[Answer]],
+) -> None:
+    url, answers = scripted
+    answers.append((503, b'{"detail": "busy"}', {"Retry-After": "7"}))
+    answers.append((429, b"slow down", {}))
+    async with ExploreClient(url, "ds") as client:
+        with pytest.raises(Throttled) as first:
+            await client.search_page(FTS_DOG, 0)
+        with pytest.raises(Throttled) as second:
+            await client.search_page(FTS_DOG, 0)
+    assert first.value.status == 503 and first.value.retry_after == 7.0
+    assert "busy" in str(first.value)
+    assert second.value.status == 429 and second.value.retry_after is None
+
+
+async def test_server_echoing_the_token_is_redacted(scripted: tuple[str, list[Answer]]) -> None:
+    url, answers = scripted
+    token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"
+    answers.append((400, orjson.dumps({"detail": f"bad header {token}"}), {}))
+    async with ExploreClient(url, "ds", auth=TokenSource(token=token)) as client:
+        with pytest.raises(ApiError) as caught:
+            await client.search_page(FTS_DOG, 0)
+    assert token not in str(caught.value) and token not in str(caught.value.detail)
+    assert "[redacted]" in str(caught.value)
+
+
+async def test_total_pages_and_string_scores_reach_the_page(
+    scripted: tuple[str, list[Answer]],
+) -> None:
+    url, answers = scripted
+    cluster = {"cluster_id": "c", "similarity_threshold": "0", "relevance_score": "0.5"}
+    answers.append((200, orjson.dumps({"clusters": [cluster], "total_pages": 2}), {}))
+    async with ExploreClient(url, "ds") as client:
+        page = await client.search_page(FTS_DOG, 1)
+    assert page.total_pages == 2 and page.clusters[0].relevance_score == 0.5
+
+
+@pytest.mark.parametrize(
+    "header, expected",
+    [
+        pytest.param("3", 3.0, id="seconds"),
+        pytest.param(" 1.5 ", 1.5, id="fraction"),
+        pytest.param("-4", 0.0, id="negative"),
+        pytest.param("Wed, 21 Oct 2015 07:28:00 GMT", 0.0, id="date-in-the-past"),
+        pytest.param("100000", 600.0, id="capped"),
+        pytest.param("soon", None, id="garbage"),
+        pytest.param(None, None, id="absent"),
+    ],
+)
+def test_parse_retry_after(header: str | None, expected: float | None) -> None:
+    assert parse_retry_after(header) == expected
+
+
+# -- where the token comes from -----------------------------------------------------------------
+
+
+def test_token_source_from_env() -> None:
+    creds = Credentials("k", "s3cret")
+    assert TokenSource.from_env({"VL_TOKEN": "abc"}).kind == "token"
+    assert TokenSource.from_env({"VL_API_KEY": "k", "VL_API_SECRET": "s"}).kind == "credentials"
+    assert TokenSource.from_env({}).kind == "none"
+    assert TokenSource.from_env({}, default=creds).kind == "credentials"
+    custom = TokenSource.from_env({"MY_T": "abc"}, token_env="MY_T")
+    assert custom.current()[1] == {"Authorization": "Bearer abc"}
+    with pytest.raises(UsageError, match="VL_API_SECRET is not set"):
+        TokenSource.from_env({"VL_API_KEY": "k"})
+
+
+def test_token_is_minted_again_before_it_expires() -> None:
+    now = [1_000_000.0]
+    auth = TokenSource(
+        credentials=Credentials("k", "s"), ttl_s=600, renew_before_s=60, clock=lambda: now[0]
+    )
+    generation, first = auth.current()
+    now[0] += 600 - 61
+    assert auth.current() == (generation, first)
+    now[0] += 2  # within a minute of expiry
+    assert auth.current()[0] == generation + 1
+
+
+def test_renew_mints_once_per_generation() -> None:
+    auth = TokenSource(credentials=Credentials("k", "s"))
+    generation, _ = auth.current()
+    assert auth.renew(generation) and auth.renew(generation)  # a second worker, same 401
+    assert auth.current()[0] == generation + 1
+    assert not TokenSource(token="t").renew(0)
+    assert not TokenSource().renew(0)
+
+
+def test_token_source_repr_hides_token_and_secret() -> None:
+    token = mint_token(Credentials("key-1", "top-secret"))
+    for auth in (
+        TokenSource(token=token),
+        TokenSource(credentials=Credentials("key-1", "top-secret")),
+    ):
+        auth.current()
+        for text in (repr(auth), str(auth)):
+            assert token not in text and "top-secret" not in text
+    assert "top-secret" not in repr(ExploreClient("http://api.test", "ds", auth=auth))
