@@ -1,0 +1,149 @@
+"""Unjudged hits: how many per query, and a file of them for a person to label.
+
+The judge-todo file is TREC qrels with the grade left at -1, grouped by query under a comment
+naming the query's text; a comment line above each entry gives its file name and caption (a
+comment line, not a trailing comment, so that every qrels reader, trec_eval's too, accepts it):
+
+    # vlbench judge-todo: run 2024-... (top 10 of every mode and setting)
+    # Replace -1 by a grade: 0 not relevant, 1 relevant, 2 highly relevant.
+    # Lines left at -1 are ignored when this file is read back as qrels.
+
+    # query dog-beach: a dog playing on the beach
+    # 000000000123.jpg | A brown dog runs on the sand.
+    dog-beach 0 m000123 -1
+
+`runner.evaluate.judgments.load_qrels` reads it back (comments and -1 lines are skipped), so a
+labelled copy can be passed straight to `evaluate_run(..., extra_judgments=[path])` or added to
+the suite's `judgments.qrels`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Final
+
+import polars as pl
+
+from runner.errors import RunError
+from runner.evaluate.evaluation import UNJUDGED_SCHEMA
+from runner.store import read_manifest, scan_requests
+
+__all__ = ["count_unjudged", "judge_todo", "write_judge_todo"]
+
+_SPACE: Final = re.compile(r"\s+")
+_CAPTION_CHARS: Final = 120
+
+
+def count_unjudged(
+    ranked: pl.DataFrame, qrels: pl.DataFrame, cells: pl.DataFrame, *, k: int = 10
+) -> pl.DataFrame:
+    """Per (query, mode, setting): media in the top k and how many of them have no judgment.
+
+    `ranked`: `mode, setting, query_id, doc, rank` (media); `qrels`: media-level judgments
+    (`query_id, media_id, grade`); `cells`: every (mode, setting, query_id) asked for.
+    """
+    keys = ["query_id", "mode", "setting"]
+    judged = qrels.select(
+        "query_id", pl.col("media_id").alias("doc"), pl.lit(True).alias("_judged")
+    )
+    top = ranked.filter(pl.col("rank") <= k).join(judged, on=["query_id", "doc"], how="left")
+    counts = top.group_by(keys).agg(
+        pl.len().cast(pl.Int64).alias("n_hits"),
+        pl.col("_judged").is_null().sum().cast(pl.Int64).alias("n_unjudged"),
+    )
+    return (
+        cells.select(keys)
+        .unique()
+        .join(counts, on=keys, how="left")
+        .with_columns(
+            pl.col("n_hits", "n_unjudged").fill_null(0), pl.lit(k, dtype=pl.Int64).alias("k")
+        )
+        .select(UNJUDGED_SCHEMA.names())
+        .sort(keys)
+    )
+
+
+def judge_todo(hits: pl.LazyFrame, qrels: pl.DataFrame, *, k: int = 10) -> pl.DataFrame:
+    """The distinct unjudged media in the top k of any mode and setting, per query.
+
+    Columns `query_id, media_id, best_rank, file_name, caption`, by query then best rank.
+    """
+    judged = qrels.lazy().select("query_id", "media_id")
+    return (
+        hits.filter(pl.col("rank") <= k)
+        .join(judged, on=["query_id", "media_id"], how="anti")
+        .group_by("query_id", "media_id")
+        .agg(
+            pl.col("rank").min().alias("best_rank"),
+            pl.col("file_name").drop_nulls().first(),
+            pl.col("caption").drop_nulls().first(),
+        )
+        .sort("query_id", "best_rank", "media_id")
+        .collect()
+    )
+
+
+def _one_line(text: str | None) -> str:
+    flat = _SPACE.sub(" ", text or "").strip()
+    return flat if len(flat) <= _CAPTION_CHARS else flat[: _CAPTION_CHARS - 1] + "…"
+
+
+def _check_token(kind: str, value: str) -> None:
+    if not value or _SPACE.search(value):
+        raise RunError(
+            f"judge-todo: {kind} {value!r} is empty or contains white space (not TREC-safe)"
+        )
+
+
+def write_judge_todo(
+    run_dir: Path | str,
+    out_path: Path | str,
+    *,
+    k: int = 10,
+    extra_judgments: Sequence[Path | str] | None = None,
+) -> int:
+    """Write the run's unjudged top-k media as a TREC qrels file to label; return their number.
+
+    Judgments are the run's own plus `extra_judgments` (qrels files), as `evaluate_run` reads
+    them, so labelling the file and passing it back leaves nothing to do. The file is written
+    atomically.
+    """
+    from runner.evaluate.run import load_run_judgments  # late: run imports this module
+
+    run_dir = Path(run_dir)
+    hits, qrels = load_run_judgments(run_dir, extra_judgments)
+    todo = judge_todo(hits, qrels, k=k)
+    texts = dict(
+        scan_requests(run_dir)
+        .group_by("query_id")
+        .agg(pl.col("query_text").drop_nulls().first())
+        .collect()
+        .iter_rows()
+    )
+    run_id = read_manifest(run_dir).get("run_id", run_dir.name)
+    lines = [
+        f"# vlbench judge-todo: run {run_id} (top {k} of every mode and setting)",
+        "# Replace -1 by a grade: 0 not relevant, 1 relevant, 2 highly relevant.",
+        "# Lines left at -1 are ignored when this file is read back as qrels.",
+    ]
+    current = None
+    for row in todo.iter_rows(named=True):
+        query_id, media_id = row["query_id"], row["media_id"]
+        _check_token("query id", query_id)
+        _check_token("media id", media_id)
+        if query_id != current:
+            current = query_id
+            lines += ["", f"# query {query_id}: {_one_line(texts.get(query_id))}"]
+        about = " | ".join(
+            part for part in (_one_line(row["file_name"]), _one_line(row["caption"])) if part
+        )
+        lines += [f"# {about}"] if about else []
+        lines.append(f"{query_id} 0 {media_id} -1")
+    out = Path(out_path)
+    temp = out.with_name(f".{out.name}.tmp")
+    temp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    os.replace(temp, out)
+    return todo.height
