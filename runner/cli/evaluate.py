@@ -7,23 +7,18 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from runner.cli._app import app, fail
 from runner.errors import VlbenchError
-from runner.evaluate.compare import (
-    Comparison,
-    GateFailure,
-    check_gates,
-    compare_run_dirs,
-    parse_gate,
-)
-from runner.evaluate.run import evaluate_run, write_evaluation
-from runner.evaluate.unjudged import write_judge_todo
-from runner.report import write_report
-from runner.report.tables import Table, verdict_table
+
+# Evaluation and reports pull in scipy and matplotlib: imported inside the commands, so that
+# `vlbench --help` and the other commands start fast.
+if TYPE_CHECKING:
+    from runner.evaluate.compare import Comparison, GateFailure
+    from runner.report.tables import Table
 
 __all__ = ["compare", "judge_todo", "report"]
 
@@ -45,12 +40,10 @@ def report(run: RunArg, qrels: QrelsOpt = None, out: OutOpt = None) -> None:
     summary.json, report.md and a self-contained report.html (it fetches nothing).
     Example: vlbench report reports/suite=demo/run_date=2024-11-24/run_id=0200 --qrels more.qrels
     """
+    from runner.report import report_run
+
     try:
-        ev = evaluate_run(run, extra_judgments=qrels)
-        if out is not None:
-            out.mkdir(parents=True, exist_ok=True)
-        write_evaluation(ev, out if out is not None else run)
-        paths = write_report(run, ev, out_dir=out, extra_judgments=qrels)
+        paths = report_run(run, extra_judgments=qrels, out_dir=out)
     except VlbenchError as exc:
         fail(exc)
     except OSError as exc:
@@ -77,6 +70,8 @@ def render_text_table(table: Table) -> str:
 def _verdict(
     cmp: Comparison, failures: list[GateFailure], gates: list[str], order: tuple[str, ...]
 ) -> str:
+    from runner.report.tables import verdict_table
+
     media = cmp.measures.filter(cmp.measures["unit"] == "media")
     significant = int(media["significant"].sum())
     lines = [
@@ -124,6 +119,9 @@ def compare(
     read or a gate that cannot be parsed or matches nothing.
     Example: vlbench compare RUN_LAST_NIGHT RUN_TONIGHT --fail-on "nDCG@10<-0.02"
     """
+    from runner.evaluate.compare import check_gates, compare_run_dirs, parse_gate
+    from runner.report import write_report
+
     try:
         gates = [parse_gate(text) for text in fail_on or ()]  # bad gates fail before any work
         _, ev_b, cmp = compare_run_dirs(
@@ -171,6 +169,8 @@ def judge_todo(
     Replace each -1 by a grade and pass the file back with --qrels (or list it in the suite).
     Example: vlbench judge-todo reports/suite=demo/run_date=2024-11-24/run_id=20241124T0200 --k 5
     """
+    from runner.evaluate.unjudged import write_judge_todo
+
     path = out if out is not None else run / "judge-todo.qrels"
     try:
         n = write_judge_todo(run, path, k=k, extra_judgments=qrels)

@@ -38,6 +38,9 @@ def run(
         typer.Option("--shard", help="Run shard k/N of the suite at 1/N of its rate limit."),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    report: Annotated[
+        bool, typer.Option("--report/--no-report", help="Evaluate the run and write its report.")
+    ] = True,
     max_requests: Annotated[
         int | None,
         typer.Option(
@@ -65,7 +68,21 @@ def run(
     except VlbenchError as exc:
         fail(exc)
     typer.echo(summary(result))
+    if report and result.status in ("complete", "partial"):
+        _report(result.run_dir)
     raise typer.Exit(code=result.exit_code)
+
+
+def _report(run_dir: Path) -> None:
+    """Evaluate the finished run and print where its report is (a report failure fails no run)."""
+    from runner.report import report_run  # scipy and matplotlib: only when a report is wanted
+
+    try:
+        paths = report_run(run_dir)
+    except VlbenchError as exc:
+        typer.echo(f"warning: no report: {exc}", err=True)
+        return
+    typer.echo(f"report: {paths.html}")
 
 
 async def _run(

@@ -13,13 +13,14 @@ import polars as pl
 from runner.errors import RunError
 from runner.evaluate.compare import Comparison, Gate, GateFailure
 from runner.evaluate.evaluation import Evaluation
+from runner.evaluate.run import evaluate_run, write_evaluation
 from runner.report import plots
 from runner.report.content import ReportContent, gather
 from runner.report.html import Plots, render_html
 from runner.report.markdown import render_markdown
 from runner.report.summary import build_summary, dumps
 
-__all__ = ["ReportPaths", "render_plots", "write_report"]
+__all__ = ["ReportPaths", "render_plots", "report_run", "write_report"]
 
 HTML_FILE = "report.html"
 MARKDOWN_FILE = "report.md"
@@ -119,3 +120,27 @@ def write_report(
     except OSError as exc:
         raise RunError(f"{out}: cannot write the report: {exc}") from exc
     return paths
+
+
+def report_run(
+    run_dir: Path | str,
+    *,
+    extra_judgments: Sequence[Path | str] | None = None,
+    out_dir: Path | str | None = None,
+) -> ReportPaths:
+    """Evaluate a run, store its metrics and distributions, and write its report.
+
+    The one call behind `vlbench report` and the report a finished `vlbench run` prints:
+    `metrics.parquet` and `distributions.parquet` go beside the report (the run directory
+    unless `out_dir` is given).
+    """
+    run_dir = Path(run_dir)
+    extra = [Path(p) for p in extra_judgments] if extra_judgments else None
+    ev = evaluate_run(run_dir, extra_judgments=extra)
+    out = Path(out_dir) if out_dir is not None else run_dir
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunError(f"{out}: cannot create the report directory: {exc}") from exc
+    write_evaluation(ev, out)
+    return write_report(run_dir, ev, out_dir=out, extra_judgments=extra)
