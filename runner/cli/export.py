@@ -1,0 +1,220 @@
+"""`vlbench export`, `vlbench merge`, `vlbench push`: matched media IDs; runs across machines."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import IO, Annotated, get_args
+
+import typer
+
+from runner.cli._app import app, fail
+from runner.errors import UsageError, VlbenchError
+from runner.export import GROUPINGS, ExportFormat, export_run
+from runner.suite import load_suite
+
+__all__ = ["export", "merge", "push"]
+
+_FORMATS = get_args(ExportFormat)
+_SUFFIXES = {
+    ".csv": "csv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".parquet": "parquet",
+    ".txt": "txt",
+}
+
+
+def _format(fmt: str | None, out: str) -> ExportFormat:
+    """The asked format, else the one the output's suffix names, else txt (for a pipe)."""
+    chosen = fmt or (_SUFFIXES.get(Path(out).suffix.lower()) if out != "-" else "txt")
+    if chosen is None:
+        raise UsageError(f"--out {out}: say --format ({', '.join(_FORMATS)})")
+    if chosen not in _FORMATS:
+        raise UsageError(f"--format {chosen}: use one of {', '.join(_FORMATS)}")
+    return chosen  # type: ignore[return-value]
+
+
+@app.command()
+def export(
+    source: Annotated[
+        str,
+        typer.Argument(
+            help="A run directory (or s3:// / gs:// URI); with --live, a suite YAML file.",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[str, typer.Option("--out", "-o", help="Output file; - is stdout.")] = "-",
+    fmt: Annotated[
+        str | None,
+        typer.Option("--format", "-f", help="csv, jsonl, parquet or txt (default: from --out)."),
+    ] = None,
+    group_by: Annotated[
+        str, typer.Option("--group-by", "-g", help=f"One of: {', '.join(GROUPINGS)}.")
+    ] = "merged",
+    mode: Annotated[
+        list[str] | None, typer.Option("--mode", help="Only this mode (repeat).")
+    ] = None,
+    query: Annotated[
+        list[str] | None, typer.Option("--query", help="Only this query id (repeat).")
+    ] = None,
+    min_score: Annotated[
+        float | None,
+        typer.Option(
+            "--min-score", help="Keep hits whose NORMALISED score (higher is better) >= it."
+        ),
+    ] = None,
+    top_k: Annotated[
+        int | None, typer.Option("--top-k", help="Keep the first k hits of each request.")
+    ] = None,
+    live: Annotated[
+        bool, typer.Option("--live", help="Ask the API: export jobs, else full pagination.")
+    ] = False,
+    verify: Annotated[
+        bool, typer.Option("--verify", help="With --live: also page through; record differences.")
+    ] = False,
+    no_fallback: Annotated[
+        bool,
+        typer.Option("--no-fallback", help="With --live: a REJECTED job is an error, not paged."),
+    ] = False,
+    poll_interval: Annotated[
+        float, typer.Option("--poll-interval", help="With --live: seconds between status polls.")
+    ] = 2.0,
+    max_wait: Annotated[
+        float, typer.Option("--max-wait", help="With --live: longest wait for one job, seconds.")
+    ] = 600.0,
+    manifest: Annotated[
+        Path | None,
+        typer.Option(
+            "--manifest", help="With --live: where the outcomes go (default OUT.manifest.json)."
+        ),
+    ] = None,
+) -> None:
+    """Write the media IDs a run matched, deduplicated, with file name, best score and queries.
+
+    --min-score applies to the normalised score (higher is better: 1 - cosine distance, bm25
+    as it is), never to the raw score, whose direction depends on its type.
+    Example: vlbench export reports/suite=demo/run_date=2024-11-24/run_id=... -o ids.csv
+    Also:    vlbench export RUN --mode semantic --min-score 0.6 -f txt | wc -l
+    Live:    vlbench export --live queries/demo.yaml -o all.parquet --verify
+    """
+    try:
+        chosen = _format(fmt, out)
+        target: Path | IO[bytes] = sys.stdout.buffer if out == "-" else Path(out)
+        if live:
+            from runner.live_export import LiveOptions, live_export  # the executor, aiohttp
+
+            if mode or query or min_score is not None or top_k is not None:
+                raise UsageError(
+                    "--live exports every match: --mode/--query/--min-score/--top-k do not apply"
+                )
+            options = LiveOptions(
+                poll_interval_s=poll_interval,
+                max_wait_s=max_wait,
+                verify=verify,
+                fallback=not no_fallback,
+            )
+            result = asyncio.run(
+                live_export(
+                    load_suite(source),
+                    target,
+                    fmt=chosen,
+                    group_by=group_by,
+                    options=options,
+                    manifest_path=manifest,
+                )
+            )
+            for outcome in result.fallbacks:
+                typer.echo(
+                    f"note: {', '.join(outcome.query_ids)} ({outcome.mode}): {outcome.note}",
+                    err=True,
+                )
+            for outcome in result.differences:
+                typer.echo(
+                    f"difference: {', '.join(outcome.query_ids)} ({outcome.mode}): "
+                    f"{outcome.only_export} only in the export job, "
+                    f"{outcome.only_pagination} only in pagination",
+                    err=True,
+                )
+            where = result.path or "stdout"
+            typer.echo(
+                f"{result.rows} rows to {where}"
+                + (f"; manifest {result.manifest_path}" if result.manifest_path else ""),
+                err=True,
+            )
+            return
+        if verify or no_fallback:
+            raise UsageError("--verify and --no-fallback need --live")
+        done = export_run(
+            source,
+            target,
+            fmt=chosen,
+            group_by=group_by,
+            modes=mode,
+            queries=query,
+            min_score=min_score,
+            top_k=top_k,
+        )
+    except VlbenchError as exc:
+        fail(exc)
+    typer.echo(f"{done.rows} rows to {done.path or 'stdout'}", err=True)
+
+
+@app.command()
+def merge(
+    run_dirs: Annotated[
+        list[Path],
+        typer.Argument(help="The shard run directories (all N of them).", show_default=False),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="The root the merged run goes under.")] = Path(
+        "reports"
+    ),
+) -> None:
+    """Join the runs of `vlbench run --shard k/N` workers into one run, as if unsharded.
+
+    Refuses shards of different suites, missing or repeated shards, and unfinished runs.
+    Rows are in canonical order: requests by (request_key, page), hits by (request_key, rank).
+    Example: vlbench merge w1/suite=demo/run_date=.../run_id=... w2/suite=demo/... --out reports
+    """
+    from runner.merge import merge_runs
+
+    try:
+        result = merge_runs(run_dirs, out)
+    except VlbenchError as exc:
+        fail(exc)
+    counts = result.counts
+    typer.echo(
+        f"merged {len(result.shards)} shards: {counts.requests_done} requests, "
+        f"{counts.pages} pages, {counts.hits} hits"
+    )
+    typer.echo(f"run_dir: {result.run_dir}")
+
+
+@app.command()
+def push(
+    run_dir: Annotated[
+        Path, typer.Argument(help="A finished local run directory.", show_default=False)
+    ],
+    dest: Annotated[
+        str,
+        typer.Argument(
+            help="A root: s3://bucket/prefix, gs://bucket/prefix or a path.", show_default=False
+        ),
+    ],
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace the run if it is already there.")
+    ] = False,
+) -> None:
+    """Copy a finished run to object storage, keeping its hive layout (manifest uploaded last).
+
+    S3 settings come from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION.
+    Example: vlbench push reports/suite=demo/run_date=2024-11-24/run_id=... s3://nightly/vlbench
+    """
+    from runner.storage import push_run  # pyarrow's S3 and GCS file systems
+
+    try:
+        result = push_run(run_dir, dest, overwrite=overwrite)
+    except VlbenchError as exc:
+        fail(exc)
+    typer.echo(f"pushed {len(result.files)} files ({result.bytes} bytes) to {result.uri}")

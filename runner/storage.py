@@ -1,0 +1,383 @@
+"""Runs on object storage: `s3://` and `gs://` locations (and local paths) through `pyarrow.fs`.
+
+    loc = resolve("s3://nightly/vlbench")           # a Location: file system + path
+    push_run("reports/suite=demo/run_date=2024-11-24/run_id=...", "s3://nightly/vlbench")
+    manifest = read_run_manifest("s3://nightly/vlbench/suite=demo/run_date=.../run_id=...")
+    hits = scan_run_table("s3://.../run_id=...", "hits")   # a polars LazyFrame, read in batches
+
+Runs keep their hive layout on the bucket (`<prefix>/suite=<name>/run_date=<date>/run_id=<id>/`),
+so `vlbench export` and `vlbench history` read them in place, and so do DuckDB, Spark or Trino.
+
+Configuration comes from the environment, as the AWS and Google tools read it:
+- S3: `AWS_ENDPOINT_URL` (or `AWS_ENDPOINT_URL_S3`; e.g. `http://127.0.0.1:9000` for MinIO or
+  moto: its scheme decides http or https), `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+  `AWS_SESSION_TOKEN`, `AWS_REGION` (or `AWS_DEFAULT_REGION`). Without them, the AWS SDK's own
+  chain (config files, instance roles) applies.
+- GCS: `STORAGE_EMULATOR_HOST` for an emulator (anonymous); otherwise Google's default
+  credentials. (Only S3 is tested here, against a local moto server.)
+
+Writing is per file and honest about what object stores give: each object appears whole or not
+at all (an S3 PUT is atomic), and `push_run` uploads the manifest LAST, so a reader that finds a
+run's manifest finds all of its files. Credentials never appear in a message or a repr.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Literal
+from urllib.parse import urlsplit
+
+import orjson
+import polars as pl
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from runner.errors import RunError, UsageError
+from runner.schema import (
+    HITS_FILE,
+    HITS_SCHEMA,
+    JUDGMENTS_FILE,
+    JUDGMENTS_SCHEMA,
+    MANIFEST_FILE,
+    REQUESTS_FILE,
+    REQUESTS_SCHEMA,
+    RUN_STATUSES,
+)
+from runner.store import open_run, read_manifest, scan_hits, scan_judgments, scan_requests
+
+__all__ = [
+    "REMOTE_SCHEMES",
+    "Location",
+    "PushResult",
+    "find_run_locations",
+    "is_remote",
+    "push_run",
+    "read_run_manifest",
+    "resolve",
+    "scan_run_table",
+]
+
+REMOTE_SCHEMES: Final = ("s3", "gs", "gcs")
+Table = Literal["hits", "requests", "judgments"]
+_TABLES: Final[Mapping[str, tuple[str, pa.Schema]]] = {
+    "hits": (HITS_FILE, HITS_SCHEMA),
+    "requests": (REQUESTS_FILE, REQUESTS_SCHEMA),
+    "judgments": (JUDGMENTS_FILE, JUDGMENTS_SCHEMA),
+}
+_REQUIRED: Final = ("run_id", "suite_name", "suite_hash", "status", "started_at", "counts")
+_HIVE_RUN: Final = re.compile(r"(?:^|/)(suite=[^/]+)/(run_date=[^/]+)/(run_id=[^/]+)/?$")
+_COPY_CHUNK: Final = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    """A place on a file system: `fs` (a `pyarrow.fs.FileSystem`), its `path`, the user's `uri`.
+
+    For a local path, `path` is absolute and `uri` is the path as given.
+    """
+
+    fs: Any  # pyarrow.fs.FileSystem (pyarrow ships no type hints)
+    path: str
+    uri: str
+
+    @property
+    def remote(self) -> bool:
+        return not isinstance(self.fs, pafs.LocalFileSystem)
+
+    def child(self, *parts: str) -> Location:
+        """The location `parts` below this one."""
+        tail = "/".join(p.strip("/") for p in parts if p)
+        return Location(
+            self.fs, f"{self.path.rstrip('/')}/{tail}", f"{self.uri.rstrip('/')}/{tail}"
+        )
+
+    def exists(self) -> bool:
+        return bool(self.fs.get_file_info(self.path).type != pafs.FileType.NotFound)
+
+    def is_file(self) -> bool:
+        return bool(self.fs.get_file_info(self.path).type == pafs.FileType.File)
+
+    def read_bytes(self) -> bytes:
+        """The whole file (for small files: manifests)."""
+        try:
+            with self.fs.open_input_stream(self.path) as stream:
+                return bytes(stream.read())
+        except FileNotFoundError:
+            raise RunError(f"{self.uri}: missing") from None
+        except (OSError, pa.ArrowException) as exc:
+            raise RunError(f"{self.uri}: cannot be read ({_clean(exc)})") from None
+
+    def __repr__(self) -> str:
+        return f"Location({self.uri!r})"
+
+
+def is_remote(location: str | os.PathLike[str]) -> bool:
+    """Whether `location` names object storage (`s3://`, `gs://`) rather than a local path."""
+    if isinstance(location, os.PathLike):
+        return False
+    scheme = urlsplit(location).scheme.lower()
+    return scheme in REMOTE_SCHEMES
+
+
+def resolve(
+    location: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None
+) -> Location:
+    """The file system and path of `location`: `s3://bucket/prefix`, `gs://bucket/prefix`, a path.
+
+    `environ` replaces `os.environ` for the configuration (tests). Raises `UsageError` for an
+    unknown scheme or a URI without a bucket.
+    """
+    if isinstance(location, os.PathLike) or "://" not in str(location):
+        local = Path(location)
+        return Location(pafs.LocalFileSystem(), str(local.absolute()), str(location))
+    text = str(location)
+    parts = urlsplit(text)
+    scheme = parts.scheme.lower()
+    if scheme == "file":
+        return Location(pafs.LocalFileSystem(), parts.path, text)
+    if scheme not in REMOTE_SCHEMES:
+        raise UsageError(f"{text}: unknown storage scheme {scheme!r} (use s3://, gs:// or a path)")
+    if not parts.netloc:
+        raise UsageError(f"{text}: no bucket (write {scheme}://bucket/prefix)")
+    bucket_path = f"{parts.netloc}{parts.path}".rstrip("/")
+    env = os.environ if environ is None else environ
+    try:
+        fs = _s3(env) if scheme == "s3" else _gcs(env)
+    except (OSError, pa.ArrowException, ValueError) as exc:
+        raise UsageError(f"{scheme}:// storage cannot be configured: {_clean(exc)}") from None
+    return Location(fs, bucket_path, text.rstrip("/"))
+
+
+def _s3(env: Mapping[str, str]) -> Any:
+    options: dict[str, Any] = {}
+    endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        url = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
+        options["endpoint_override"] = url.netloc
+        options["scheme"] = url.scheme or "https"
+    key, secret = env.get("AWS_ACCESS_KEY_ID"), env.get("AWS_SECRET_ACCESS_KEY")
+    if key and secret:
+        options["access_key"] = key
+        options["secret_key"] = secret
+        if env.get("AWS_SESSION_TOKEN"):
+            options["session_token"] = env["AWS_SESSION_TOKEN"]
+    region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+    if region or endpoint:
+        options["region"] = region or "us-east-1"  # a custom endpoint ignores it, the SDK won't
+    return pafs.S3FileSystem(**options)
+
+
+def _gcs(env: Mapping[str, str]) -> Any:
+    emulator = env.get("STORAGE_EMULATOR_HOST")
+    if emulator:
+        url = urlsplit(emulator if "://" in emulator else f"http://{emulator}")
+        return pafs.GcsFileSystem(anonymous=True, endpoint_override=url.netloc, scheme=url.scheme)
+    return pafs.GcsFileSystem()
+
+
+def _clean(exc: BaseException) -> str:
+    """An exception's text on one line, without anything that looks like a credential."""
+    text = " ".join(str(exc).split())
+    return re.sub(r"(?i)(secret|token|signature|credential)[^ ,;]*", r"\1=<hidden>", text)[:300]
+
+
+# -- reading runs -------------------------------------------------------------------------------
+
+
+def read_run_manifest(
+    run: str | os.PathLike[str], *, allow_running: bool = False
+) -> dict[str, Any]:
+    """The manifest of the run at `run` (a path or a URI), refusing a `running` run by default.
+
+    Local runs are read by `runner.store` (the same checks); remote ones are checked for the
+    keys every reader relies on. Raises `RunError` naming the location.
+    """
+    if not is_remote(run):
+        return open_run(Path(run), allow_running=allow_running).manifest  # type: ignore[return-value]
+    loc = resolve(run)
+    if not loc.exists():
+        raise RunError(f"{loc.uri}: no such run")
+    manifest_loc = loc.child(MANIFEST_FILE)
+    if not manifest_loc.is_file():
+        raise RunError(f"{loc.uri}: not a run directory (no {MANIFEST_FILE})")
+    try:
+        data = orjson.loads(manifest_loc.read_bytes())
+    except orjson.JSONDecodeError as exc:
+        raise RunError(f"{manifest_loc.uri}: corrupt manifest, not JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise RunError(f"{manifest_loc.uri}: corrupt manifest, not a JSON object")
+    missing = [k for k in _REQUIRED if k not in data]
+    if missing:
+        raise RunError(f"{manifest_loc.uri}: corrupt manifest, missing {', '.join(missing)}")
+    if data["status"] not in RUN_STATUSES:
+        raise RunError(f"{manifest_loc.uri}: unknown status {data['status']!r}")
+    if data["status"] == "running" and not allow_running:
+        raise RunError(
+            f"{loc.uri}: run is still running (started {data['started_at']}); wait for it to finish"
+        )
+    return data
+
+
+def scan_run_table(run: str | os.PathLike[str], table: Table) -> pl.LazyFrame:
+    """One Parquet file of a finished run (`hits`, `requests`, `judgments`) as a LazyFrame.
+
+    Local runs go through `runner.store`'s readers; remote ones through a `pyarrow.dataset`
+    scanned in record batches (nothing is downloaded whole). Refuses a running run, a missing
+    or corrupt file, or columns that differ from `runner/schema.py` (`RunError`).
+    """
+    if not is_remote(run):
+        scanner = {"hits": scan_hits, "requests": scan_requests, "judgments": scan_judgments}
+        return scanner[table](Path(run))
+    read_run_manifest(run)
+    file, schema = _TABLES[table]
+    loc = resolve(run).child(file)
+    check_remote_parquet(loc, schema)
+    dataset = ds.dataset(loc.path, filesystem=loc.fs, format="parquet")
+    return pl.scan_pyarrow_dataset(dataset)
+
+
+def check_remote_parquet(loc: Location, schema: pa.Schema) -> None:
+    """Refuse a missing or corrupt Parquet file at `loc`, or one whose columns differ."""
+    try:
+        found = pq.read_schema(loc.path, filesystem=loc.fs)
+    except FileNotFoundError:
+        raise RunError(f"{loc.uri}: missing") from None
+    except (OSError, pa.ArrowException) as exc:
+        raise RunError(f"{loc.uri}: corrupt Parquet file ({_clean(exc)})") from None
+    wrong = [
+        f.name
+        for f in schema
+        if f.name not in found.names or not found.field(f.name).type.equals(f.type)
+    ]
+    if wrong:
+        raise RunError(f"{loc.uri}: columns {wrong} are missing or differ from runner/schema.py")
+
+
+def find_run_locations(
+    root: str | os.PathLike[str] | Location, suite: str | None = None
+) -> list[Location]:
+    """The run directories under `root` (a root or one `suite=<name>` directory), oldest first.
+
+    Works for local paths and URIs alike; a run is a `suite=*/run_date=*/run_id=*/` directory
+    holding a manifest. Ordered by run date, then run id. Raises `RunError` if `root` is not there.
+    """
+    loc = root if isinstance(root, Location) else resolve(root)
+    info = loc.fs.get_file_info(loc.path)
+    if info.type != pafs.FileType.Directory:
+        # Object stores have no directories: a prefix "exists" when something is below it.
+        if not loc.remote or not loc.fs.get_file_info(pafs.FileSelector(loc.path, True, False)):
+            raise RunError(f"{loc.uri}: no such directory")
+    base = loc.path.rstrip("/")
+    runs = []
+    for entry in loc.fs.get_file_info(pafs.FileSelector(base, recursive=True)):
+        if not entry.path.endswith("/" + MANIFEST_FILE):
+            continue
+        run_path = entry.path[: -len(MANIFEST_FILE) - 1]
+        match = _HIVE_RUN.search(run_path)
+        if match is None or not run_path.startswith(base):
+            continue
+        suite_part = match.group(1)
+        if suite is not None and suite_part != f"suite={suite}":
+            continue
+        rel = run_path[len(base) :].strip("/")
+        depth = rel.count("/") + 1
+        if depth not in (2, 3):  # below a suite dir, or below a root
+            continue
+        runs.append(loc.child(rel))
+    return sorted(runs, key=lambda r: (r.path.split("/")[-2], r.path.split("/")[-1], r.path))
+
+
+# -- writing runs -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PushResult:
+    """Where a pushed run now lives, and what was copied."""
+
+    uri: str
+    files: tuple[str, ...]
+    bytes: int
+
+
+def push_run(
+    run_dir: str | os.PathLike[str],
+    dest: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    environ: Mapping[str, str] | None = None,
+) -> PushResult:
+    """Copy a finished local run to `dest` (a root: `s3://bucket/prefix`, `gs://...` or a path).
+
+    The run lands at `dest/suite=<name>/run_date=<date>/run_id=<id>/`. Every top-level file of
+    the run is copied (Parquet, manifest, metrics, reports; never `_journal`/`_parts` or hidden
+    temp files), each file whole (object stores show an object once its upload completes; a
+    local destination gets a temp file and a rename), the manifest LAST: a reader that finds
+    the manifest finds every file. A run still `running`, or one already at `dest` (unless
+    `overwrite`), is refused with `RunError`; nothing is written then.
+    """
+    info = open_run(Path(run_dir))  # refuses a running run, names a missing one
+    rel = _hive_rel(info.path, info.manifest)
+    target = resolve(dest, environ=environ).child(rel)
+    if target.child(MANIFEST_FILE).exists() and not overwrite:
+        raise RunError(f"{target.uri}: a run is already there (pass --overwrite to replace it)")
+    files = sorted(
+        p
+        for p in info.path.iterdir()
+        if p.is_file() and not p.name.startswith((".", "_")) and p.name != MANIFEST_FILE
+    )
+    files.append(info.path / MANIFEST_FILE)
+    read_manifest(info.path)  # the manifest we copy last must still be a good one
+    if not target.remote:
+        target.fs.create_dir(target.path, recursive=True)
+    total = 0
+    for file in files:
+        total += _upload(file, target.child(file.name))
+    return PushResult(target.uri, tuple(f.name for f in files), total)
+
+
+def _hive_rel(run_dir: Path, manifest: Mapping[str, Any]) -> str:
+    """`suite=<s>/run_date=<d>/run_id=<id>` of a local run (its own folders, else its manifest)."""
+    match = _HIVE_RUN.search(run_dir.as_posix())
+    if match is not None:
+        return "/".join(match.groups())
+    from runner.store import run_dir_for
+
+    date = str(manifest["started_at"])[:10]
+    return run_dir_for(
+        Path("."), str(manifest["suite_name"]), date, str(manifest["run_id"])
+    ).as_posix()
+
+
+def _upload(source: Path, target: Location) -> int:
+    """Copy one file; a local target is written under a temp name and renamed."""
+    dest_path = target.path
+    if not target.remote:
+        name = dest_path.rsplit("/", 1)[-1]
+        dest_path = f"{dest_path.rsplit('/', 1)[0]}/.{name}.tmp-{secrets.token_hex(4)}"
+    copied = 0
+    try:
+        with open(source, "rb") as src, target.fs.open_output_stream(dest_path) as out:
+            while chunk := src.read(_COPY_CHUNK):
+                out.write(chunk)
+                copied += len(chunk)
+        if dest_path != target.path:
+            target.fs.move(dest_path, target.path)
+    except (OSError, pa.ArrowException) as exc:
+        if dest_path != target.path:
+            _remove_quietly(target.fs, dest_path)
+        raise RunError(f"{target.uri}: upload failed ({_clean(exc)})") from None
+    return copied
+
+
+def _remove_quietly(fs: Any, path: str) -> None:
+    try:
+        fs.delete_file(path)
+    except (OSError, pa.ArrowException):
+        pass  # nothing was created, or it is gone already
