@@ -1,0 +1,221 @@
+"""The values a suite accepts, and the two records its YAML and its files both yield.
+
+Bottom layer of the suite: `runner.suite` builds its models from these types, and
+`runner.suite_files` reads `Query` and `Judgment` records from the files a suite names.
+
+A check that must name a key below the validated object raises `fail(reason, *at)`; the loader
+(`runner.suite_yaml.place_error`) puts it on that key's line. `show(value)` renders a value for
+an error message without ever echoing something that looks like a token.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Strict, field_validator
+from pydantic_core import PydanticCustomError
+
+__all__ = [
+    "ENV_NAME",
+    "FAIL_TYPE",
+    "EnvName",
+    "Granularity",
+    "Judgment",
+    "Label",
+    "ModeName",
+    "NonNegativeFloat",
+    "PositiveFloat",
+    "PositiveInt",
+    "Query",
+    "QueryId",
+    "Rate",
+    "SuiteModel",
+    "Text",
+    "Unit",
+    "fail",
+    "id_from_number",
+    "one_or_many",
+    "show",
+]
+
+ENV_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# The pydantic error type of `fail`, by which the loader knows that `ctx["at"]` places it.
+FAIL_TYPE: Final = "suite"
+_JWT_LIKE: Final = re.compile(r"eyJ[\w-]*\.[\w-]*\.[\w-]*")
+_RATE: Final = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*/\s*(s|sec|second|min|minute|h|hour)")
+_PER_SECONDS: Final = {
+    "s": 1,
+    "sec": 1,
+    "second": 1,
+    "min": 60,
+    "minute": 60,
+    "h": 3600,
+    "hour": 3600,
+}
+
+
+def fail(reason: str, *at: str | int) -> PydanticCustomError:
+    """An error for the loader to place: `at` is the key path below the validated object."""
+    return PydanticCustomError(FAIL_TYPE, "{reason}", {"reason": reason, "at": at})
+
+
+def show(value: object) -> str:
+    """A value as an error message may show it: short, and never a token."""
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, str) and _JWT_LIKE.search(value):
+        return "a value that looks like a token"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def id_from_number(value: object) -> object:
+    """`id: 1` is a natural thing to write; ids are strings everywhere downstream."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+def one_or_many(value: object) -> object:
+    """Let a list-valued key take one value: `qrels: a.qrels` is `qrels: [a.qrels]`."""
+    if value is None:
+        return ()
+    if isinstance(value, str | int | float):
+        return [value]
+    return value
+
+
+def _within(lo: float, hi: float) -> Any:
+    def check(value: float) -> float:
+        if not lo <= value <= hi:
+            raise ValueError(f"{value:g} is not within {lo:g}..{hi:g}")
+        return value
+
+    return check
+
+
+def _positive(value: float) -> float:
+    if value <= 0:
+        raise ValueError(f"{value:g} must be greater than 0")
+    return value
+
+
+def _not_negative(value: float) -> float:
+    if value < 0:
+        raise ValueError(f"{value:g} must not be negative")
+    return value
+
+
+def _env_name(value: str) -> str:
+    # Never echo the value: it may be the very token the user meant to keep out of the file.
+    if not ENV_NAME.fullmatch(value):
+        raise ValueError(
+            "must name an environment variable (letters, digits, _); "
+            "a token, key or secret written into a suite is refused"
+        )
+    return value
+
+
+def _word(what: str) -> Any:
+    def check(value: str) -> str:
+        if not value or any(c.isspace() for c in value):
+            raise ValueError(f"{what} must be non-empty with no whitespace")
+        return value
+
+    return check
+
+
+def _non_blank(value: str) -> str:
+    value = value.strip()
+    if not value:
+        raise ValueError("must not be empty")
+    return value
+
+
+def _not_bool(value: object) -> object:
+    # `true` is not a number here, though Python says it is 1. Numeric strings are welcome:
+    # a quoted "${T:-0.5}" (quoted because [ ] and { } need it) is still a number.
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got {value!r}")
+    return value
+
+
+def _parse_rate(value: object) -> float:
+    """10, "10/s", "600/min", "3600/h", {requests: 10, per_seconds: 1} -> requests per second.
+
+    `unlimited` (or .inf) is infinity: no pacing (for benchmarks against a local server).
+    """
+    if isinstance(value, dict):
+        unknown = set(value) - {"requests", "per_seconds"}
+        if unknown:
+            raise fail("unknown key; a rate is {requests: N, per_seconds: S}", sorted(unknown)[0])
+        requests, per = value.get("requests"), value.get("per_seconds", 1)
+        for name, number in (("requests", requests), ("per_seconds", per)):
+            if isinstance(number, bool) or not isinstance(number, int | float) or number <= 0:
+                raise fail(f"{show(number)} must be a number greater than 0", name)
+        return float(requests) / float(per)  # type: ignore[arg-type]
+    if value == "unlimited":
+        return math.inf
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        rate = float(value)
+    elif isinstance(value, str) and (match := _RATE.fullmatch(value.strip())):
+        rate = float(match[1]) / _PER_SECONDS[match[2]]
+    else:
+        raise ValueError(
+            f"{show(value)} is not a rate; write 10/s, 600/min, 3600/h, a number (per second), "
+            "{requests: 10, per_seconds: 1} or unlimited"
+        )
+    if not rate > 0:  # also NaN
+        raise ValueError(f"{show(value)} must be greater than 0")
+    return rate
+
+
+Unit = Annotated[float, BeforeValidator(_not_bool), AfterValidator(_within(0, 1))]
+Granularity = Annotated[int, BeforeValidator(_not_bool), AfterValidator(_within(0, 4))]
+PositiveInt = Annotated[int, BeforeValidator(_not_bool), AfterValidator(_positive)]
+PositiveFloat = Annotated[float, BeforeValidator(_not_bool), AfterValidator(_positive)]
+NonNegativeFloat = Annotated[float, BeforeValidator(_not_bool), AfterValidator(_not_negative)]
+EnvName = Annotated[str, Strict(), AfterValidator(_env_name)]
+QueryId = Annotated[str, BeforeValidator(id_from_number), Strict(), AfterValidator(_word("id"))]
+Label = Annotated[str, Strict(), AfterValidator(_non_blank)]
+Text = Annotated[str, Strict(), AfterValidator(_non_blank)]
+ModeName = Annotated[str, Strict(), AfterValidator(_word("a mode name"))]
+Rate = Annotated[float, BeforeValidator(_parse_rate)]  # requests per second
+
+
+class SuiteModel(BaseModel):
+    """Base of every suite model: unknown keys are refused, and a validated model is frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Query(SuiteModel):
+    """One query: an id (no whitespace), its text, and an optional labels filter ANDed with it."""
+
+    id: QueryId
+    text: Text
+    labels: tuple[Label, ...] | None = None
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _labels(cls, value: object) -> object:
+        value = one_or_many(value) if isinstance(value, str) else value
+        if isinstance(value, list | tuple) and not value:
+            raise ValueError("an empty labels filter matches nothing; leave labels out")
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class Judgment:
+    """One judgment row (see `JUDGMENTS_SCHEMA`): kind media_id, file_name or label."""
+
+    query_id: str
+    kind: Literal["media_id", "file_name", "label"]
+    value: str
+    grade: int
+    source: str

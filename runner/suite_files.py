@@ -1,0 +1,167 @@
+"""The files a suite names: queries files, TREC qrels and labels files.
+
+Each reader checks its file as the suite loader checks the YAML: a bad line raises `SuiteError`
+naming the file (as `display` shows it) and the line, and the column or field when there is one.
+`existing` resolves a path the suite gives; it runs inside validation, so a missing file is
+placed on the suite's own line.
+
+    path = existing(suite.judgments.qrels[0], base, "judgments", "qrels", 0)
+    rows = list(read_qrels(path, base))   # Judgment records, in file order
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Final, Literal
+
+from pydantic import ValidationError
+
+from runner.errors import SuiteError
+from runner.suite_fields import Judgment, Query, fail
+
+__all__ = ["display", "existing", "read_labels", "read_qrels", "read_queries"]
+
+_UUID: Final = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
+
+
+def existing(path: Path, base: Path, *at: str | int) -> Path:
+    """`path` resolved against `base` (the suite's folder); `at` is the suite key naming it.
+
+    Raises the validation error `fail` gives, so call it only while a model is validated.
+    """
+    resolved = (base / path.expanduser()).resolve()
+    if not resolved.is_file():
+        raise fail(f"no such file: {display(resolved)}", *at)
+    return resolved
+
+
+def display(path: Path) -> str:
+    """A path as the user best recognises it: relative to the working directory when inside it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def read_queries(path: Path) -> list[tuple[int, Query]]:
+    """Queries from a file, with the line each came from.
+
+    `.tsv`/`.csv`: columns id, text and optional labels ("a,b"), named by a header row (one
+    that starts with `id` or names id and text) or, without one, in that order. Any other
+    file: one query a line, ids q1, q2, ... in order. Blank and # lines are skipped.
+    """
+    if path.suffix.lower() not in (".tsv", ".csv"):
+        return [
+            (n, Query(id=f"q{i}", text=text.strip()))
+            for i, (n, text) in enumerate(_text_lines(path), 1)
+        ]
+    where = display(path)
+    header: list[str] | None = None
+    rows: list[tuple[int, Query]] = []
+    for number, row in _table_rows(path):
+        if header is None and (row[0] == "id" or {"id", "text"} <= set(row)):
+            header = row
+            unknown = [h for h in header if h not in ("id", "text", "labels")]
+            if "text" not in header or unknown:
+                found = ", ".join(header)
+                reason = f"the header names id, text and optionally labels; found {found}"
+                raise SuiteError(reason, path=where, line=number)
+            continue
+        if header is None:
+            header = ["id", "text", "labels"][: max(2, min(len(row), 3))]
+        if len(row) != len(header):
+            reason = f"expected {len(header)} columns ({', '.join(header)}), found {len(row)}"
+            raise SuiteError(reason, path=where, line=number)
+        cells = dict(zip(header, row, strict=True))
+        labels = _split_labels(cells.get("labels", ""))
+        try:
+            query = Query(id=cells["id"], text=cells["text"], labels=labels or None)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            reason = str(first["msg"]).removeprefix("Value error, ")
+            raise SuiteError(reason, path=where, line=number, key=str(first["loc"][0])) from None
+        rows.append((number, query))
+    return rows
+
+
+def read_qrels(path: Path, base: Path) -> Iterator[Judgment]:
+    """TREC qrels: `query_id iteration doc grade`, whitespace-separated; # lines skipped.
+
+    A doc shaped like a UUID is a media id, anything else a file name. Every grade is kept,
+    negative ones too (the evaluation drops those).
+    """
+    source = f"qrels:{_source_name(path, base)}"
+    for number, line in _text_lines(path):
+        fields = line.split()
+        if len(fields) != 4:
+            raise SuiteError(
+                f"expected 4 fields (query_id 0 doc grade), found {len(fields)}",
+                path=display(path),
+                line=number,
+            )
+        qid, _, doc, grade = fields
+        if not re.fullmatch(r"-?\d+", grade):
+            raise SuiteError(
+                f"{grade!r} is not a whole number", path=display(path), line=number, key="grade"
+            )
+        kind: Literal["media_id", "file_name"] = "media_id" if _UUID.fullmatch(doc) else "file_name"
+        yield Judgment(qid, kind, doc, int(grade), source)
+
+
+def read_labels(path: Path, base: Path) -> Iterator[Judgment]:
+    """`query_id<TAB>label,label` lines; an optional header `query_id<TAB>labels`."""
+    source = f"labels_file:{_source_name(path, base)}"
+    for number, line in _text_lines(path):
+        fields = line.split("\t")
+        if len(fields) != 2:
+            raise SuiteError(
+                f"expected 2 tab-separated fields (query_id, labels), found {len(fields)}",
+                path=display(path),
+                line=number,
+            )
+        qid, labels = fields[0].strip(), _split_labels(fields[1])
+        if (qid, fields[1].strip()) == ("query_id", "labels"):
+            continue
+        if not qid or not labels:
+            key = "query_id" if not qid else "labels"
+            raise SuiteError("must not be empty", path=display(path), line=number, key=key)
+        yield from (Judgment(qid, "label", label, 1, source) for label in labels)
+
+
+def _source_name(path: Path, base: Path) -> str:
+    # Stable across machines: relative to the suite's folder, not absolute.
+    try:
+        return path.relative_to(base.resolve()).as_posix()
+    except ValueError:
+        return path.name
+
+
+def _text_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, line without its line break) of every line not blank or a # comment."""
+    with path.open(encoding="utf-8") as handle:
+        for number, raw in enumerate(handle, 1):
+            line = raw.strip()
+            if line and not line.startswith("#"):
+                yield number, raw.rstrip("\r\n")
+
+
+def _split_labels(text: str) -> tuple[str, ...]:
+    return tuple(label.strip() for label in text.split(",") if label.strip())
+
+
+def _table_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """(line, stripped cells) of a TSV (no quoting: a quote is text) or CSV file."""
+    with path.open(encoding="utf-8", newline="") as handle:
+        if path.suffix.lower() == ".tsv":
+            reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+        else:
+            reader = csv.reader(handle)
+        for row in reader:
+            cells = [cell.strip() for cell in row]
+            if any(cells) and not cells[0].startswith("#"):
+                yield reader.line_num, cells
