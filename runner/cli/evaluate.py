@@ -17,7 +17,8 @@ from runner.errors import VlbenchError
 # Evaluation and reports pull in scipy and matplotlib: imported inside the commands, so that
 # `vlbench --help` and the other commands start fast.
 if TYPE_CHECKING:
-    from runner.evaluate.compare import Comparison, GateFailure
+    from runner.evaluate.compare import Comparison, GateFailure, Pairing
+    from runner.evaluate.evaluation import Evaluation
     from runner.report.tables import Table
 
 __all__ = ["compare", "judge_todo", "report"]
@@ -67,8 +68,23 @@ def render_text_table(table: Table) -> str:
     return "\n".join([line(table.headers), rule, *(line(row) for row in table.rows)])
 
 
+def _pairs_lines(cmp: Comparison, same_run: bool) -> list[str]:
+    """Which settings were compared, when that is not simply each with itself."""
+    from runner.evaluate.compare import describe_pairs
+
+    if not cmp.crossed:
+        return []
+    where = "two settings of one run" if same_run else "settings paired"
+    return [f"{where} (A → B): {describe_pairs(cmp.pairs)}"]
+
+
 def _verdict(
-    cmp: Comparison, failures: list[GateFailure], gates: list[str], order: tuple[str, ...]
+    cmp: Comparison,
+    failures: list[GateFailure],
+    gates: list[str],
+    order: tuple[str, ...],
+    *,
+    same_run: bool = False,
 ) -> str:
     from runner.report.tables import verdict_table
 
@@ -77,6 +93,7 @@ def _verdict(
     lines = [
         f"run B {cmp.run_b} against run A {cmp.run_a} (media level; * Holm-adjusted "
         f"p < {cmp.alpha:g}, paired randomisation test)",
+        *_pairs_lines(cmp, same_run),
         "",
         render_text_table(verdict_table(cmp, "media", order)),
         "",
@@ -89,6 +106,55 @@ def _verdict(
     return "\n".join(lines)
 
 
+def _pairing(
+    settings_a: list[str] | None,
+    settings_b: list[str] | None,
+    modes: list[str] | None,
+    across: bool,
+) -> Pairing | None:
+    """The pairing the options ask for; None for the default (equal settings)."""
+    from runner.errors import UsageError
+    from runner.evaluate.compare import Pairing
+
+    a, b = list(settings_a or ()), list(settings_b or ())
+    if len(a) != len(b):
+        raise UsageError(
+            f"--setting-a and --setting-b go in pairs: got {len(a)} --setting-a and "
+            f"{len(b)} --setting-b"
+        )
+    if modes and not (a or across):
+        raise UsageError("--mode says where --setting-a/--setting-b or --across-settings apply")
+    if not a and not across:
+        return None
+    return Pairing(
+        settings=tuple(zip(a, b, strict=True)), modes=tuple(modes) if modes else None, across=across
+    )
+
+
+def _unpaired_notes(ev_a: Evaluation, ev_b: Evaluation, cmp: Comparison) -> list[str]:
+    """A note for each mode both runs hold that nothing compared (settings that differ)."""
+    from runner.evaluate.compare import unpaired_modes
+
+    notes = []
+    for mode, (settings_a, settings_b) in unpaired_modes(ev_a, ev_b, cmp.pairs).items():
+        notes.append(
+            f"note: mode {mode} was not compared: no setting in common (run A: "
+            f"{', '.join(settings_a)}; run B: {', '.join(settings_b)}); pair them with "
+            "--setting-a/--setting-b or --across-settings"
+        )
+    return notes
+
+
+def _out_dir(run_b: Path, cmp: Comparison) -> Path:
+    """compare-<run A> inside run B, plus the crossed pairs: each pairing its own report."""
+    name = f"compare-{cmp.run_a}"
+    if cmp.crossed:
+        name += "-" + "+".join(
+            f"{p.mode}_{p.setting_a}_to_{p.setting_b}" for p in cmp.pairs if p.crossed
+        )
+    return run_b / _UNSAFE.sub("_", name)[:120]
+
+
 @app.command()
 def compare(
     run_a: Annotated[Path, typer.Argument(help="The baseline run directory.", show_default=False)],
@@ -97,7 +163,7 @@ def compare(
         list[str] | None,
         typer.Option(
             "--fail-on",
-            help="Gate on a delta B - A, e.g. 'nDCG@10<-0.02' or 'semantic:P@10@sem=0.5<=-0.05'"
+            help="Gate on a delta B - A, e.g. 'nDCG@10<-0.02' or 'semantic:P@10@st=0.5<=-0.05'"
             " (repeatable); exit code 1 when any trips.",
         ),
     ] = None,
@@ -111,20 +177,64 @@ def compare(
     ] = 10_000,
     seed: Annotated[int, typer.Option(help="Seed of the randomisation test.")] = 0,
     alpha: Annotated[float, typer.Option(help="Significance level after Holm.")] = 0.05,
+    setting_a: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--setting-a",
+            help="A setting of run A (e.g. 'tst=0.4') to compare with the --setting-b at the"
+            " same position (repeatable, in pairs).",
+        ),
+    ] = None,
+    setting_b: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--setting-b", help="The setting of run B (e.g. 'tst=0.6') it is paired with."
+        ),
+    ] = None,
+    across_settings: Annotated[
+        bool,
+        typer.Option(
+            "--across-settings",
+            help="Compare each mode's only setting in A with its only setting in B, whatever"
+            " their names (two suites that differ in a cut-off).",
+        ),
+    ] = False,
+    mode: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--mode",
+            help="Apply --setting-a/-b or --across-settings in this mode only (repeatable).",
+        ),
+    ] = None,
+    shared_pool: Annotated[
+        bool,
+        typer.Option(
+            "--shared-pool/--own-pools",
+            help="Judge both runs against the union of their resolved qrels (label judgments"
+            " are pooled from each run's own hits), or each against its own.",
+        ),
+    ] = True,
 ) -> None:
     """Compare run B with run A: deltas, paired significance, regressions, drift; gate on them.
 
-    Prints the verdict table and the path of the comparison report (default: inside run B,
-    compare-<run A id>/). Exit code 1 when a --fail-on gate trips, 2 for a run that cannot be
-    read or a gate that cannot be parsed or matches nothing.
+    Each (mode, setting) of A is compared with the same one of B. To compare settings that
+    differ, pair them: --setting-a tst=0.4 --setting-b tst=0.6 (RUN_A and RUN_B may then be
+    the same run), or --across-settings; the other modes keep equal settings. Prints the
+    verdict table and the path of the comparison report (default: inside run B,
+    compare-<run A id>[-<pairs>]/). Exit code 1 when a --fail-on gate trips, 2 for a run that
+    cannot be read, a gate that cannot be parsed or matches nothing, or a setting or mode a
+    run does not have (the message lists those it has).
     Example: vlbench compare RUN_LAST_NIGHT RUN_TONIGHT --fail-on "nDCG@10<-0.02"
+    Example: vlbench compare RUN RUN --setting-a tst=0.4 --setting-b tst=0.6 --mode caption
+    Example: vlbench compare RUN_DEMO_STRICT RUN_DEMO_LOOSE --across-settings
     """
     from runner.evaluate.compare import check_gates, compare_run_dirs, parse_gate
     from runner.report import write_report
 
     try:
         gates = [parse_gate(text) for text in fail_on or ()]  # bad gates fail before any work
-        _, ev_b, cmp = compare_run_dirs(
+        pairing = _pairing(setting_a, setting_b, mode, across_settings)
+        ev_a, ev_b, cmp = compare_run_dirs(
             run_a,
             run_b,
             measures=measure,
@@ -132,9 +242,11 @@ def compare(
             n_permutations=permutations,
             seed=seed,
             alpha=alpha,
+            pairing=pairing,
+            shared_pool=shared_pool,
         )
         failures = check_gates(cmp, gates)
-        out_dir = out if out is not None else run_b / f"compare-{_UNSAFE.sub('_', cmp.run_a)}"
+        out_dir = out if out is not None else _out_dir(run_b, cmp)
         paths = write_report(
             run_b,
             ev_b,
@@ -146,7 +258,10 @@ def compare(
         )
     except VlbenchError as exc:
         fail(exc)
-    typer.echo(_verdict(cmp, failures, [str(g) for g in gates], ev_b.measures))
+    for note in _unpaired_notes(ev_a, ev_b, cmp):
+        typer.echo(note, err=True)
+    same_run = run_a.resolve() == run_b.resolve()
+    typer.echo(_verdict(cmp, failures, [str(g) for g in gates], ev_b.measures, same_run=same_run))
     typer.echo(f"report: {paths.html}")
     if failures:
         raise typer.Exit(code=1)

@@ -15,6 +15,7 @@ from typing import Final
 
 import polars as pl
 
+from runner.evaluate.compare import describe_pairs
 from runner.report import tables
 from runner.report.content import ReportContent
 from runner.report.tables import Table
@@ -193,6 +194,8 @@ def _comparison(content: ReportContent, plots: Plots) -> str:
             f"α = {cmp.alpha:g}). d_z: Cohen's effect size for paired data."
         )
     ]
+    if cmp.crossed:
+        parts.append(_note(f"Settings compared (A → B): {describe_pairs(cmp.pairs)}."))
     if content.gates:
         failed = {str(f.gate) for f in content.failures}
         if failed:

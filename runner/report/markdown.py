@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+from runner.evaluate.compare import describe_pairs
 from runner.report import tables
 from runner.report.content import ReportContent
 from runner.report.tables import Table
@@ -65,6 +66,8 @@ def render_markdown(content: ReportContent) -> str:
             f"(paired randomisation test, {cmp.n_permutations:,} sign flips, α = {cmp.alpha:g}).",
             "",
         ]
+        if cmp.crossed:
+            out += [f"Settings compared (A → B): {_cell(describe_pairs(cmp.pairs))}.", ""]
         if content.gates:
             if content.failures:
                 out += ["**Gates failed:**", ""] + [f"- {_cell(str(f))}" for f in content.failures]

@@ -18,6 +18,12 @@ missing, `rank_displacement` and `score_drift` compare what the two runs returne
 overlap and mean absolute rank change per query, and the two-sample Kolmogorov-Smirnov statistic
 and quantile shifts of the normalised scores per (mode, setting).
 
+Settings that differ are compared with a `Pairing` (`settings`): A's caption at tst=0.4 against
+B's at tst=0.6, or each mode's only setting in A against its only one in B; A and B may be one
+run. Such a row's `setting` reads "tst=0.4 → tst=0.6" and `setting_a` / `setting_b` hold the two.
+`compare_run_dirs` judges both runs against one pool (the union of their media-level qrels):
+label judgments are pooled from a run's own hits, and unequal pools would move recall alone.
+
 Gates for nightly jobs: `parse_gate("nDCG@10<-0.02")` and `check_gates(comparison, gates)`.
 """
 
@@ -38,6 +44,15 @@ from runner.evaluate.compare.runs import (
     compare_run_dirs,
     compare_runs,
 )
+from runner.evaluate.compare.settings import (
+    Pairing,
+    SettingPair,
+    describe_pairs,
+    describe_settings,
+    pair_settings,
+    settings_by_mode,
+    unpaired_modes,
+)
 from runner.evaluate.compare.significance import (
     cohens_dz,
     holm,
@@ -55,15 +70,22 @@ __all__ = [
     "Comparison",
     "Gate",
     "GateFailure",
+    "Pairing",
+    "SettingPair",
     "check_gates",
     "cohens_dz",
     "compare_run_dirs",
     "compare_runs",
+    "describe_pairs",
+    "describe_settings",
     "holm",
+    "pair_settings",
     "paired_t_test",
     "parse_gate",
     "randomisation_test",
     "randomisation_tests",
     "rank_displacement",
     "score_drift",
+    "settings_by_mode",
+    "unpaired_modes",
 ]

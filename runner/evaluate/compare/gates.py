@@ -42,7 +42,8 @@ class Gate:
     """A condition on a delta (B - A) that fails a comparison when it holds.
 
     `nDCG@10<-0.02` fails when nDCG@10 dropped by more than 0.02 in any mode and setting;
-    `semantic:nDCG@10@sem=0.5<-0.02` only for that mode and setting.
+    `semantic:nDCG@10@sem=0.5<-0.02` only for that mode and setting. Across settings, a
+    setting names the pairs it is part of, in run A or in run B.
     """
 
     measure: str
@@ -118,7 +119,11 @@ def check_gates(comparison: Comparison, gates: Iterable[Gate | str]) -> list[Gat
         if gate.mode is not None:
             rows = rows.filter(pl.col("mode") == gate.mode)
         if gate.setting is not None:
-            rows = rows.filter(pl.col("setting") == gate.setting)
+            rows = rows.filter(
+                pl.any_horizontal(
+                    pl.col(c) == gate.setting for c in ("setting", "setting_a", "setting_b")
+                )
+            )
         if rows.height == 0:
             raise UsageError(
                 f"gate {gate} matches nothing the two runs both measured{_known(table)}"

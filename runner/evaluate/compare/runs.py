@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from runner.evaluate.compare.rankings import (
     rank_displacement,
     score_drift,
 )
+from runner.evaluate.compare.settings import Pairing, SettingPair, pair_settings, pairs_frame
 from runner.evaluate.compare.significance import (
     FloatArray,
     cohens_dz,
@@ -29,19 +31,25 @@ from runner.evaluate.compare.significance import (
 from runner.evaluate.evaluation import Evaluation
 from runner.evaluate.measures import parse_measure
 from runner.evaluate.run import evaluate_run, load_run_judgments
+from runner.store import scan_hits
 
 __all__ = ["COMPARISON_SCHEMA", "PAIRED_SCHEMA", "Comparison", "compare_run_dirs", "compare_runs"]
 
 _KEYS: Final = ["mode", "setting", "unit", "measure"]
 
-# One row per (mode, setting, unit, measure) present in both runs.
+# One row per compared (mode, setting, unit, measure) that both runs measured. `setting` names
+# the pair: the setting itself, or "<setting of A> → <setting of B>" across settings.
 COMPARISON_SCHEMA: Final = pl.Schema(
     {
         "mode": pl.String,
         "setting": pl.String,
+        "setting_a": pl.String,  # the setting of run A that was compared
+        "setting_b": pl.String,  # the setting of run B it was compared with
         "unit": pl.String,
         "measure": pl.String,
-        "cutoff": pl.Float64,
+        "cutoff": pl.Float64,  # cutoff_a, else cutoff_b
+        "cutoff_a": pl.Float64,
+        "cutoff_b": pl.Float64,
         "n_pairs": pl.Int64,  # queries with a value in both runs
         "n_only_a": pl.Int64,  # queries with a value in A only (unpaired)
         "n_only_b": pl.Int64,
@@ -58,11 +66,13 @@ COMPARISON_SCHEMA: Final = pl.Schema(
     }
 )
 
-# One row per paired (mode, setting, unit, measure, query).
+# One row per paired (mode, setting, unit, measure, query); `setting` as in COMPARISON_SCHEMA.
 PAIRED_SCHEMA: Final = pl.Schema(
     {
         "mode": pl.String,
         "setting": pl.String,
+        "setting_a": pl.String,
+        "setting_b": pl.String,
         "unit": pl.String,
         "measure": pl.String,
         "query_id": pl.String,
@@ -80,7 +90,8 @@ class Comparison:
     `measures` (COMPARISON_SCHEMA) is the verdict table; `per_query` (PAIRED_SCHEMA) the paired
     values; `regressions` the `top_regressions` most negative per-query deltas of each row of
     `measures` (PAIRED_SCHEMA); `displacement` (DISPLACEMENT_SCHEMA) and `drift` (DRIFT_SCHEMA,
-    both in `rankings`) are empty unless hits were given.
+    both in `rankings`) are empty unless hits were given. `pairs` are the settings compared
+    (`settings.pair_settings`): equal labels unless a `Pairing` said otherwise.
     """
 
     run_a: str
@@ -93,15 +104,35 @@ class Comparison:
     alpha: float
     n_permutations: int
     seed: int
+    pairs: tuple[SettingPair, ...] = ()
+
+    @property
+    def crossed(self) -> bool:
+        """Whether some setting of A was compared with a differently named setting of B."""
+        return any(p.crossed for p in self.pairs)
+
+
+def _relabel(frame: pl.DataFrame | pl.LazyFrame, pairs: pl.DataFrame, side: str) -> pl.LazyFrame:
+    """The rows of one side's paired settings, `setting` renamed to the pair's label.
+
+    A setting in several pairs (A's 0.4 against B's 0.5 and B's 0.6) is repeated, once a label.
+    """
+    labels = pairs.lazy().select("mode", pl.col(f"setting_{side}").alias("setting"), "label")
+    return (
+        frame.lazy()
+        .join(labels, on=["mode", "setting"], how="inner")
+        .with_columns(pl.col("label").alias("setting"))
+        .drop("label")
+    )
 
 
 def _paired_values(
-    ev_a: Evaluation, ev_b: Evaluation, measures: Sequence[str] | None
+    ev_a: Evaluation, ev_b: Evaluation, measures: Sequence[str] | None, pairs: pl.DataFrame
 ) -> pl.DataFrame:
-    """Full join of the two per-query frames on (mode, setting, unit, measure, query)."""
+    """Full join of the two per-query frames on (mode, pair label, unit, measure, query)."""
     cols = [*_KEYS, "cutoff", "query_id", "value"]
-    a = ev_a.per_query.select(cols).drop_nulls("value")
-    b = ev_b.per_query.select(cols).drop_nulls("value")
+    a = _relabel(ev_a.per_query.select(cols).drop_nulls("value"), pairs, "a").collect()
+    b = _relabel(ev_b.per_query.select(cols).drop_nulls("value"), pairs, "b").collect()
     if measures is not None:
         wanted = [str(parse_measure(m)) for m in measures]
         a = a.filter(pl.col("measure").is_in(wanted))
@@ -114,7 +145,7 @@ def _paired_values(
 
 
 def _verdicts(
-    joined: pl.DataFrame, *, n_permutations: int, seed: int, alpha: float
+    joined: pl.DataFrame, pairs: pl.DataFrame, *, n_permutations: int, seed: int, alpha: float
 ) -> pl.DataFrame:
     """The verdict table (COMPARISON_SCHEMA) from the joined per-query values."""
     paired = joined.filter(pl.col("value").is_not_null() & pl.col("value_b").is_not_null())
@@ -164,9 +195,13 @@ def _verdicts(
             "effect_size": pl.Float64,
         },
     )
-    table = counts.join(table, on=_KEYS, how="left").with_columns(
-        pl.coalesce("cutoff_a", "cutoff_b").alias("cutoff"),
-        pl.col("n_pairs").fill_null(0),
+    table = (
+        counts.join(table, on=_KEYS, how="left")
+        .join(_pair_columns(pairs), on=["mode", "setting"], how="left")
+        .with_columns(
+            pl.coalesce("cutoff_a", "cutoff_b").alias("cutoff"),
+            pl.col("n_pairs").fill_null(0),
+        )
     )
     table = _with_holm(table.sort(_KEYS))
     return (
@@ -199,6 +234,11 @@ def _with_holm(table: pl.DataFrame) -> pl.DataFrame:
     return pl.concat(parts)
 
 
+def _pair_columns(pairs: pl.DataFrame) -> pl.DataFrame:
+    """mode, setting (the pair's label), setting_a, setting_b: to join onto compared rows."""
+    return pairs.select("mode", pl.col("label").alias("setting"), "setting_a", "setting_b")
+
+
 def _floats(series: pl.Series) -> list[float]:
     return [math.nan if v is None else float(v) for v in series.to_list()]
 
@@ -215,20 +255,26 @@ def compare_runs(
     alpha: float = 0.05,
     top_regressions: int = 5,
     depth: int = 100,
+    pairing: Pairing | None = None,
 ) -> Comparison:
     """Compare run B (the candidate) with run A (the baseline); see the module docstring.
 
     `measures` restricts the comparison (default: every measure both evaluations have).
     `hits_a` / `hits_b` (the runs' hits) add rank displacement and score drift. The same
-    seed gives the same p-values.
+    seed gives the same p-values. `pairing` compares settings that differ (default: each
+    (mode, setting) with the same one in B); A and B may then be one run. Raises `UsageError`
+    for a pairing that names a mode or setting a run does not have.
 
     >>> cmp = compare_runs(evaluate_run(a), evaluate_run(b), hits_a=..., hits_b=...)
     >>> cmp.measures.filter(pl.col("significant"))
+    >>> compare_runs(ev, ev, pairing=Pairing(settings=(("tst=0.4", "tst=0.6"),)))
     """
     if n_permutations < 1:
         raise UsageError(f"n_permutations must be at least 1, got {n_permutations}")
-    joined = _paired_values(ev_a, ev_b, measures)
-    table = _verdicts(joined, n_permutations=n_permutations, seed=seed, alpha=alpha)
+    pairs = pair_settings(ev_a, ev_b, pairing)
+    pair_table = pairs_frame(pairs)
+    joined = _paired_values(ev_a, ev_b, measures, pair_table)
+    table = _verdicts(joined, pair_table, n_permutations=n_permutations, seed=seed, alpha=alpha)
     paired = joined.filter(pl.col("value").is_not_null() & pl.col("value_b").is_not_null())
     per_query = (
         paired.select(*_KEYS, "query_id", pl.col("value").alias("value_a"), "value_b")
@@ -239,7 +285,9 @@ def compare_runs(
                 dtype=pl.Float64,
             )
         )
+        .join(_pair_columns(pair_table), on=["mode", "setting"], how="left")
         .sort([*_KEYS, "query_id"])
+        .select(PAIRED_SCHEMA.names())
         .cast(PAIRED_SCHEMA)
     )
     regressions = (
@@ -250,6 +298,10 @@ def compare_runs(
         .select(PAIRED_SCHEMA.names())
     )
     if hits_a is not None and hits_b is not None:
+        if pairing is not None and not pairing.is_default:
+            # Each run's hits of its paired settings only, under the pairs' labels, so that
+            # rankings and scores are matched the way the measures were.
+            hits_a, hits_b = _relabel(hits_a, pair_table, "a"), _relabel(hits_b, pair_table, "b")
         judged = set(_judged_queries(ev_a)) & set(_judged_queries(ev_b))
         displacement = rank_displacement(hits_a, hits_b, depth=depth, judged=judged)
         drift = score_drift(hits_a, hits_b)
@@ -267,6 +319,7 @@ def compare_runs(
         alpha=alpha,
         n_permutations=n_permutations,
         seed=seed,
+        pairs=pairs,
     )
 
 
@@ -280,33 +333,60 @@ def compare_run_dirs(
     seed: int = 0,
     alpha: float = 0.05,
     top_regressions: int = 5,
+    pairing: Pairing | None = None,
+    shared_pool: bool = True,
 ) -> tuple[Evaluation, Evaluation, Comparison]:
     """Evaluate two run directories and compare them, hits included; returns (ev_a, ev_b, cmp).
 
-    `extra_judgments` (qrels files) are added to both runs' own judgments, so both are scored
-    against the same labels. Raises `RunError` for a directory that is not a readable run.
+    `extra_judgments` (qrels files) are added to both runs' own judgments. With `shared_pool`
+    each run is also judged with the other's media-level qrels, so that both are scored
+    against the same relevant set: label judgments are pooled from a run's own hits, and a run
+    whose other modes returned more labelled media would otherwise have a larger |R| for the
+    same query (lower recall and AP for identical rankings). `pairing` as in `compare_runs`;
+    run_a and run_b may be the same directory (evaluated once), e.g. to compare two of its
+    settings. Raises `RunError` for a directory that is not a readable run, `UsageError` for
+    a pairing the runs cannot meet.
     """
-    evaluations = []
-    hits = []
-    for run_dir in (Path(run_a), Path(run_b)):
-        evaluations.append(
-            evaluate_run(run_dir, extra_judgments=extra_judgments)
-            if measures is None
-            else evaluate_run(run_dir, measures=measures, extra_judgments=extra_judgments)
-        )
-        hits.append(load_run_judgments(run_dir, extra_judgments)[0])
+    dirs = (Path(run_a), Path(run_b))
+    same = dirs[0].resolve() == dirs[1].resolve()
+    extra = list(extra_judgments or ())
+    with tempfile.TemporaryDirectory(prefix="vlbench-compare-") as tmp:
+        if shared_pool and not same:
+            extra.append(_write_pool(dirs, extra, Path(tmp) / "shared-pool.qrels"))
+        evaluations: list[Evaluation] = []
+        for run_dir in dirs[:1] if same else dirs:
+            evaluations.append(
+                evaluate_run(run_dir, extra_judgments=extra)
+                if measures is None
+                else evaluate_run(run_dir, measures=measures, extra_judgments=extra)
+            )
+    ev_a, ev_b = evaluations[0], evaluations[-1]
     comparison = compare_runs(
-        evaluations[0],
-        evaluations[1],
+        ev_a,
+        ev_b,
         measures=measures,
-        hits_a=hits[0],
-        hits_b=hits[1],
+        hits_a=scan_hits(dirs[0]),
+        hits_b=scan_hits(dirs[1]),
         n_permutations=n_permutations,
         seed=seed,
         alpha=alpha,
         top_regressions=top_regressions,
+        pairing=pairing,
     )
-    return evaluations[0], evaluations[1], comparison
+    return ev_a, ev_b, comparison
+
+
+def _write_pool(dirs: Sequence[Path], extra: Sequence[Path | str], path: Path) -> Path:
+    """Both runs' media-level qrels, merged by the maximum grade, as a TREC qrels file."""
+    pooled = (
+        pl.concat([load_run_judgments(run_dir, extra)[1] for run_dir in dirs])
+        .group_by("query_id", "media_id")
+        .agg(pl.col("grade").max())
+        .sort("query_id", "media_id")
+    )
+    lines = [f"{q} 0 {m} {g}\n" for q, m, g in pooled.iter_rows()]
+    path.write_text("".join(lines), encoding="utf-8")
+    return path
 
 
 def _judged_queries(ev: Evaluation) -> list[str]:
