@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/pip install --quiet --disable-pip-version-check
 SUITE  ?= queries/demo.yaml
 
-.PHONY: install test demo bench check format chromium clean
+.PHONY: install test demo compare-demo bench check format chromium clean
 
 install: $(VENV)/.installed
 
@@ -33,6 +33,13 @@ test: install chromium
 
 demo: install
 	$(BIN)/vlbench run $(SUITE)
+
+# Two demo runs that differ only in the caption/semantic cut-off (0.4 vs 0.6), compared.
+compare-demo: install
+	@A=$$($(BIN)/vlbench run queries/demo-strict.yaml --no-report -q | tee /dev/stderr | sed -n 's/^run_dir: //p') && \
+	B=$$($(BIN)/vlbench run queries/demo-loose.yaml --no-report -q | tee /dev/stderr | sed -n 's/^run_dir: //p') && \
+	test -n "$$A" && test -n "$$B" && \
+	$(BIN)/vlbench compare "$$A" "$$B" --across-settings
 
 bench: $(VENV)/.bench-installed
 	@for script in bench/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done

@@ -93,7 +93,7 @@ class AuthError(ApiError):
 
 
 class TransportError(VlbenchError):
-    """No usable answer: a timeout, a dropped connection, or a body that is not the documented JSON."""
+    """No usable answer: a timeout, a dropped connection, or a body that is not the API's JSON."""
 
     def __init__(self, message: str, *, kind: str, request_key: str | None = None) -> None:
         self.kind = kind

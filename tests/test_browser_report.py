@@ -142,17 +142,6 @@ def test_renders_with_the_network_off(driver: WebDriver, reports: dict[str, Path
     assert "<script>alert('x')</script>" in text  # the caption is shown as text, not run
 
 
-@pytest.mark.skipif(
-    not os.environ.get("VLBENCH_SCREENSHOT_RUN"), reason="VLBENCH_SCREENSHOT_RUN not set"
-)
-def test_screenshot_of_a_real_run(driver: WebDriver, tmp_path: Path) -> None:
-    run_dir = Path(os.environ["VLBENCH_SCREENSHOT_RUN"])
-    html = write_report(run_dir, evaluate_run(run_dir), out_dir=tmp_path).html
-    driver.get(html.as_uri())
-    assert all(b["width"] > 0 and b["paths"] > 0 for b in _svg_boxes(driver))
-    _screenshot(driver, SCREENSHOTS / "demo-report.png")
-
-
 def _screenshot(driver: WebDriver, path: Path) -> None:
     """A PNG of the whole page, not only the window."""
     metrics = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})
