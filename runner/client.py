@@ -8,9 +8,9 @@ One call is one HTTP request (plus, on a 401 with credentials to mint from, one 
 fresh token). Retries, backoff and pagination are the scheduler's business (`runner.execute`);
 this module says what happened, precisely enough to decide:
 
-- `Page` etc.: a 2xx body that is the documented JSON, parsed with orjson into frozen dataclasses,
-  tolerant of the variants the contract warns about (`total_pages`, null `labels`, string
-  thresholds and scores, null `previews`);
+- `Page` (`runner.pages`): a 2xx search body that is the documented JSON, parsed with orjson into
+  one Arrow array a page (no Python object a hit), tolerant of the variants the contract warns
+  about (`total_pages`, null `labels`, string thresholds and scores, null `previews`);
 - `ApiError` (status, detail, request key) for any other status; `AuthError` for 401/403;
   `Throttled` for 429, and for any status carrying `Retry-After` (seconds or an HTTP date);
 - `TransportError` with `kind` "timeout", "transport_error" (refused, reset, dropped mid-body) or
@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Final, TypeVar
+from typing import Final, TypeVar
 from urllib.parse import quote
 
 import aiohttp
@@ -46,15 +46,28 @@ from runner.auth import (
 )
 from runner.errors import ApiError, AuthError, TransportError, UsageError
 from runner.pacer import Pacer
+from runner.pages import (
+    CLUSTER_TYPE,
+    PREVIEW_TYPE,
+    Cluster,
+    Page,
+    Preview,
+    parse_page,
+)
+from runner.pages import mapping as _mapping
+from runner.pages import opt_int as _opt_int
+from runner.pages import opt_text as _opt_text
+from runner.pages import text as _text
 
 __all__ = [
+    "CLUSTER_TYPE",
+    "PREVIEW_TYPE",
     "BadBody",
     "Cluster",
     "DatasetStatus",
     "EnrichmentContext",
     "ExploreClient",
     "Page",
-    "PageColumns",
     "Preview",
     "SendTiming",
     "Throttled",
@@ -229,112 +242,6 @@ class TokenSource:
 
 
 @dataclass(frozen=True, slots=True)
-class Preview:
-    """One media item shown in a cluster: a hit."""
-
-    media_id: str
-    file_name: str | None
-    caption: str | None
-    relevance_score: float | None
-    relevance_score_type: str | None
-    media_uri: str | None = None
-    labels: tuple[str, ...] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Cluster:
-    """One cluster of a search answer, with its matching members (`previews`) best first."""
-
-    cluster_id: str
-    n_images: int
-    similarity_threshold: str | None
-    relevance_score: float | None
-    relevance_score_type: str | None
-    previews: tuple[Preview, ...]
-    captions: tuple[str, ...] = ()
-    labels: tuple[str, ...] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class PageColumns:
-    """A page's clusters and hits as columns: what the store writes, without an object a hit.
-
-    Cluster columns hold one entry a cluster, in the API's order; hit columns one entry a
-    preview, in rank order, with `hit_cluster` the index of its cluster.
-    """
-
-    cluster_id: list[str]
-    n_images: list[int]
-    similarity_threshold: list[str | None]
-    cluster_score: list[float | None]
-    cluster_score_type: list[str | None]
-    cluster_labels: list[tuple[str, ...] | None]
-    captions: list[tuple[str, ...]]
-    hit_cluster: list[int]
-    preview_rank: list[int]  # 1-based within the cluster
-    media_id: list[str]
-    file_name: list[str | None]
-    caption: list[str | None]
-    score: list[float | None]
-    score_type: list[str | None]
-    media_uri: list[str | None]
-    labels: list[tuple[str, ...] | None]
-
-
-@dataclass(frozen=True, slots=True)
-class Page:
-    """One page of a search: up to 100 clusters; `total_pages` when the API said so.
-
-    The page keeps its clusters as `columns` (cheap to make, what a run stores); `clusters`
-    gives them as `Cluster` objects, built on each access.
-    """
-
-    page_number: int
-    columns: PageColumns
-    total_pages: int | None = None
-
-    @property
-    def n_clusters(self) -> int:
-        return len(self.columns.cluster_id)
-
-    @property
-    def n_previews(self) -> int:
-        """The hits on this page."""
-        return len(self.columns.media_id)
-
-    @property
-    def clusters(self) -> tuple[Cluster, ...]:
-        """The clusters, best first, each with its previews (typed objects, made on access)."""
-        c = self.columns
-        previews: list[list[Preview]] = [[] for _ in c.cluster_id]
-        for i, owner in enumerate(c.hit_cluster):
-            previews[owner].append(
-                Preview(
-                    c.media_id[i],
-                    c.file_name[i],
-                    c.caption[i],
-                    c.score[i],
-                    c.score_type[i],
-                    c.media_uri[i],
-                    c.labels[i],
-                )
-            )
-        return tuple(
-            Cluster(
-                c.cluster_id[k],
-                c.n_images[k],
-                c.similarity_threshold[k],
-                c.cluster_score[k],
-                c.cluster_score_type[k],
-                tuple(previews[k]),
-                c.captions[k],
-                c.cluster_labels[k],
-            )
-            for k in range(len(c.cluster_id))
-        )
-
-
-@dataclass(frozen=True, slots=True)
 class DatasetStatus:
     """What `/dataset/{id}` says: searching needs `status == "READY"`."""
 
@@ -357,180 +264,11 @@ class EnrichmentContext:
         return frozenset(self.models)
 
 
-class _Shape(ValueError):
-    """A body that parses as JSON but is not the documented shape."""
-
-
-def _text(value: object, what: str) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return str(value)
-    raise _Shape(f"{what} is {type(value).__name__}, not a string")
-
-
-def _opt_text(value: object) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return value
-    return str(value)
-
-
-def _opt_float(value: object, what: str) -> float | None:
-    """A score that may come as a number, a numeric string or null."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            raise _Shape(f"{what} {value[:40]!r} is not a number") from None
-    raise _Shape(f"{what} is {type(value).__name__}, not a number")
-
-
-def _opt_int(value: object, what: str) -> int | None:
-    number = _opt_float(value, what)
-    if number is None:
-        return None
-    if not math.isfinite(number) or number != int(number):
-        raise _Shape(f"{what} {value!r} is not an integer")
-    return int(number)
-
-
-def _labels(value: object) -> tuple[str, ...] | None:
-    """Labels as strings: null stays None; objects give their name (`name`, `label`, `value`)."""
-    if value is None:
-        return None
-    if type(value) is not list:
-        raise _Shape(f"labels is {type(value).__name__}, not a list")
-    for item in value:  # a plain loop: cheaper than all() over a generator, called per hit
-        if type(item) is not str:
-            break
-    else:
-        return tuple(value)
-    out: list[str] = []
-    for item in value:
-        if isinstance(item, dict):
-            name = item.get("name", item.get("label", item.get("value")))
-            out.append(str(name))
-        else:
-            out.append(str(item))
-    return tuple(out)
-
-
-def _mapping(value: object, what: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise _Shape(f"{what} is {type(value).__name__}, not an object")
-    return value
-
-
-def _str_or_none(value: object) -> str | None:
-    return value if value is None or type(value) is str else str(value)
-
-
-def _columns(clusters: list[Any]) -> PageColumns:
-    """One pass over the clusters into columns, checking each field's type on the way.
-
-    Written for speed (a page holds 100 clusters and often hundreds of previews, parsed for
-    every request): exact type checks inline, the tolerant conversions only for other types.
-    """
-    cols = PageColumns([], [], [], [], [], [], [], [], [], [], [], [], [], [], [], [])
-    hit_cluster, preview_rank, media_ids = cols.hit_cluster, cols.preview_rank, cols.media_id
-    file_names, captions_col, scores = cols.file_name, cols.caption, cols.score
-    score_types, uris, labels_col = cols.score_type, cols.media_uri, cols.labels
-    for k, item in enumerate(clusters):
-        if type(item) is not dict:
-            raise _Shape(f"cluster is {type(item).__name__}, not an object")
-        get = item.get
-        cluster_id = get("cluster_id")
-        if type(cluster_id) is not str:
-            if cluster_id is None:
-                raise _Shape("cluster has no cluster_id")
-            cluster_id = _text(cluster_id, "cluster_id")
-        previews = get("previews") or ()
-        if type(previews) is not list and previews != ():
-            raise _Shape("previews is not a list")
-        rank = 0
-        for preview in previews:
-            if type(preview) is not dict:
-                raise _Shape(f"preview is {type(preview).__name__}, not an object")
-            pget = preview.get
-            media_id = pget("media_id")
-            if type(media_id) is not str:
-                if media_id is None:
-                    raise _Shape("preview has no media_id")
-                media_id = _text(media_id, "media_id")
-            score = pget("relevance_score")
-            if score is not None and type(score) is not float:
-                score = _opt_float(score, "preview relevance_score")
-            file_name = pget("file_name")
-            if file_name is not None and type(file_name) is not str:
-                file_name = str(file_name)
-            caption = pget("caption")
-            if caption is not None and type(caption) is not str:
-                caption = str(caption)
-            kind = pget("relevance_score_type")
-            if kind is not None and type(kind) is not str:
-                kind = str(kind)
-            uri = pget("media_uri")
-            if uri is not None and type(uri) is not str:
-                uri = str(uri)
-            labels = pget("labels")
-            if labels is not None:
-                labels = _labels(labels)
-            rank += 1
-            hit_cluster.append(k)
-            preview_rank.append(rank)
-            media_ids.append(media_id)
-            file_names.append(file_name)
-            captions_col.append(caption)
-            scores.append(score)
-            score_types.append(kind)
-            uris.append(uri)
-            labels_col.append(labels)
-        n_images = get("n_images")
-        if type(n_images) is not int:
-            n_images = _opt_int(n_images, "n_images")
-        score = get("relevance_score")
-        if score is not None and type(score) is not float:
-            score = _opt_float(score, "cluster relevance_score")
-        captions = get("captions") or ()
-        cols.cluster_id.append(cluster_id)
-        cols.n_images.append(rank if n_images is None else n_images)
-        cols.similarity_threshold.append(_str_or_none(get("similarity_threshold")))
-        cols.cluster_score.append(score)
-        cols.cluster_score_type.append(_str_or_none(get("relevance_score_type")))
-        cols.cluster_labels.append(_labels(get("labels")))
-        cols.captions.append(tuple([str(c) for c in captions]) if type(captions) is list else ())
-    return cols
-
-
-def parse_page(body: bytes, page_number: int) -> Page:
-    """Parse a search answer's body into a `Page`.
-
-    Raises `ValueError` (the client turns it into `BadBody`) for a body that is not JSON or has
-    no `clusters` list, or a cluster without an id or a preview without a media id.
-    """
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise ValueError(f"body is not JSON ({len(body)} bytes: {exc.msg})") from None
-    root = _mapping(data, "body")
-    clusters = root.get("clusters")
-    if not isinstance(clusters, list):
-        raise _Shape("body has no clusters list")
-    total = _opt_int(root.get("total_pages"), "total_pages")
-    return Page(page_number, _columns(clusters), total)
-
-
 def _parse_dataset(body: bytes, dataset_id: str) -> DatasetStatus:
     root = _mapping(orjson.loads(body), "body")
     status = root.get("status_new", root.get("status"))
     if status is None:
-        raise _Shape("dataset has no status_new")
+        raise ValueError("dataset has no status_new")
     return DatasetStatus(
         dataset_id=_text(root.get("id", dataset_id), "id"),
         display_name=_opt_text(root.get("display_name")),

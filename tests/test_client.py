@@ -9,10 +9,12 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 from aiohttp import web
 
+from runner import pages
 from runner.auth import Credentials, mint_token
 from runner.client import (
     BadBody,
@@ -137,6 +139,81 @@ def test_parse_tolerates_documented_variants() -> None:
 def test_parse_refuses_bodies_that_are_not_the_contract(raw: bytes, reason: str) -> None:
     with pytest.raises(ValueError, match=reason):
         parse_page(raw, 0)
+
+
+@pytest.mark.parametrize(
+    "cluster, preview, reason",
+    [
+        pytest.param({}, {"relevance_score": True}, "not a number", id="bool-preview-score"),
+        pytest.param({"relevance_score": False}, {}, "not a number", id="bool-cluster-score"),
+        pytest.param({"n_images": 3.5}, {}, "not an integer", id="fractional-count"),
+        pytest.param({}, {"labels": "dog"}, "not a list", id="string-labels"),
+        pytest.param({}, {"labels": ""}, "not a list", id="empty-string-labels"),
+        pytest.param({"labels": "dog"}, {}, "not a list", id="string-cluster-labels"),
+        pytest.param({}, {"media_id": 7.5, "caption": 3}, None, id="numbers-as-text"),
+    ],
+)
+def test_parse_is_as_strict_as_the_tolerant_reading(
+    cluster: dict[str, Any], preview: dict[str, Any], reason: str | None
+) -> None:
+    # Arrow's converter would take each of these (true as 1.0, 3.5 as 3, "dog" as its letters)
+    raw = body(
+        clusters=[
+            {
+                "cluster_id": "c",
+                "n_images": 1,
+                **cluster,
+                "previews": [{"media_id": "m", **preview}],
+            }
+        ]
+    )
+    if reason is None:
+        (only,) = parse_page(raw, 0).clusters
+        assert only.previews[0].media_id == "7.5" and only.previews[0].caption == "3"
+        return
+    with pytest.raises(ValueError, match=reason):
+        parse_page(raw, 0)
+
+
+def test_odd_but_valid_values_are_stored_as_the_clusters_read() -> None:
+    raw = body(
+        clusters=[
+            {
+                "cluster_id": "c",
+                "n_images": 2,
+                "relevance_score": 0.0,
+                "labels": ["a", None],
+                "captions": ["x", 5],
+                "previews": [
+                    {"media_id": "m1", "relevance_score": 1, "labels": [None, "b"]},
+                    {"media_id": "m2", "relevance_score": 0.25, "labels": []},
+                ],
+            }
+        ]
+    )
+    page = parse_page(raw, 0)
+    (cluster,) = page.clusters
+    assert cluster.labels == ("a", "None") and cluster.captions == ("x", "5")
+    assert cluster.relevance_score == 0.0 and cluster.previews[0].relevance_score == 1.0
+    assert [p.labels for p in cluster.previews] == [("None", "b"), ()]
+    (stored,) = page.data.to_pylist()  # what a run stores says the same
+    assert stored["labels"] == list(cluster.labels) and stored["relevance_score"] == 0.0
+    assert [p["labels"] for p in stored["previews"]] == [["None", "b"], []]
+
+
+async def test_the_fast_and_the_careful_reading_agree(
+    demo_server: ServerThread, auth_headers: dict[str, str]
+) -> None:
+    url = f"{demo_server.base_url}/api/v1/explore/{demo_server.dataset_id}"
+    async with aiohttp.ClientSession(headers=auth_headers) as session:
+        for text in ("dog", "pizza on a table", "a red bus"):
+            vql = json.dumps([{"text": {"op": "fts", "value": text}}])
+            query = {"entity_type": "IMAGES", "vql": vql, "page_number": "0"}
+            async with session.get(url, params=query) as response:
+                clusters = orjson.loads(await response.read())["clusters"]
+            fast = pages._fast(clusters)
+            assert fast is not None and len(fast) > 0
+            assert fast.equals(pages._careful(clusters))
 
 
 # -- errors, classified -------------------------------------------------------------------------

@@ -18,7 +18,15 @@ import pytest
 
 from runner.errors import RunError
 from runner.schema import HITS_FILE, REQUESTS_FILE
-from runner.store import RunWriter, _files, open_run, read_manifest, scan_hits, scan_requests
+from runner.store import (
+    RunWriter,
+    _files,
+    _writer,
+    open_run,
+    read_manifest,
+    scan_hits,
+    scan_requests,
+)
 from runner.store._layout import FINALISE_FILE, JOURNAL_DIR, PARTS_DIR
 from runner.store.synthetic import synthetic_unit
 
@@ -254,6 +262,31 @@ def test_crash_after_finish_decided_is_rolled_forward(
     assert again.recovery.rolled_forward
     record_all(again, range(15))
     assert_exactly_units(again.finish("complete").path, range(15))
+
+
+def test_crash_while_finish_writes_the_rows_in_memory_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A run too short to roll a part: finish writes its rows straight from memory into the
+    # final files. Until it has decided (`_finalise.json`), they must come back from the journal.
+    w = create(tmp_path)
+    record_all(w, range(10))
+    assert w.buffered_rows > 0 and not list((w.run_dir / PARTS_DIR).iterdir())
+
+    def dies(path: Path, data: bytes) -> None:
+        raise Crash()
+
+    monkeypatch.setattr(_writer, "atomic_write_bytes", dies)
+    with pytest.raises(Crash):
+        w.finish("complete")
+    monkeypatch.undo()
+    die(w)
+    assert not (w.run_dir / FINALISE_FILE).exists()
+    again = RunWriter.resume(w.run_dir, suite_hash=SUITE_HASH)
+    assert again.recovery.units_replayed == 10 and not again.recovery.rolled_forward
+    assert again.completed_keys() == {f"k{i:04d}" for i in range(10)}
+    assert not [p for p in w.run_dir.rglob("*") if ".tmp-" in p.name]
+    assert_exactly_units(again.finish("complete").path, range(10))
 
 
 def test_crash_between_the_renames_of_the_final_files(

@@ -100,7 +100,12 @@ def test_ready_token_stays_hidden(
     caplog: pytest.LogCaptureFixture,
     token_ttl_s: float | None,
 ) -> None:
-    server = start_server(credentials=credentials, token_ttl_s=token_ttl_s, fail_rate=0.2)
+    # With the expiring token, slow answers make the run outlast the token however fast the
+    # client is (14 paced requests at 15/s alone take about as long as the token lives).
+    latency_ms = 300 if token_ttl_s is not None else 0
+    server = start_server(
+        credentials=credentials, token_ttl_s=token_ttl_s, fail_rate=0.2, latency_ms=latency_ms
+    )
     caplog.set_level(logging.DEBUG)
     token = mint_token(credentials, ttl_s=3600)
     code, stdout, stderr = run_cli(

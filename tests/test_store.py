@@ -263,6 +263,22 @@ def test_record_refuses_bad_units(
     assert writer.counts.requests_done == 0
 
 
+def test_batches_of_the_exact_schema_are_still_checked(writer: RunWriter) -> None:
+    # a batch already of the schema is taken as it is (no copy), but not on trust
+    requests, hits = (t.to_batches()[0] for t in synthetic_unit("k", hits_per_page=3))
+
+    def replaced(name: str, column: pa.Array) -> pa.RecordBatch:
+        columns = [column if f.name == name else hits.column(f.name) for f in HITS_SCHEMA]
+        return pa.RecordBatch.from_arrays(columns, schema=HITS_SCHEMA)
+
+    with pytest.raises(RunError, match="'media_id' must not be null"):
+        writer.record(requests, replaced("media_id", pa.nulls(hits.num_rows, pa.string())))
+    with pytest.raises(RunError, match="no request row"):
+        writer.record(requests, replaced("request_key", pa.array(["other"] * hits.num_rows)))
+    writer.record(requests, hits)
+    assert writer.counts.hits == 3
+
+
 def test_record_refuses_a_key_twice_and_after_finish(writer: RunWriter) -> None:
     writer.record([request_row("k")], [hit_row("k", 1)])
     with pytest.raises(RunError, match="already recorded"):

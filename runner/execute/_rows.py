@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import itertools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from runner.client import Page, PageColumns
+from runner.client import Page
 from runner.execute._types import RunSink
 from runner.plan import RequestSpec
-from runner.schema import HITS_SCHEMA, REQUESTS_SCHEMA, SETTING_COLUMNS, normalise_score
+from runner.schema import HITS_SCHEMA, REQUESTS_SCHEMA, SETTING_COLUMNS
 
 __all__ = ["Fetched", "Recorder"]
 
@@ -46,62 +47,92 @@ def _setting_values(spec: RequestSpec) -> dict[str, Any]:
     }
 
 
-# The hit columns a hit shares with its request row (its spec and page): at a flush they are
-# taken from the request rows by index (C speed) instead of being repeated hit by hit in Python.
+# The hit columns a hit shares with its request row (its spec and page): taken from the request
+# rows by index at a flush instead of being repeated hit by hit.
 _SHARED: Final = ("request_key", "query_id", "mode", *SETTING_COLUMNS, "page")
-_OWN: Final = tuple(name for name in HITS_SCHEMA.names if name not in _SHARED)
 
 
 def _empty(names: Sequence[str]) -> dict[str, list[Any]]:
     return {name: [] for name in names}
 
 
-def _append_page_hits(
-    hit: dict[str, list[Any]], c: PageColumns, clusters_before: int, hits_before: int
-) -> None:
-    """Append the own columns of one page's hits (a list comprehension a column: pages are big).
+@dataclass(frozen=True, slots=True)
+class _Pairs:
+    """Which page's hits go to which request row: one entry a (spec, page) pair, as arrays."""
 
-    Ranks are 1-based and run on across pages: `cluster_rank` over clusters, `preview_rank`
-    within a cluster, `rank` over every hit of the request. A hit's labels are its preview's,
-    else (a cluster of one) its cluster's.
+    row: np.ndarray  # the request row the hits belong to
+    page: np.ndarray  # index of the page in the flush's list of pages
+    clusters_before: np.ndarray  # clusters on the earlier pages of the same request
+    hits_before: np.ndarray  # hits on the earlier pages of the same request
+
+
+def _hit_rows(
+    requests: pa.RecordBatch, pages: list[pa.StructArray], pairs: _Pairs
+) -> pa.RecordBatch:
+    """The hit rows of every (spec, page) pair, in pair order, each page's hits in rank order.
+
+    Arrow and numpy over all the pages of a flush at once, no Python step a hit. Ranks are
+    1-based and run on across the pages of a request: `cluster_rank` over clusters,
+    `preview_rank` within a cluster, `rank` over every hit. A hit's `score_type` is its
+    preview's, else its cluster's; its labels are its preview's, else (the only preview of its
+    cluster on the page) its cluster's.
     """
-    owner = c.hit_cluster
-    n = len(owner)
-    per_cluster = [0] * len(c.cluster_id)
-    for k in owner:
-        per_cluster[k] += 1
-    kinds = [
-        t if t is not None else c.cluster_score_type[k]
-        for t, k in zip(c.score_type, owner, strict=True)
-    ]
-    hit["cluster_rank"].extend([clusters_before + k + 1 for k in owner])
-    hit["cluster_id"].extend([c.cluster_id[k] for k in owner])
-    hit["cluster_size"].extend([c.n_images[k] for k in owner])
-    hit["cluster_score"].extend([c.cluster_score[k] for k in owner])
-    hit["preview_rank"].extend(c.preview_rank)
-    hit["rank"].extend(range(hits_before + 1, hits_before + n + 1))
-    hit["media_id"].extend(c.media_id)
-    hit["file_name"].extend(c.file_name)
-    hit["caption"].extend(c.caption)
-    hit["raw_score"].extend(c.score)
-    hit["score_type"].extend(kinds)
-    hit["score"].extend([normalise_score(r, t) for r, t in zip(c.score, kinds, strict=True)])
-    hit["labels"].extend(
-        [
-            labels if labels is not None or per_cluster[k] != 1 else c.cluster_labels[k]
-            for labels, k in zip(c.labels, owner, strict=True)
-        ]
-    )
+    data = pages[0] if len(pages) == 1 else pa.concat_arrays(pages)
+    lists = data.field("previews")
+    offsets = lists.offsets.to_numpy().astype(np.int64)  # into `lists.values`
+    per_cluster = np.diff(offsets)
+    page_clusters = np.fromiter((len(p) for p in pages), np.int64, len(pages))
+    page_start = np.cumsum(page_clusters) - page_clusters  # first cluster of each page
+    hit_start = offsets[page_start]  # first hit of each page
+    per_pair = (offsets[page_start + page_clusters] - hit_start)[pairs.page]
+    pair_first = np.cumsum(per_pair) - per_pair  # each pair's first row
+    within = np.arange(int(per_pair.sum())) - np.repeat(pair_first, per_pair)
+    hit = np.repeat(hit_start[pairs.page], per_pair) + within  # index into `lists.values`
+    owner = np.repeat(np.arange(len(data)), per_cluster)[hit - offsets[0]]  # index into `data`
+    shift = np.repeat(pairs.clusters_before - page_start[pairs.page], per_pair)
+    previews = lists.values
+    if len(hit) != len(previews) or not np.array_equal(hit, np.arange(len(previews))):
+        previews = previews.take(pa.array(hit))  # a page fanned out to several query ids
+    taken = pa.array(owner)
+    score_type = previews.field("relevance_score_type")
+    if score_type.null_count:  # a preview without a score type has its cluster's
+        score_type = pc.coalesce(score_type, data.field("relevance_score_type").take(taken))
+    raw = previews.field("relevance_score")
+    distance = pc.fill_null(pc.equal(score_type, "cosine_distance"), False)
+    labels = previews.field("labels")
+    alone = (per_cluster[owner] == 1) & labels.is_null().to_numpy(zero_copy_only=False)
+    if alone.any():  # the only preview of its cluster, without labels: the cluster's
+        labels = pc.if_else(pa.array(alone), data.field("labels").take(taken), labels)
+    own = {
+        "cluster_rank": pa.array((owner + shift + 1).astype(np.int32)),
+        "cluster_id": data.field("cluster_id").take(taken),
+        "cluster_size": data.field("n_images").take(taken),
+        "cluster_score": data.field("relevance_score").take(taken),
+        "preview_rank": pa.array((hit - offsets[owner] + 1).astype(np.int32)),
+        "rank": pa.array((within + np.repeat(pairs.hits_before, per_pair) + 1).astype(np.int32)),
+        "media_id": previews.field("media_id"),
+        "file_name": previews.field("file_name"),
+        "caption": previews.field("caption"),
+        "raw_score": raw,
+        "score_type": score_type,
+        # normalise_score: a cosine distance d becomes 1 - d, other scores are kept
+        "score": pc.if_else(distance, pc.subtract(1.0, raw), raw),
+        "labels": labels,
+    }
+    shared = requests.select(list(_SHARED)).take(pa.array(np.repeat(pairs.row, per_pair)))
+    columns = [shared.column(n) if n in _SHARED else own[n] for n in HITS_SCHEMA.names]
+    return pa.RecordBatch.from_arrays(columns, schema=HITS_SCHEMA)
 
 
 class Recorder:
     """Completed units as rows of the run, handed to the store a few units at a time.
 
     A unit's request rows are one a page and spec (a wire request shared by several query ids is
-    fanned out to each); its hit rows one a preview. Several whole units go to `record` in one
-    call (one journal frame: all of them or none survive a crash), which spreads the store's
-    per-call cost. A unit waits here at most `max_wait_s`; a crash loses only units not yet
-    recorded, which a resume sends again.
+    fanned out to each); its hit rows one a preview. A unit's pages wait here as the Arrow
+    arrays the client parsed them into; its rows are made at the flush, for all waiting units at
+    once (`_hit_rows`). Several whole units go to `record` in one call (one journal frame: all
+    of them or none survive a crash), which spreads the per-call costs. A unit waits here at most
+    `max_wait_s`; a crash loses only units not yet recorded, which a resume sends again.
     """
 
     def __init__(
@@ -114,8 +145,13 @@ class Recorder:
     ) -> None:
         self._writer = writer
         self._max_units, self._max_rows, self.max_wait_s = max_units, max_rows, max_wait_s
-        self._req, self._hit = _empty(REQUESTS_SCHEMA.names), _empty(_OWN)
-        self._hit_row: list[int] = []  # each hit's request row
+        self._reset()
+
+    def _reset(self) -> None:
+        self._req = _empty(REQUESTS_SCHEMA.names)
+        self._pages: list[pa.StructArray] = []
+        self._pairs: list[tuple[int, int, int, int]] = []  # see `_Pairs`
+        self._hits = 0
         self._units = 0
         self._since: float | None = None
 
@@ -125,19 +161,23 @@ class Recorder:
         self._units += 1
         if self._since is None:
             self._since = time.monotonic()
-        rows = len(self._req["request_key"]) + len(self._hit_row)
+        rows = len(self._req["request_key"]) + self._hits
         if self._units >= self._max_units or rows >= self._max_rows or self.due():
             self.flush()
         return hits
 
     def _append(self, specs: Sequence[RequestSpec], pages: Sequence[Fetched]) -> int:
         req, added = self._req, 0
+        first = len(self._pages)
+        self._pages.extend(f.page.data for f in pages if f.page is not None)
         for spec in specs:
             common = {"request_key": spec.key, "query_id": spec.query_id, "mode": spec.mode}
             common.update(_setting_values(spec))
             clusters_before = hits_before = 0
+            index = first
             for fetched in pages:
                 page = fetched.page
+                n_clusters, n = (page.n_clusters, page.n_previews) if page else (0, 0)
                 row = dict(
                     common,
                     query_text=spec.query_text,
@@ -147,8 +187,8 @@ class Recorder:
                     attempts=fetched.attempts,
                     sent_at=dt.datetime.fromtimestamp(fetched.sent_at, dt.UTC),
                     latency_ms=fetched.latency_ms,
-                    clusters=page.n_clusters if page else 0,
-                    previews=page.n_previews if page else 0,
+                    clusters=n_clusters,
+                    previews=n,
                     error=fetched.error,
                 )
                 row_index = len(req["request_key"])
@@ -156,12 +196,12 @@ class Recorder:
                     values.append(row[name])
                 if page is None:
                     continue
-                _append_page_hits(self._hit, page.columns, clusters_before, hits_before)
-                n = page.n_previews
-                self._hit_row.extend(itertools.repeat(row_index, n))
-                clusters_before += page.n_clusters
+                self._pairs.append((row_index, index, clusters_before, hits_before))
+                index += 1
+                clusters_before += n_clusters
                 hits_before += n
                 added += n
+        self._hits += added
         return added
 
     def due(self) -> bool:
@@ -173,13 +213,12 @@ class Recorder:
         if not self._units:
             return
         requests = pa.RecordBatch.from_pydict(self._req, schema=REQUESTS_SCHEMA)
-        shared = requests.select(list(_SHARED)).take(pa.array(self._hit_row, type=pa.int32()))
-        own = {name: pa.array(self._hit[name], type=HITS_SCHEMA.field(name).type) for name in _OWN}
-        columns = [shared.column(n) if n in _SHARED else own[n] for n in HITS_SCHEMA.names]
-        hits = pa.RecordBatch.from_arrays(columns, schema=HITS_SCHEMA)
-        self._req, self._hit = _empty(REQUESTS_SCHEMA.names), _empty(_OWN)
-        self._hit_row = []
-        self._units, self._since = 0, None
+        if self._pairs:
+            columns = (np.array(c, dtype=np.int64) for c in zip(*self._pairs, strict=True))
+            hits = _hit_rows(requests, self._pages, _Pairs(*columns))
+        else:
+            hits = _no_hits()
+        self._reset()
         self._writer.record(requests, hits)
 
     async def flush_when_due(self) -> None:
@@ -188,3 +227,7 @@ class Recorder:
             await asyncio.sleep(self.max_wait_s / 2)
             if self.due():
                 self.flush()
+
+
+def _no_hits() -> pa.RecordBatch:
+    return pa.RecordBatch.from_pylist([], schema=HITS_SCHEMA)

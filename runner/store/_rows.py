@@ -52,7 +52,9 @@ def to_batch(rows: Rows, schema: pa.Schema, what: str) -> pa.RecordBatch:
     """
     layout = _layout(schema)
     try:
-        if isinstance(rows, pa.RecordBatch | pa.Table):
+        if isinstance(rows, pa.RecordBatch) and rows.schema.equals(schema):
+            batch = rows  # the usual case (the scheduler builds batches of the schema): no copy
+        elif isinstance(rows, pa.RecordBatch | pa.Table):
             batch = _from_arrow(rows, schema, what)
         else:
             unknown = set().union(*rows) - layout.names  # one C-level pass over every key

@@ -36,6 +36,7 @@ from typing import Any, Final, Self
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from runner.errors import RunError
 from runner.schema import (
@@ -298,7 +299,7 @@ class RunWriter:
         if requests.num_rows == 0:
             raise RunError("record(): a unit needs at least one request row")
         keys = set(requests.column("request_key").to_pylist())
-        stray = set(hits.column("request_key").to_pylist()) - keys
+        stray = set(pc.unique(hits.column("request_key")).to_pylist()) - keys
         if stray:
             raise RunError(f"record(): hits of request key(s) {sorted(stray)} with no request row")
         check_rank_order(hits, "record()")
@@ -331,7 +332,8 @@ class RunWriter:
             raise RunError(f"finish(): status {status!r} is not one of {FINISH_STATUSES}")
         with self._mutex:
             self._check_open()
-            if self._buffered:
+            if self._buffered and (self._parts or self._has_base):
+                # Streaming the parts with these rows still held would raise the peak memory.
                 self._roll()
             temps = {name: temp_path(self._dir / file) for name, file, _ in _files.TABLES}
             try:
@@ -418,11 +420,19 @@ class RunWriter:
         self._manifest = manifest
 
     def _sources(self, file: str, name: str) -> Iterator[pa.RecordBatch | pa.Table]:
-        """The rows of one table in record order: previous final file, then the parts."""
+        """The rows of one table in record order: previous final file, the parts, the memory.
+
+        Rows still in memory (a run too short to have rolled a part) go straight into the final
+        file, not through a part written and read back: until `_finalise.json` exists they are
+        still in the journal, so a crash during `finish` loses nothing.
+        """
         if self._has_base:
             yield from _files.row_groups(self._dir / file)
         for seq in self._parts:
             yield from _files.row_groups(part_path(self._dir, seq, name))
+        buffered = self._requests_buf if name == "requests" else self._hits_buf
+        if buffered:
+            yield pa.Table.from_batches(buffered)
 
     def _recover(self, suite_hash: str, requests_planned: int | None) -> None:
         rolled = _files.roll_forward(self._dir) if (self._dir / FINALISE_FILE).exists() else False
