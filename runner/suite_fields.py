@@ -5,7 +5,8 @@ Bottom layer of the suite: `runner.suite` builds its models from these types, an
 
 A check that must name a key below the validated object raises `fail(reason, *at)`; the loader
 (`runner.suite_yaml.place_error`) puts it on that key's line. `show(value)` renders a value for
-an error message without ever echoing something that looks like a token.
+an error message without ever echoing something that looks like a token or a URL's userinfo
+(`mask_userinfo`); `place_error` also names a value that came from `${VAR}` instead of showing it.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ __all__ = [
     "Unit",
     "fail",
     "id_from_number",
+    "mask_userinfo",
     "one_or_many",
     "show",
 ]
@@ -45,6 +47,9 @@ ENV_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # The pydantic error type of `fail`, by which the loader knows that `ctx["at"]` places it.
 FAIL_TYPE: Final = "suite"
 _JWT_LIKE: Final = re.compile(r"eyJ[\w-]*\.[\w-]*\.[\w-]*")
+# `scheme://user:password@`: everything up to the last `@` before a space or quote is userinfo
+# (a password with a raw `@` or `/` in it is masked whole too; masking a path's `@` is harmless).
+_USERINFO: Final = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^\s'\"]*@")
 _RATE: Final = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*/\s*(s|sec|second|min|minute|h|hour)")
 _PER_SECONDS: Final = {
     "s": 1,
@@ -70,8 +75,13 @@ def show(value: object) -> str:
         return "a list"
     if isinstance(value, str) and _JWT_LIKE.search(value):
         return "a value that looks like a token"
-    text = repr(value)
+    text = mask_userinfo(repr(value))  # before shortening, which could cut the `@` off
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def mask_userinfo(text: str) -> str:
+    """`https://user:pass@host/x` -> `https://***@host/x`, wherever a URL occurs in `text`."""
+    return _USERINFO.sub(r"\1***@", text)
 
 
 def id_from_number(value: object) -> object:

@@ -8,9 +8,11 @@
 
 `load_yaml` interpolates scalar values (never keys) as the `runner.suite` docstring describes and
 refuses duplicate keys. `place_error` turns pydantic's first error (by line) into a `SuiteError`
-reading `file:line: key: reason`. Where it words the reason itself (a wrong type, an unknown
-literal) it does not show a value that came from the environment or lies under `auth`; a reason a
-model's validator wrote is passed on as it is (those show values through `suite_fields.show`).
+reading `file:line: key: reason`. No reason shows a value that came from the environment: one
+that came from `${VAR}` is named (`rate_limit: the value of ${R} is not a rate; ...`), whoever
+worded the reason (the loader, or a model's validator through `suite_fields.show`), and any text
+taken from the environment left in a reason is replaced by its `${VAR}`. A value under `auth` is
+not shown, and no URL's userinfo (`user:pass@`) is shown.
 """
 
 from __future__ import annotations
@@ -26,9 +28,9 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from runner.errors import SuiteError
-from runner.suite_fields import ENV_NAME, FAIL_TYPE, show
+from runner.suite_fields import ENV_NAME, FAIL_TYPE, mask_userinfo, show
 
-__all__ = ["Document", "KeyPath", "load_yaml", "place_error"]
+__all__ = ["Document", "Interpolation", "KeyPath", "load_yaml", "place_error"]
 
 KeyPath = tuple[str | int, ...]
 
@@ -48,18 +50,46 @@ _EXPECTED: Final = {
     "model_attributes": "a mapping",
 }
 _RENAMED: Final = {"threshold": "granularity", "image_caption": "caption"}
+# A scalar that is one reference and nothing else: named as `${NAME}` in errors.
+_ONE_REFERENCE: Final = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-[^}]*)?\}")
+# Text taken from the environment this short ("8", "yes") is not scrubbed from a reason wherever
+# it occurs, which would garble the reason's own words; its echo is named as its key's value.
+_SCRUB_MIN: Final = 4
 
 
 # --- YAML with line numbers and interpolation -------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class Interpolation:
+    """Where an interpolated scalar came from: its text in the file, and what the environment gave.
+
+    `env` holds (variable, value) for each reference the environment filled (not the defaults).
+    """
+
+    raw: str
+    env: tuple[tuple[str, str], ...]
+
+    @property
+    def subject(self) -> str:
+        """How an error names the value: `the value of ${R}`, never the value itself."""
+        one = _ONE_REFERENCE.fullmatch(self.raw)
+        if one:
+            return f"the value of ${{{one[1]}}}"
+        text = mask_userinfo(repr(self.raw))
+        return f"the value of {text if len(text) <= 60 else text[:57] + '...'}"
+
+
 @dataclass(slots=True)
 class Document:
-    """The YAML data with where each key came from: (key path -> line) and interpolated paths."""
+    """The YAML data with where each key came from: (key path -> line) and interpolated paths.
+
+    An alias of an interpolated value is an interpolated path too (its line is the alias's key).
+    """
 
     data: object
     lines: dict[KeyPath, int]
-    interpolated: set[KeyPath]
+    interpolated: dict[KeyPath, Interpolation]
 
 
 def load_yaml(text: str, where: str, env: Mapping[str, str]) -> Document:
@@ -73,8 +103,8 @@ def load_yaml(text: str, where: str, env: Mapping[str, str]) -> Document:
         root = loader.get_single_node()
         if root is None:
             raise SuiteError("the suite is empty", path=where, line=1)
-        doc = Document(None, {(): root.start_mark.line + 1}, set())
-        _walk(root, (), doc, where, env, loader, set())
+        doc = Document(None, {(): root.start_mark.line + 1}, {})
+        _walk(root, (), doc, where, env, loader, {})
         doc.data = loader.construct_document(root)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -99,12 +129,16 @@ def _walk(
     where: str,
     env: Mapping[str, str],
     loader: yaml.SafeLoader,
-    done: set[int],
+    done: dict[int, Interpolation | None],
 ) -> None:
-    """Record the line of every key and item, refuse duplicate keys, interpolate scalars."""
+    """Record the line of every key and item, refuse duplicate keys, interpolate scalars.
+
+    `done` holds every node walked (by id), with how it was interpolated if it is a scalar that was.
+    """
     if id(node) in done:  # an alias: interpolated once, where it was defined
+        _mark_alias(node, path, doc, done, set())
         return
-    done.add(id(node))
+    done[id(node)] = None
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             line = key_node.start_mark.line + 1
@@ -129,19 +163,51 @@ def _walk(
             _walk(item, (*path, i), doc, where, env, loader, done)
     elif isinstance(node, yaml.ScalarNode) and "$" in node.value:
         line = node.start_mark.line + 1
+        used: list[tuple[str, str]] = []
         value = _interpolate(
             node.value,
             env,
             lambda reason: SuiteError(reason, path=where, line=line, key=_key(path)),
+            used,
         )
         if value != node.value:
-            doc.interpolated.add(path)
+            done[id(node)] = doc.interpolated[path] = Interpolation(node.value, tuple(used))
         if node.style is None:  # plain: type the result as YAML would have (8 -> int)
             node.tag = loader.resolve(yaml.ScalarNode, value, (True, False))  # type: ignore[no-untyped-call]
         node.value = value
 
 
-def _interpolate(value: str, env: Mapping[str, str], error: Callable[[str], SuiteError]) -> str:
+def _mark_alias(
+    node: yaml.Node,
+    path: KeyPath,
+    doc: Document,
+    done: Mapping[int, Interpolation | None],
+    inside: set[int],
+) -> None:
+    """Record the interpolated scalars an alias repeats at `path` (`inside` stops a loop)."""
+    if id(node) in inside:
+        return
+    inside.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                _mark_alias(value_node, (*path, key_node.value), doc, done, inside)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _mark_alias(item, (*path, i), doc, done, inside)
+    elif (origin := done.get(id(node))) is not None:
+        doc.interpolated[path] = origin
+    inside.discard(id(node))
+
+
+def _interpolate(
+    value: str,
+    env: Mapping[str, str],
+    error: Callable[[str], SuiteError],
+    used: list[tuple[str, str]],
+) -> str:
+    """`value` with its references replaced; appends (name, value) of each taken from `env`."""
+
     def replace(match: re.Match[str]) -> str:
         if match[0] == "$$":
             return "$"
@@ -152,6 +218,7 @@ def _interpolate(value: str, env: Mapping[str, str], error: Callable[[str], Suit
             raise error(f"${{{match[1]}}} does not name an environment variable")
         found = env.get(name)
         if found:
+            used.append((name, found))
             return found
         if has_default:
             return default
@@ -179,11 +246,77 @@ def place_error(
     for error in exc.errors(include_url=False):
         at = tuple((error.get("ctx") or {}).get("at", ()))
         path = _data_path(tuple(error["loc"]), at, doc.data, error["type"] == "missing")
-        hide = path in doc.interpolated or (bool(path) and path[0] == "auth")
-        reason = _describe(error, path, hide, model)
+        if path in doc.interpolated:
+            shown = doc.interpolated[path].subject
+        elif path and path[0] == "auth":
+            shown = "a value not shown here"
+        else:
+            shown = show(error.get("input"))
+        reason = _scrub(_describe(error, path, shown, model), path, doc)
         found.append((_line_of(path, doc.lines), reason, path))
     line, reason, path = min(found, key=lambda item: item[0])
     return SuiteError(reason, path=where, line=line, key=_key(path))
+
+
+def _scrub(reason: str, path: KeyPath, doc: Document) -> str:
+    """`reason` with no value that came from the environment in it, and no URL userinfo.
+
+    A validator's echo of an interpolated value at or below `path` becomes `the value of ${R}`
+    (its first echo: validators lead with the value); then any text the environment gave (of
+    `_SCRUB_MIN` characters or more) still in the reason becomes its `${VAR}`.
+    """
+    subjects: list[str] = []
+
+    def hold(text: str) -> str:  # a stand-in the environment's text cannot match
+        subjects.append(text)
+        return f"\0{len(subjects) - 1}\0"
+
+    for at, origin in doc.interpolated.items():
+        if at[: len(path)] != path:
+            continue
+        for rendering in _renderings(_value_at(doc.data, at)):
+            echo = re.search(rf"(?<![\w.-]){re.escape(rendering)}(?!\w|\.\d)", reason)
+            if echo:
+                reason = reason[: echo.start()] + hold(origin.subject) + reason[echo.end() :]
+                break
+    taken = {pair for origin in doc.interpolated.values() for pair in origin.env}
+    for name, text in sorted(taken, key=lambda pair: -len(pair[1])):
+        if len(text) >= _SCRUB_MIN:
+            reason = reason.replace(text, hold(f"${{{name}}}"))
+    reason = re.sub(r"\0(\d+)\0", lambda m: subjects[int(m[1])], reason)
+    return mask_userinfo(reason)
+
+
+def _renderings(value: object) -> list[str]:
+    """The ways a validator may have written `value` into a reason, the likeliest first."""
+    out = [show(value), repr(value)]
+    if isinstance(value, str):
+        out += [repr(value.strip()), value.strip(), value]
+    number: float | None = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+    if number is not None:
+        out += [f"{number:g}", repr(float(number)), str(number)]
+        if float(number).is_integer() and abs(number) < 1e16:
+            out.append(str(int(number)))
+    out.append(str(value))
+    return [text for text in dict.fromkeys(out) if text]
+
+
+def _value_at(data: object, path: KeyPath) -> object:
+    for step in path:
+        if isinstance(data, dict):
+            data = data.get(step)
+        elif isinstance(data, list) and isinstance(step, int) and 0 <= step < len(data):
+            data = data[step]
+        else:
+            return None
+    return data
 
 
 def _key(path: KeyPath) -> str:
@@ -267,11 +400,9 @@ def _unknown_key(path: KeyPath, root: type[BaseModel]) -> str:
     return f"unknown key {key!r}" + (f"; expected one of {', '.join(known)}" if known else "")
 
 
-def _describe(
-    error: Mapping[str, Any], path: KeyPath, hide_input: bool, root: type[BaseModel]
-) -> str:
+def _describe(error: Mapping[str, Any], path: KeyPath, shown: str, root: type[BaseModel]) -> str:
+    """The reason for one error; `shown` is how it may show the value it is about."""
     kind, ctx = error["type"], error.get("ctx") or {}
-    shown = "a value not shown here" if hide_input else show(error.get("input"))
     if kind == FAIL_TYPE:
         return str(ctx["reason"])
     if kind == "extra_forbidden":

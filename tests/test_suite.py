@@ -754,3 +754,194 @@ def test_shipped_suites_load_with_no_environment(path: Path) -> None:
 
 def test_demo_suite_is_shipped() -> None:
     assert (QUERIES_DIR / "demo.yaml") in SHIPPED and (QUERIES_DIR / "example.yaml") in SHIPPED
+
+
+# --- values from the environment never shown --------------------------------------------------
+
+SECRET = "hunter2-XyZ-s3cret"  # a distinctive string that no key accepts
+NUMBER = "31337.4242"  # a distinctive number out of range where it is put; `:g` shows 31337.4
+# (text appended to BASE, line, key, the env var, its value, words of the reason)
+INTERPOLATED_BAD = [
+    pytest.param("rate_limit: ${R}\n", 0, "rate_limit", "R", SECRET, "is not a rate", id="rate"),
+    pytest.param(
+        "rate_limit: ${R}\n", 0, "rate_limit", "R", f"-{NUMBER}", "greater than 0", id="rate-<0"
+    ),
+    pytest.param(
+        "rate_limit:\n  requests: ${R}\n",
+        1,
+        "rate_limit.requests",
+        "R",
+        SECRET,
+        "greater than 0",
+        id="rate-requests",
+    ),
+    pytest.param(
+        "dataset_id: d\nbase_url: ${U}\n",
+        1,
+        "base_url",
+        "U",
+        f"ftp://user:{SECRET}@host/x",
+        "is not an http(s) URL",
+        id="base-url",
+    ),
+    pytest.param(
+        "pagination:\n  max_pages: ${P}\n",
+        1,
+        "pagination.max_pages",
+        "P",
+        SECRET,
+        "is not a page count",
+        id="max-pages",
+    ),
+    pytest.param(
+        "pagination:\n  max_pages: ${P}\n",
+        1,
+        "pagination.max_pages",
+        "P",
+        "-31337",
+        "is not a page count",
+        id="max-pages-negative",
+    ),
+    pytest.param(
+        "concurrency: ${N}\n", 0, "concurrency", "N", SECRET, "a whole number", id="concurrency"
+    ),
+    pytest.param(
+        "concurrency: ${N}\n", 0, "concurrency", "N", "-31337", "greater than 0", id="conc-<0"
+    ),
+    pytest.param(
+        "timeout_s: ${T}\n", 0, "timeout_s", "T", f"-{NUMBER}", "greater than 0", id="timeout"
+    ),
+    pytest.param(
+        'sweep:\n  semantic_threshold: [0.5, "${T}"]\n',
+        1,
+        "sweep.semantic_threshold[1]",
+        "T",
+        NUMBER,
+        "is not within 0..1",
+        id="sweep-threshold",
+    ),
+    pytest.param(
+        'sweep:\n  textual_similarity_threshold: "${T}"\n',
+        1,
+        "sweep.textual_similarity_threshold",
+        "T",
+        SECRET,
+        "expected a number",
+        id="sweep-threshold-text",
+    ),
+    pytest.param(
+        'sweep:\n  granularity: ["${G}"]\n',
+        1,
+        "sweep.granularity[0]",
+        "G",
+        "31337",
+        "is not within 0..4",
+        id="sweep-granularity",
+    ),
+    pytest.param(
+        'modes: [caption, "${M}"]\n', 0, "modes[1]", "M", SECRET, "unknown mode", id="mode-list"
+    ),
+    pytest.param(
+        "defaults:\n  entity_type: ${E}\n",
+        1,
+        "defaults.entity_type",
+        "E",
+        SECRET,
+        "unknown entity_type",
+        id="literal-choice",
+    ),
+    pytest.param(
+        "retries:\n  max_attempts: ${A}\n",
+        1,
+        "retries.max_attempts",
+        "A",
+        SECRET,
+        "a whole number",
+        id="retries",
+    ),
+]
+
+
+@pytest.mark.parametrize("extra, below, key, var, value, reason", INTERPOLATED_BAD)
+def test_an_interpolated_value_is_named_not_shown(
+    tmp_path: Path, extra: str, below: int, key: str, var: str, value: str, reason: str
+) -> None:
+    path = write(tmp_path, BASE + extra)
+    with pytest.raises(SuiteError) as caught:
+        load(path, **{var: value})
+    message = str(caught.value)
+    assert message.startswith(f"{path}:{AFTER_BASE + below}: {key}: "), message
+    assert reason in message
+    assert f"${{{var}}}" in message  # says where the value came from
+    for part in (value, SECRET, "31337", "hunter2"):
+        assert part not in message, message
+
+
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ("name: ${V}\nqueries: [a]\n", "name"),  # a validator that echoes with !r
+        ("name: t\nx: &a ${V}\nrate_limit: *a\nqueries: [a]\n", "x"),  # the first error by line
+        ("name: t\nqueries: [a]\nrate_limit: &a ${V}\nconcurrency: *a\n", "rate_limit"),
+    ],
+    ids=["name", "alias-unknown-key", "alias"],
+)
+def test_an_interpolated_value_is_not_shown_in_any_reason(
+    tmp_path: Path, text: str, key: str
+) -> None:
+    with pytest.raises(SuiteError) as caught:
+        load(write(tmp_path, text), V=f"bad name {SECRET}")
+    assert f": {key}: " in str(caught.value)
+    assert SECRET not in str(caught.value) and "hunter2" not in str(caught.value)
+
+
+def test_an_alias_of_an_interpolated_value_is_named_too(tmp_path: Path) -> None:
+    text = BASE + "description: &a ${V}\nrate_limit: *a\n"  # fine as a description
+    with pytest.raises(SuiteError) as caught:
+        load(write(tmp_path, text), V=SECRET)
+    assert "rate_limit: the value of ${V} is not a rate" in str(caught.value)
+
+
+def test_environment_text_in_a_derived_value_is_replaced_by_its_variable(tmp_path: Path) -> None:
+    secret_dir = tmp_path / SECRET
+    secret_dir.mkdir()
+    path = write(tmp_path, BASE + "queries_file: ${DIR}/missing.tsv\n")
+    with pytest.raises(SuiteError) as caught:
+        load(path, DIR=str(secret_dir))
+    assert ": queries_file: no such file: " in str(caught.value)
+    assert SECRET not in str(caught.value) and "${DIR}" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "extra, key",
+    [
+        ("dataset_id: d\nbase_url: ftp://user:s3cret@host/x\n", "base_url"),
+        ("dataset_id: d\nbase_url: 'ftp://user:s3cret@host/x?y=1 and more'\n", "base_url"),
+        (f"dataset_id: d\nbase_url: ftp://{'u' * 70}:s3cret@host/x\n", "base_url"),  # shortened
+        ("dataset_id: d\nconcurrency: ftp://user:s3cret@host\n", "concurrency"),
+    ],
+    ids=["base-url", "base-url-quoted", "base-url-long", "wrong-type"],
+)
+def test_url_userinfo_is_never_shown(tmp_path: Path, extra: str, key: str) -> None:
+    path = write(tmp_path, BASE + extra)
+    with pytest.raises(SuiteError) as caught:
+        load(path)
+    assert str(caught.value).startswith(f"{path}:{AFTER_BASE + 1}: {key}: "), str(caught.value)
+    assert "s3cret" not in str(caught.value)
+
+
+def test_url_userinfo_is_masked_in_a_literal_name(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: https://user:s3cret@host\nqueries: [a]\n")
+    with pytest.raises(SuiteError) as caught:
+        load(path)
+    assert str(caught.value) == (
+        f"{path}:1: name: 'https://***@host' must be letters, digits, '.', '_' or '-' "
+        "(it names a folder)"
+    )
+
+
+def test_a_literal_value_is_still_shown(tmp_path: Path) -> None:
+    path = write(tmp_path, BASE + "rate_limit: hunter2\n")
+    with pytest.raises(SuiteError) as caught:
+        load(path)
+    assert f"{path}:{AFTER_BASE}: rate_limit: 'hunter2' is not a rate" in str(caught.value)
