@@ -5,8 +5,9 @@
         page = await client.search_page(spec.params(), 0, request_key=spec.key)
 
 One call is one HTTP request (plus, on a 401 with credentials to mint from, one resend with a
-fresh token). Retries, backoff and pagination are the scheduler's business (`runner.execute`);
-this module says what happened, precisely enough to decide:
+fresh token; `get_json` and `download` also follow redirects). Retries, backoff and pagination
+are the scheduler's business (`runner.execute`); this module says what happened, precisely
+enough to decide:
 
 - `Page` (`runner.pages`): a 2xx search body that is the documented JSON, parsed with orjson into
   one Arrow array a page (no Python object a hit), tolerant of the variants the contract warns
@@ -17,7 +18,8 @@ this module says what happened, precisely enough to decide:
   "bad_body" (`BadBody`: a 2xx body that is not the documented JSON).
 
 When a `Pacer` is given, every HTTP request this client sends, resends included, waits for it.
-The token never appears in a message, a repr or a log line.
+The token never appears in a message, a repr or a log line, and is sent only to the API's own
+origin (scheme, host, port): a redirect elsewhere, e.g. to a presigned storage URL, goes without.
 """
 
 from __future__ import annotations
@@ -29,9 +31,10 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
-from typing import Final, TypeVar
-from urllib.parse import quote
+from typing import Any, Final, TypeVar
+from urllib.parse import quote, urljoin, urlsplit
 
 import aiohttp
 import orjson
@@ -83,6 +86,10 @@ API_PREFIX: Final = "/api/v1"
 _MAX_DETAIL_CHARS: Final = 300
 # A Retry-After further out than this is taken as this (a date in the far future is a bug).
 _MAX_RETRY_AFTER_S: Final = 600.0
+# Most HTTP requests one `get_json` / `download` call sends: redirects and a resend after a 401.
+_MAX_HOPS: Final = 8
+_REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
+_CHUNK: Final = 1024 * 1024
 
 
 class Throttled(ApiError):
@@ -422,6 +429,44 @@ class ExploreClient:
         body = await self._get(self._explore_url, query, what=what, key=request_key, timing=timing)
         return self._parse(body, what, request_key, lambda b: parse_page(b, page_number))
 
+    async def get_json(
+        self,
+        path: str,
+        params: Mapping[str, str] | None = None,
+        *,
+        what: str | None = None,
+        timeout_s: float | None = None,
+    ) -> Any:
+        """The parsed JSON body of a GET of `path` under the API prefix (`/api/v1`).
+
+        `client.get_json(f"/dataset/{id}/export_status", {"export_task_id": task})`. One call
+        like the others (not retried; the same errors, `BadBody` for a body that is not JSON),
+        except that redirects are followed (the token only to the API's own origin).
+        `what` names the call in messages; `timeout_s` overrides the client's for this call.
+        """
+        url = f"{self.base_url}{API_PREFIX}/{path.lstrip('/')}"
+        label = what or f"GET {path}"
+        body = await self._get(
+            url, params or {}, what=label, key=None, timeout_s=timeout_s, follow=True
+        )
+        return self._parse(body, label, None, orjson.loads)
+
+    async def download(
+        self,
+        url: str,
+        sink: Path,
+        *,
+        what: str = "download",
+        timeout_s: float | None = None,
+    ) -> None:
+        """Stream the 2xx body of a GET of `url` into the file `sink`, following redirects.
+
+        The token goes only to the API's own origin: a download redirected to storage (a
+        presigned URL), or at another origin from the start, is fetched without it. Errors as
+        for the other calls; not retried.
+        """
+        await self._get(url, {}, what=what, key=None, timeout_s=timeout_s, follow=True, sink=sink)
+
     def _parse(
         self,
         body: tuple[int, bytes],
@@ -444,16 +489,45 @@ class ExploreClient:
         what: str,
         key: str | None,
         timing: SendTiming | None = None,
+        timeout_s: float | None = None,
+        follow: bool = False,
+        sink: Path | None = None,
     ) -> tuple[int, bytes]:
-        generation, headers = self.auth.current()
-        try:
-            return await self._send(url, params, headers, what=what, key=key, timing=timing)
-        except AuthError as exc:
-            # An expired token: mint a fresh one and send once more (a second 401 is final).
-            if exc.status != 401 or not self.auth.renew(generation):
-                raise
-            _, headers = self.auth.current()
-            return await self._send(url, params, headers, what=what, key=key, timing=timing)
+        """One call: the request, one resend with a fresh token after a 401 (a second 401 is
+        final), and with `follow` the redirects. A 2xx body goes to `sink` when given (b"").
+
+        The token is sent only while the URL is at the API's own origin.
+        """
+        api_origin = _origin(self.base_url)
+        send_token = _origin(url) == api_origin
+        renewed = False
+        for _ in range(_MAX_HOPS):
+            generation, headers = self.auth.current() if send_token else (0, {})
+            status, body, answer = await self._send(
+                url,
+                params,
+                headers,
+                what=what,
+                key=key,
+                timing=timing,
+                timeout_s=timeout_s,
+                sink=sink,
+            )
+            if 200 <= status < 300:
+                return status, body
+            location = answer.get("Location")
+            if follow and status in _REDIRECTS and location:
+                url, params = urljoin(url, location), {}
+                send_token = send_token and _origin(url) == api_origin
+                continue
+            # An expired token: mint a fresh one and send once more.
+            if status == 401 and send_token and not renewed and self.auth.renew(generation):
+                renewed = True
+                continue
+            raise self._error(status, body, answer.get("Retry-After"), what=what, key=key)
+        raise TransportError(
+            f"{what}{_key(key)}: too many redirects", kind="transport_error", request_key=key
+        )
 
     async def _send(
         self,
@@ -464,19 +538,29 @@ class ExploreClient:
         what: str,
         key: str | None,
         timing: SendTiming | None,
-    ) -> tuple[int, bytes]:
+        timeout_s: float | None,
+        sink: Path | None,
+    ) -> tuple[int, bytes, Mapping[str, str]]:
+        """One HTTP request: its status, body (b"" when streamed to `sink`) and headers."""
         if self.pacer is not None:
             await self.pacer.acquire()
         started = time.perf_counter()
         if timing is not None:
             timing.sent_at = time.time()
+        timeout = self._timeout if timeout_s is None else aiohttp.ClientTimeout(total=timeout_s)
         try:
             async with self.session.get(
-                url, params=params, headers=headers, timeout=self._timeout, allow_redirects=False
+                url, params=params, headers=headers, timeout=timeout, allow_redirects=False
             ) as response:
-                body = await response.read()
                 status = response.status
-                retry_after = response.headers.get("Retry-After")
+                answer = response.headers
+                if 200 <= status < 300 and sink is not None:
+                    with open(sink, "wb") as file:
+                        async for chunk in response.content.iter_chunked(_CHUNK):
+                            file.write(chunk)
+                    body = b""
+                else:
+                    body = await response.read()
         except TimeoutError:
             _stop_clock(timing, started)
             raise TransportError(
@@ -491,9 +575,7 @@ class ExploreClient:
                 request_key=key,
             ) from None
         _stop_clock(timing, started)
-        if 200 <= status < 300:
-            return status, body
-        raise self._error(status, body, retry_after, what=what, key=key)
+        return status, body, answer
 
     def _error(
         self, status: int, body: bytes, retry_after: str | None, *, what: str, key: str | None
@@ -525,3 +607,8 @@ def _stop_clock(timing: SendTiming | None, started: float) -> None:
 
 def _key(request_key: str | None) -> str:
     return f" [request {request_key}]" if request_key else ""
+
+
+def _origin(url: str) -> tuple[str, str | None, int | None]:
+    parts = urlsplit(url)
+    return parts.scheme, parts.hostname, parts.port

@@ -33,7 +33,6 @@ differences). Memory: IDs go to Parquet parts as they arrive; the output is stre
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import os
 import random
@@ -42,22 +41,21 @@ import shutil
 import tempfile
 import time
 import zipfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any, Final, Literal
+from typing import IO, Any, Final, Literal, TypeVar
 from urllib.parse import quote, urljoin, urlsplit
 
-import aiohttp
 import orjson
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from runner import __version__
-from runner.client import ExploreClient, Throttled, TokenSource
-from runner.errors import ApiError, AuthError, ExportError, TransportError, UsageError
-from runner.execute import PAGE_CAP, ExecuteOptions, RetryPolicy, make_pacer, run_plan
+from runner.client import BadBody, ExploreClient, Throttled
+from runner.errors import ApiError, AuthError, ExportError, TransportError
+from runner.execute import PAGE_CAP, ExecuteOptions, RetryPolicy, run_plan, suite_client
 from runner.export import ExportFormat, write_ids
 from runner.plan import Plan, WireRequest, expand
 from runner.store import RunWriter, scan_hits, scan_requests
@@ -70,14 +68,13 @@ __all__ = [
     "live_export",
 ]
 
-API_PREFIX: Final = "/api/v1"
 _NOT_AVAILABLE: Final = frozenset({404, 405, 501})
 _IDS_SCHEMA: Final = pa.schema(
     [("wire_key", pa.string()), ("media_id", pa.string()), ("file_name", pa.string())]
 )
 _EXAMPLES: Final = 5
 _BATCH: Final = 65_536
-_CHUNK: Final = 1024 * 1024
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,31 +177,19 @@ async def live_export(
         manifest_path = Path(f"{out}.manifest.json")
     with tempfile.TemporaryDirectory(prefix="vlbench-live-") as scratch_dir:
         scratch = Path(scratch_dir)
-        async with _api(suite, env) as (base_url, dataset_id, auth):
-            pacer = make_pacer(suite.rate_limit)
-            connector = aiohttp.TCPConnector(limit=max(suite.concurrency, 1) * 2)
-            async with aiohttp.ClientSession(connector=connector) as session:
-                client = ExploreClient(
-                    base_url,
-                    dataset_id,
-                    session=session,
-                    auth=auth,
-                    pacer=pacer,
-                    timeout_s=suite.timeout_s,
-                )
-                jobs = await _export_jobs(client, plan, scratch / "jobs.parquet", options)
-                to_page = [
+        async with suite_client(suite, environ=env) as client:
+            base_url, dataset_id = client.base_url, client.dataset_id
+            jobs = await _export_jobs(client, plan, scratch / "jobs.parquet", options)
+            to_page = [
+                j.request for j in jobs.values() if j.fallback or j.outcome.method == "pagination"
+            ]
+            if options.verify:
+                to_page += [
                     j.request
                     for j in jobs.values()
-                    if j.fallback or j.outcome.method == "pagination"
+                    if not j.fallback and j.outcome.method == "export_job"
                 ]
-                if options.verify:
-                    to_page += [
-                        j.request
-                        for j in jobs.values()
-                        if not j.fallback and j.outcome.method == "export_job"
-                    ]
-                paged = await _paginate(client, suite, plan, to_page, scratch, base_url, dataset_id)
+            paged = await _paginate(client, suite, plan, to_page, scratch, base_url, dataset_id)
         outcomes = _outcomes(jobs, paged, scratch / "jobs.parquet", options.verify)
         rows_frame = _rows(plan, jobs, paged, scratch / "jobs.parquet")
         n_rows = rows_frame.select(pl.len()).collect().item()
@@ -236,37 +221,6 @@ async def live_export(
 # -- the API ---------------------------------------------------------------------------------------
 
 
-@contextlib.asynccontextmanager
-async def _api(suite: Suite, env: Mapping[str, str]) -> AsyncIterator[tuple[str, str, TokenSource]]:
-    """The suite's API, or the embedded local server for the length of the export."""
-    if suite.base_url is not None:
-        auth = TokenSource.from_env(
-            env,
-            token_env=suite.auth.token_env,
-            api_key_env=suite.auth.api_key_env,
-            api_secret_env=suite.auth.api_secret_env,
-        )
-        yield suite.base_url, suite.dataset_id or "", auth
-        return
-    from runner.auth import DEMO_CREDENTIALS
-    from runner.server.app import ServerConfig, ServerThread
-
-    # The same embedded server as `vlbench run` (runner.execute's, which is private there).
-    server = ServerThread(ServerConfig("demo", credentials=DEMO_CREDENTIALS))
-    await asyncio.to_thread(server.start)
-    if suite.dataset_id not in (None, server.dataset_id):
-        served = server.dataset_id
-        await asyncio.to_thread(server.stop)
-        raise UsageError(
-            f"dataset_id {suite.dataset_id!r}: the embedded server serves only the demo dataset "
-            f"({served!r}); give a base_url to reach another"
-        )
-    try:
-        yield server.base_url, server.dataset_id, TokenSource(credentials=DEMO_CREDENTIALS)
-    finally:
-        await asyncio.to_thread(server.stop)
-
-
 def _public(url: str) -> str:
     parts = urlsplit(url)
     host = parts.hostname or ""
@@ -274,33 +228,16 @@ def _public(url: str) -> str:
     return f"{parts.scheme}://{netloc}{parts.path}"
 
 
-async def _get(
-    client: ExploreClient,
-    url: str,
-    params: Mapping[str, str],
-    *,
-    what: str,
-    options: LiveOptions,
-    with_token: bool = True,
-    sink: Path | None = None,
-) -> bytes:
-    """One GET with the client's session, pacer and token; transient failures retried.
+async def _retried(call: Callable[[], Awaitable[_T]], options: LiveOptions) -> _T:
+    """`call()` (one client call), again after transient failures: 429, 5xx, timeouts, drops.
 
-    With `sink`, a 2xx body is streamed into that file (and b"" returned).
+    Not after an auth error, an unavailable export (404 / 405 / 501) or a body that is not JSON.
     """
     rng = random.Random()
     for attempt in range(1, options.retry.max_attempts + 1):
         try:
-            return await _get_once(
-                client,
-                url,
-                params,
-                what=what,
-                with_token=with_token,
-                timeout_s=options.timeout_s,
-                sink=sink,
-            )
-        except AuthError:
+            return await call()
+        except (AuthError, BadBody):
             raise
         except (ApiError, TransportError) as exc:
             status = getattr(exc, "status", None)
@@ -314,82 +251,18 @@ async def _get(
     raise AssertionError("unreachable")
 
 
-async def _get_once(
+async def _get_object(
     client: ExploreClient,
-    url: str,
+    path: str,
     params: Mapping[str, str],
     *,
     what: str,
-    with_token: bool,
-    timeout_s: float,
-    sink: Path | None,
-) -> bytes:
-    """One request (plus a resend with a fresh token after a 401, and up to 5 redirects).
-
-    Redirects are followed by hand so that the bearer token only ever goes to the API's own
-    origin: a download redirected to storage (a presigned URL) is fetched without it.
-    """
-    api_origin = _origin(client.base_url)
-    send_token = with_token and _origin(url) == api_origin
-    renewed = False
-    for _ in range(8):
-        generation, headers = client.auth.current() if send_token else (0, {})
-        if client.pacer is not None:
-            await client.pacer.acquire()
-        try:
-            async with client.session.get(
-                url,
-                params=params,
-                headers=headers,
-                timeout=aiohttp.ClientTimeout(total=timeout_s),
-                allow_redirects=False,
-            ) as response:
-                status = response.status
-                location = response.headers.get("Location")
-                if 200 <= status < 300 and sink is not None:
-                    with open(sink, "wb") as file:
-                        async for chunk in response.content.iter_chunked(_CHUNK):
-                            file.write(chunk)
-                    return b""
-                body = await response.read()
-        except TimeoutError:
-            raise TransportError(f"{what}: timed out", kind="timeout") from None
-        except (aiohttp.ClientError, OSError) as exc:
-            text = client.auth.redact(f"{what}: {type(exc).__name__}: {exc}")
-            raise TransportError(text, kind="transport_error") from None
-        if 200 <= status < 300:
-            return body
-        if status in (301, 302, 303, 307, 308) and location:
-            url, params = urljoin(url, location), {}
-            send_token = send_token and _origin(url) == api_origin
-            continue
-        detail = _detail(body)
-        message = client.auth.redact(f"{what}: HTTP {status}: {detail}")
-        if status == 401 and send_token and not renewed and client.auth.renew(generation):
-            renewed = True
-            continue
-        if status in (401, 403):
-            raise AuthError(message, status=status, detail=client.auth.redact(detail))
-        if status == 429:
-            raise Throttled(message, status=status, detail=detail)
-        raise ApiError(message, status=status, detail=client.auth.redact(detail))
-    raise TransportError(f"{what}: too many redirects", kind="transport_error")
-
-
-def _detail(body: bytes) -> str:
-    try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return body[:300].decode("utf-8", "replace")
-    detail = parsed.get("detail", parsed) if isinstance(parsed, dict) else parsed
-    return (detail if isinstance(detail, str) else orjson.dumps(detail).decode())[:300]
-
-
-def _json_object(body: bytes, what: str) -> dict[str, Any]:
-    try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise TransportError(f"{what}: body is not JSON ({exc})", kind="bad_body") from None
+    options: LiveOptions,
+) -> dict[str, Any]:
+    """The JSON object at `path` (under the API prefix), transient failures retried."""
+    parsed = await _retried(
+        lambda: client.get_json(path, params, what=what, timeout_s=options.timeout_s), options
+    )
     if not isinstance(parsed, dict):
         raise TransportError(f"{what}: body is not a JSON object", kind="bad_body")
     return parsed
@@ -440,7 +313,7 @@ async def _run_job(
     request = job.request
     lead = request.specs[0]
     params = lead.params()
-    base = f"{client.base_url}{API_PREFIX}/dataset/{quote(client.dataset_id, safe='')}"
+    base = f"/dataset/{quote(client.dataset_id, safe='')}"
     what = f"export of {_describe(request)}"
     start_params = {
         "vql": params["vql"],
@@ -450,11 +323,8 @@ async def _run_job(
         "include_images": "false",
     }
     try:
-        started = _json_object(
-            await _get(
-                client, f"{base}/export_context_async", start_params, what=what, options=options
-            ),
-            what,
+        started = await _get_object(
+            client, f"{base}/export_context_async", start_params, what=what, options=options
         )
     except ApiError as exc:
         if exc.status in _NOT_AVAILABLE and not isinstance(exc, AuthError):
@@ -502,7 +372,11 @@ async def _run_job(
     scratch = Path(tempfile.mkdtemp(prefix=f"job-{request.wire_key}-", dir=ids_dir))
     try:
         zip_path = scratch / "export.zip"
-        await _get(client, url, {}, what=f"{what}: download", options=options, sink=zip_path)
+        download = f"{what}: download"
+        await _retried(
+            lambda: client.download(url, zip_path, what=download, timeout_s=options.timeout_s),
+            options,
+        )
         n = 0
         for batch in _read_zip(zip_path, scratch, f"{what}: export job {task_id}"):
             keys = pa.array([request.wire_key] * batch.num_rows, pa.string())
@@ -519,25 +393,19 @@ async def _run_job(
     job.outcome = _replace(job.outcome, n_ids=n)
 
 
-def _origin(url: str) -> tuple[str, str | None, int | None]:
-    parts = urlsplit(url)
-    return parts.scheme, parts.hostname, parts.port
-
-
 async def _poll(
     client: ExploreClient, base: str, task_id: str, what: str, options: LiveOptions
 ) -> dict[str, Any]:
     deadline = options.clock() + options.max_wait_s
     last: dict[str, Any] = {}
     while True:
-        body = await _get(
+        last = await _get_object(
             client,
             f"{base}/export_status",
             {"export_task_id": task_id},
             what=f"{what}: status",
             options=options,
         )
-        last = _json_object(body, f"{what}: status")
         if last.get("status") in ("COMPLETED", "FAILED", "REJECTED"):
             return last
         if options.clock() >= deadline:

@@ -527,3 +527,120 @@ def test_token_source_repr_hides_token_and_secret() -> None:
         for text in (repr(auth), str(auth)):
             assert token not in text and "top-secret" not in text
     assert "top-secret" not in repr(ExploreClient("http://api.test", "ds", auth=auth))
+
+
+# -- get_json and download: any API path, redirects, the token only to the API's origin ----------
+
+Seen = list[tuple[str, str, str | None]]
+
+
+@pytest.fixture
+async def two_origins() -> AsyncIterator[tuple[str, str, Seen]]:
+    """An API and a storage host on loopback (two origins); every request is recorded.
+
+    The API answers `/api/v1/thing` with JSON, `/api/v1/moved` with a redirect to `thing`,
+    `/api/v1/text` with a non-JSON body, `/api/v1/busy` with 429 and `/files/...` with a
+    redirect to storage; storage serves the bytes of its path.
+    """
+    seen: Seen = []
+    runners: list[web.AppRunner] = []
+
+    async def start(handler: Callable[[web.Request], Any]) -> str:
+        app = web.Application()
+        app.router.add_get("/{tail:.*}", handler)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        runners.append(runner)
+        return f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+    async def storage(request: web.Request) -> web.Response:
+        seen.append(("storage", request.path, request.headers.get("Authorization")))
+        return web.Response(body=request.path.encode() * 1000)
+
+    storage_url = await start(storage)
+
+    async def api(request: web.Request) -> web.Response:
+        seen.append(("api", request.path_qs, request.headers.get("Authorization")))
+        if request.path == "/api/v1/thing":
+            return web.json_response({"ok": True, "x": request.query.get("x")})
+        if request.path == "/api/v1/moved":
+            raise web.HTTPFound("/api/v1/thing?x=moved")
+        if request.path == "/api/v1/text":
+            return web.Response(text="<html>hello</html>")
+        if request.path == "/api/v1/busy":
+            return web.json_response(
+                {"detail": "slow down"}, status=429, headers={"Retry-After": "4"}
+            )
+        if request.path.startswith("/files/"):
+            raise web.HTTPFound(f"{storage_url}/bucket{request.path}?signature=abc")
+        return web.json_response({"detail": "Not Found"}, status=404)
+
+    api_url = await start(api)
+    try:
+        yield api_url, storage_url, seen
+    finally:
+        for runner in runners:
+            await runner.cleanup()
+
+
+async def test_get_json_sends_the_token_and_follows_redirects_at_the_api(
+    two_origins: tuple[str, str, Seen],
+) -> None:
+    api_url, _, seen = two_origins
+    async with ExploreClient(api_url, "ds", auth=TokenSource(token="t0k")) as client:
+        assert await client.get_json("/thing", {"x": "1"}) == {"ok": True, "x": "1"}
+        assert await client.get_json("moved") == {"ok": True, "x": "moved"}
+    assert [p for _, p, _ in seen] == [
+        "/api/v1/thing?x=1",
+        "/api/v1/moved",
+        "/api/v1/thing?x=moved",
+    ]
+    assert {auth for _, _, auth in seen} == {"Bearer t0k"}
+
+
+async def test_get_json_errors_are_classified_like_the_other_calls(
+    two_origins: tuple[str, str, Seen],
+) -> None:
+    api_url, _, _ = two_origins
+    async with ExploreClient(api_url, "ds") as client:
+        with pytest.raises(ApiError) as missing:
+            await client.get_json("/nowhere", what="export status")
+        with pytest.raises(Throttled) as busy:
+            await client.get_json("/busy")
+        with pytest.raises(BadBody) as bad:
+            await client.get_json("/text")
+    assert missing.value.status == 404 and str(missing.value).startswith("export status: HTTP 404")
+    assert busy.value.status == 429 and busy.value.retry_after == 4.0
+    assert bad.value.kind == "bad_body" and "GET /text" in str(bad.value)
+
+
+async def test_get_json_renews_an_expired_token_once(
+    start_server: StartServer, api_credentials: Credentials
+) -> None:
+    server = start_server(token_ttl_s=30)
+    now = [time.time() - 100]
+    auth = TokenSource(credentials=api_credentials, clock=lambda: now[0])
+    auth.current()
+    now[0] = time.time()
+    async with client_for(server, api_credentials, auth=auth) as client:
+        body = await client.get_json(f"/dataset/{server.dataset_id}")
+    assert body["status_new"] == "READY"
+    assert auth.current()[0] == 2
+
+
+async def test_download_streams_to_a_file_and_storage_gets_no_token(
+    two_origins: tuple[str, str, Seen], tmp_path: Any
+) -> None:
+    api_url, storage_url, seen = two_origins
+    sink = tmp_path / "export.zip"
+    async with ExploreClient(api_url, "ds", auth=TokenSource(token="t0k")) as client:
+        await client.download(f"{api_url}/files/t1.zip", sink)
+        await client.download(f"{storage_url}/direct.zip", tmp_path / "direct.zip")
+    assert sink.read_bytes() == b"/bucket/files/t1.zip" * 1000
+    assert (tmp_path / "direct.zip").read_bytes() == b"/direct.zip" * 1000
+    assert seen == [
+        ("api", "/files/t1.zip", "Bearer t0k"),
+        ("storage", "/bucket/files/t1.zip", None),
+        ("storage", "/direct.zip", None),
+    ]

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 from aiohttp import web
@@ -28,6 +29,7 @@ from runner.execute import (
     make_pacer,
     run_plan,
     run_suite,
+    suite_client,
 )
 from runner.plan import Plan, expand
 from runner.server.app import ServerThread
@@ -350,3 +352,44 @@ def test_embedded_server_serves_only_the_demo(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="only the demo dataset"):
         run_sync(suite, tmp_path / "r")
     assert not (tmp_path / "r").exists()
+
+
+# -- suite_client: the suite's API, or the embedded server ----------------------------------------
+
+
+async def test_suite_client_without_base_url_runs_the_embedded_server(tmp_path: Path) -> None:
+    suite = load_suite(write_suite(tmp_path, None, rate_limit=50, timeout_s=7))
+    async with suite_client(suite, environ={}) as client:
+        dataset = await client.get_dataset()
+        base_url = client.base_url
+        assert client.auth.kind == "credentials"  # the demo credentials, not the environment
+        assert client.pacer is not None and client.pacer.rate == 50
+    assert dataset.status == "READY" and client.dataset_id == dataset.dataset_id
+    with pytest.raises(aiohttp.ClientError):  # stopped on exit
+        async with aiohttp.ClientSession() as session, session.get(base_url) as response:
+            await response.read()
+
+
+async def test_suite_client_uses_the_base_url_and_the_suite_s_auth_variables(
+    demo_server: ServerThread, tmp_path: Path
+) -> None:
+    suite = load_suite(
+        write_suite(tmp_path, demo_server, auth={"token_env": "MY_TOKEN"}, rate_limit="unlimited")
+    )
+    async with suite_client(suite, environ={"MY_TOKEN": "abc"}, shard_of=(1, 2)) as client:
+        assert (client.base_url, client.dataset_id) == (
+            demo_server.base_url,
+            demo_server.dataset_id,
+        )
+        assert client.auth.kind == "token" and client.pacer is None
+    sharded = load_suite(write_suite(tmp_path, demo_server, rate_limit=10))
+    async with suite_client(sharded, environ=DEMO_ENV, shard_of=(1, 2)) as client:
+        assert client.pacer is not None and client.pacer.rate == 5
+        assert (await client.get_dataset()).status == "READY"
+
+
+async def test_suite_client_embedded_serves_only_the_demo(tmp_path: Path) -> None:
+    suite = load_suite(write_suite(tmp_path, None, dataset_id="cars"))
+    with pytest.raises(UsageError, match="only the demo dataset"):
+        async with suite_client(suite, environ={}):
+            pass

@@ -24,12 +24,12 @@ How a run goes:
 
 Rooms: `_types` (options, results, controls), `_retry` (what is retried, how long to wait),
 `_preflight`, `_schedule` (workers, pages, the run's end), `_rows` (rows for the store),
-`_suite` (a suite end to end, the embedded server).
+`_suite` (a suite end to end, `suite_client`: its API or the embedded server).
 """
 
 from runner.execute._preflight import preflight, required_enrichments
 from runner.execute._schedule import run_plan, wire_units
-from runner.execute._suite import make_pacer, run_suite
+from runner.execute._suite import make_pacer, run_suite, suite_client
 from runner.execute._types import (
     EXIT_INTERRUPTED,
     PAGE_CAP,
@@ -61,5 +61,6 @@ __all__ = [
     "required_enrichments",
     "run_plan",
     "run_suite",
+    "suite_client",
     "wire_units",
 ]

@@ -31,7 +31,7 @@ from runner.plan import Plan, expand, parse_shard, shard
 from runner.store import RunWriter, find_runs, read_manifest
 from runner.suite import Suite, judgments_table, suite_hash
 
-__all__ = ["make_pacer", "run_suite"]
+__all__ = ["make_pacer", "run_suite", "suite_client"]
 
 _T = TypeVar("_T")
 
@@ -66,11 +66,51 @@ async def run_suite(
     plan = expand(suite)
     if shard_of is not None:
         plan = shard(plan, *shard_of)
+    async with suite_client(suite, environ=env, shard_of=shard_of) as client:
+        retry = RetryPolicy(
+            suite.retries.max_attempts, suite.retries.backoff_s, suite.retries.max_backoff_s
+        )
+        checked = preflight(client, plan.specs, retry=retry, rng=random.Random(seed))
+        await _unless_stopped(checked, control)
+        writer = _open_writer(suite, plan, out, resume_dir, client.base_url, client.dataset_id)
+        max_pages = suite.pagination.max_pages
+        options = ExecuteOptions(
+            concurrency=suite.concurrency,
+            max_pages=None if max_pages == "all" else max_pages,
+            retry=retry,
+            max_requests=max_requests,
+            seed=seed,
+        )
+        with writer:
+            return await run_plan(
+                plan, writer, client=client, options=options, control=control, progress=progress
+            )
+
+
+@contextlib.asynccontextmanager
+async def suite_client(
+    suite: Suite,
+    *,
+    environ: Mapping[str, str] | None = None,
+    shard_of: tuple[int, int] | None = None,
+) -> AsyncIterator[ExploreClient]:
+    """A client for `suite`'s API, as `run_suite` uses it, open for the `async with` block.
+
+        async with suite_client(suite) as client:
+            page = await client.search_page(spec.params(), 0)
+
+    Without a `base_url`: the embedded local server (the demo dataset, auth on, the demo
+    credentials), started here and stopped on exit; a `dataset_id` other than the demo's is a
+    `UsageError`. Otherwise `base_url` and `dataset_id` with the token from the suite's `auth`
+    environment variables in `environ` (default `os.environ`). The client has its own session
+    (two connections a worker), the suite's timeout and the pacer of `make_pacer`.
+    """
+    env = os.environ if environ is None else environ
     async with _api(suite, env) as (base_url, dataset_id, auth):
         pacer = make_pacer(suite.rate_limit, shard_of)
         connector = aiohttp.TCPConnector(limit=max(suite.concurrency, 1) * 2)
         async with aiohttp.ClientSession(connector=connector) as session:
-            client = ExploreClient(
+            yield ExploreClient(
                 base_url,
                 dataset_id,
                 session=session,
@@ -78,24 +118,6 @@ async def run_suite(
                 pacer=pacer,
                 timeout_s=suite.timeout_s,
             )
-            retry = RetryPolicy(
-                suite.retries.max_attempts, suite.retries.backoff_s, suite.retries.max_backoff_s
-            )
-            checked = preflight(client, plan.specs, retry=retry, rng=random.Random(seed))
-            await _unless_stopped(checked, control)
-            writer = _open_writer(suite, plan, out, resume_dir, base_url, dataset_id)
-            max_pages = suite.pagination.max_pages
-            options = ExecuteOptions(
-                concurrency=suite.concurrency,
-                max_pages=None if max_pages == "all" else max_pages,
-                retry=retry,
-                max_requests=max_requests,
-                seed=seed,
-            )
-            with writer:
-                return await run_plan(
-                    plan, writer, client=client, options=options, control=control, progress=progress
-                )
 
 
 def make_pacer(rate_limit: float, shard_of: tuple[int, int] | None = None) -> Pacer | None:
