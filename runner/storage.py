@@ -32,12 +32,10 @@ from pathlib import Path
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
-import orjson
 import polars as pl
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
 from runner.errors import RunError, UsageError
 from runner.schema import (
@@ -48,9 +46,16 @@ from runner.schema import (
     MANIFEST_FILE,
     REQUESTS_FILE,
     REQUESTS_SCHEMA,
-    RUN_STATUSES,
 )
-from runner.store import open_run, read_manifest, scan_hits, scan_judgments, scan_requests
+from runner.store import (
+    check_parquet,
+    open_run,
+    parse_manifest,
+    read_manifest,
+    scan_hits,
+    scan_judgments,
+    scan_requests,
+)
 
 __all__ = [
     "REMOTE_SCHEMES",
@@ -71,7 +76,6 @@ _TABLES: Final[Mapping[str, tuple[str, pa.Schema]]] = {
     "requests": (REQUESTS_FILE, REQUESTS_SCHEMA),
     "judgments": (JUDGMENTS_FILE, JUDGMENTS_SCHEMA),
 }
-_REQUIRED: Final = ("run_id", "suite_name", "suite_hash", "status", "started_at", "counts")
 _HIVE_RUN: Final = re.compile(r"(?:^|/)(suite=[^/]+)/(run_date=[^/]+)/(run_id=[^/]+)/?$")
 _COPY_CHUNK: Final = 8 * 1024 * 1024
 
@@ -207,17 +211,7 @@ def read_run_manifest(
     manifest_loc = loc.child(MANIFEST_FILE)
     if not manifest_loc.is_file():
         raise RunError(f"{loc.uri}: not a run directory (no {MANIFEST_FILE})")
-    try:
-        data = orjson.loads(manifest_loc.read_bytes())
-    except orjson.JSONDecodeError as exc:
-        raise RunError(f"{manifest_loc.uri}: corrupt manifest, not JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise RunError(f"{manifest_loc.uri}: corrupt manifest, not a JSON object")
-    missing = [k for k in _REQUIRED if k not in data]
-    if missing:
-        raise RunError(f"{manifest_loc.uri}: corrupt manifest, missing {', '.join(missing)}")
-    if data["status"] not in RUN_STATUSES:
-        raise RunError(f"{manifest_loc.uri}: unknown status {data['status']!r}")
+    data = parse_manifest(manifest_loc.read_bytes(), where=manifest_loc.uri)
     if data["status"] == "running" and not allow_running:
         raise RunError(
             f"{loc.uri}: run is still running (started {data['started_at']}); wait for it to finish"
@@ -246,18 +240,9 @@ def scan_run_table(run: str | os.PathLike[str], table: Table) -> pl.LazyFrame:
 def check_remote_parquet(loc: Location, schema: pa.Schema) -> None:
     """Refuse a missing or corrupt Parquet file at `loc`, or one whose columns differ."""
     try:
-        found = pq.read_schema(loc.path, filesystem=loc.fs)
-    except FileNotFoundError:
-        raise RunError(f"{loc.uri}: missing") from None
-    except (OSError, pa.ArrowException) as exc:
-        raise RunError(f"{loc.uri}: corrupt Parquet file ({_clean(exc)})") from None
-    wrong = [
-        f.name
-        for f in schema
-        if f.name not in found.names or not found.field(f.name).type.equals(f.type)
-    ]
-    if wrong:
-        raise RunError(f"{loc.uri}: columns {wrong} are missing or differ from runner/schema.py")
+        check_parquet(loc.path, schema, filesystem=loc.fs, where=loc.uri)
+    except RunError as exc:  # object-store errors may quote request signatures: scrub them
+        raise RunError(_clean(exc)) from None
 
 
 def find_run_locations(

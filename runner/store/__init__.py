@@ -7,7 +7,7 @@ Reading (everyone): `open_run`, `read_manifest`, `scan_requests`, `scan_hits`, `
 """
 
 from runner.store._layout import new_run_id, run_dir_for, safe_suite_name
-from runner.store._manifest import RunCounts, read_manifest
+from runner.store._manifest import RunCounts, parse_manifest, read_manifest
 from runner.store._readers import (
     RunInfo,
     check_parquet,
@@ -34,6 +34,7 @@ __all__ = [
     "latest_run",
     "new_run_id",
     "open_run",
+    "parse_manifest",
     "read_manifest",
     "run_dir_for",
     "safe_suite_name",

@@ -16,6 +16,7 @@ from runner.store._layout import atomic_write_bytes
 
 __all__ = [
     "RunCounts",
+    "parse_manifest",
     "public_base_url",
     "read_manifest",
     "utc_now_iso",
@@ -44,7 +45,7 @@ class RunCounts:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, counts: object, *, where: Path) -> RunCounts:
+    def from_dict(cls, counts: object, *, where: Path | str) -> RunCounts:
         if not isinstance(counts, dict):
             raise RunError(f"{where}: counts is not an object")
         try:
@@ -89,19 +90,29 @@ def read_manifest(run_dir: Path | str) -> dict[str, Any]:
         raise RunError(f"{run_dir}: no such run directory")
     path = run_dir / MANIFEST_FILE
     try:
-        data = orjson.loads(path.read_bytes())
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise RunError(f"{run_dir}: not a run directory (no {MANIFEST_FILE})") from None
+    return parse_manifest(raw, where=str(path))
+
+
+def parse_manifest(raw: bytes, *, where: str) -> dict[str, Any]:
+    """A manifest's bytes, checked for the keys every reader relies on; `where` names it in errors.
+
+    Shared by local runs and runs on object storage, so both refuse the same corrupt manifests.
+    """
+    try:
+        data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise RunError(f"{path}: corrupt manifest, not JSON ({exc})") from None
+        raise RunError(f"{where}: corrupt manifest, not JSON ({exc})") from None
     if not isinstance(data, dict):
-        raise RunError(f"{path}: corrupt manifest, not a JSON object")
+        raise RunError(f"{where}: corrupt manifest, not a JSON object")
     missing = [k for k in _REQUIRED if k not in data]
     if missing:
-        raise RunError(f"{path}: corrupt manifest, missing {', '.join(missing)}")
+        raise RunError(f"{where}: corrupt manifest, missing {', '.join(missing)}")
     if data["status"] not in RUN_STATUSES:
         raise RunError(
-            f"{path}: unknown status {data['status']!r} (expected one of {RUN_STATUSES})"
+            f"{where}: unknown status {data['status']!r} (expected one of {RUN_STATUSES})"
         )
-    RunCounts.from_dict(data["counts"], where=path)
+    RunCounts.from_dict(data["counts"], where=where)
     return data

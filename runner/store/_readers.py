@@ -16,6 +16,7 @@ from typing import Any
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from runner.errors import RunError
@@ -162,21 +163,32 @@ def latest_run(
     raise RunError(f"{root}: no {what}{of}")
 
 
-def check_parquet(path: Path, schema: pa.Schema) -> None:
-    """Refuse a missing or corrupt Parquet file, or one whose columns differ from `schema`."""
+def check_parquet(
+    path: Path | str,
+    schema: pa.Schema,
+    *,
+    filesystem: pafs.FileSystem | None = None,
+    where: str | None = None,
+) -> None:
+    """Refuse a missing or corrupt Parquet file, or one whose columns differ from `schema`.
+
+    `filesystem` reads a file on object storage; `where` names it in errors (default: `path`).
+    """
+    shown = where if where is not None else str(path)
     try:
-        found = pq.read_schema(path)
+        found = pq.read_schema(path, filesystem=filesystem)
     except FileNotFoundError:
-        raise RunError(f"{path}: missing") from None
+        raise RunError(f"{shown}: missing") from None
     except (OSError, pa.ArrowException) as exc:
-        raise RunError(f"{path}: corrupt Parquet file ({exc})") from None
+        text = " ".join(str(exc).split())[:300]
+        raise RunError(f"{shown}: corrupt Parquet file ({text})") from None
     wrong = [
         f.name
         for f in schema
         if f.name not in found.names or not found.field(f.name).type.equals(f.type)
     ]
     if wrong:
-        raise RunError(f"{path}: columns {wrong} are missing or differ from runner/schema.py")
+        raise RunError(f"{shown}: columns {wrong} are missing or differ from runner/schema.py")
 
 
 def _scan(
