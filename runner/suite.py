@@ -32,6 +32,7 @@ import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Final, Literal
+from urllib.parse import urlsplit
 
 import orjson
 import pyarrow as pa
@@ -279,8 +280,14 @@ class Suite(SuiteModel):
     def _base_url(cls, value: object) -> object:
         if value in (None, "", "embedded"):
             return None
-        if not isinstance(value, str) or not re.match(r"https?://[^/\s]+", value):
+        if not isinstance(value, str) or not re.fullmatch(r"https?://[^/\s]+(/\S*)?", value):
             raise ValueError(f"{show(value)} is not an http(s) URL (or embedded)")
+        if "@" in urlsplit(value).netloc:
+            # A credential in the URL would travel into logs and manifests; auth has its own keys.
+            raise ValueError(
+                f"{show(value)} carries a user name or password; "
+                "give credentials through auth's environment variables"
+            )
         return value.rstrip("/")
 
     @field_validator("modes", mode="before")
