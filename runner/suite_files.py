@@ -13,17 +13,26 @@ from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Final, Literal
+from typing import Final, Literal, NamedTuple
 
 from pydantic import ValidationError
 
 from runner.errors import SuiteError
 from runner.suite_fields import Judgment, Query, fail
 
-__all__ = ["display", "existing", "read_labels", "read_qrels", "read_queries"]
+__all__ = [
+    "QrelsLine",
+    "display",
+    "existing",
+    "parse_qrels_lines",
+    "read_labels",
+    "read_qrels",
+    "read_queries",
+]
 
+_GRADE: Final = re.compile(r"-?\d+")
 _UUID: Final = re.compile(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 )
@@ -89,28 +98,60 @@ def read_queries(path: Path) -> list[tuple[int, Query]]:
     return rows
 
 
-def read_qrels(path: Path, base: Path) -> Iterator[Judgment]:
-    """TREC qrels: `query_id iteration doc grade`, whitespace-separated; # lines skipped.
+class QrelsLine(NamedTuple):
+    """One judged line of a TREC qrels file: its line number and its fields but the iteration."""
 
-    A doc shaped like a UUID is a media id, anything else a file name. Every grade is kept,
-    negative ones too (the evaluation drops those).
+    line: int
+    query_id: str
+    doc: str
+    grade: int
+
+
+def parse_qrels_lines(lines: Iterable[str], *, path: str) -> Iterator[QrelsLine]:
+    """The judged lines of TREC qrels `query_id iteration doc grade`: the one qrels line reader.
+
+    Fields are separated by white space; the iteration field is ignored. A fifth field starting
+    with `#` begins a trailing comment (the rest of the line is ignored). Blank lines and lines
+    starting with `#` are skipped. A grade is a whole number (`-?\\d+`); a grade below 0 is "not
+    judged yet" (the -1 placeholder of `vlbench judge-todo`) and its line is skipped. A malformed
+    line raises `SuiteError` naming `path:line` (and the field, for a bad grade). `lines` are
+    numbered from 1 and may keep their line breaks.
     """
-    source = f"qrels:{_source_name(path, base)}"
-    for number, line in _text_lines(path):
+    for number, raw in enumerate(lines, 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
         fields = line.split()
+        if len(fields) > 4 and fields[4].startswith("#"):
+            fields = fields[:4]
         if len(fields) != 4:
             raise SuiteError(
                 f"expected 4 fields (query_id 0 doc grade), found {len(fields)}",
-                path=display(path),
+                path=path,
                 line=number,
             )
         qid, _, doc, grade = fields
-        if not re.fullmatch(r"-?\d+", grade):
+        if not _GRADE.fullmatch(grade):
             raise SuiteError(
-                f"{grade!r} is not a whole number", path=display(path), line=number, key="grade"
+                f"{grade!r} is not a whole number", path=path, line=number, key="grade"
             )
-        kind: Literal["media_id", "file_name"] = "media_id" if _UUID.fullmatch(doc) else "file_name"
-        yield Judgment(qid, kind, doc, int(grade), source)
+        if int(grade) >= 0:
+            yield QrelsLine(number, qid, doc, int(grade))
+
+
+def read_qrels(path: Path, base: Path) -> Iterator[Judgment]:
+    """The judgments of a TREC qrels file, read by `parse_qrels_lines`.
+
+    A doc shaped like a UUID is a media id, anything else a file name. Lines graded below 0
+    (not judged yet) are skipped.
+    """
+    source = f"qrels:{_source_name(path, base)}"
+    with path.open(encoding="utf-8") as handle:
+        for row in parse_qrels_lines(handle, path=display(path)):
+            kind: Literal["media_id", "file_name"] = (
+                "media_id" if _UUID.fullmatch(row.doc) else "file_name"
+            )
+            yield Judgment(row.query_id, kind, row.doc, row.grade, source)
 
 
 def read_labels(path: Path, base: Path) -> Iterator[Judgment]:

@@ -11,6 +11,8 @@ from run_builder import build_run, hit, judgment
 
 from runner.errors import RunError, SuiteError
 from runner.evaluate import evaluate_run, load_qrels, load_run_judgments, parse_qrels
+from runner.suite import load_suite
+from runner.suite_files import read_qrels
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -47,15 +49,17 @@ def test_parse_qrels_skips_comments_blank_and_unjudged_lines() -> None:
         pytest.param(
             "q1 0 m1 1\nq1 0 m2\n",
             2,
-            "expected 'query_id 0 doc grade', got 3 fields",
+            "expected 4 fields (query_id 0 doc grade), found 3",
             id="three-fields",
         ),
-        pytest.param("# c\n\nq1 0 m1 high\n", 3, "grade 'high' is not an integer", id="word-grade"),
-        pytest.param("q1 0 m1 1.5\n", 1, "grade '1.5' is not an integer", id="float-grade"),
+        pytest.param(
+            "# c\n\nq1 0 m1 high\n", 3, "grade: 'high' is not a whole number", id="word-grade"
+        ),
+        pytest.param("q1 0 m1 1.5\n", 1, "grade: '1.5' is not a whole number", id="float-grade"),
         pytest.param(
             "q1 0 m1 1 extra\n",
             1,
-            "expected 'query_id 0 doc grade', got 5 fields",
+            "expected 4 fields (query_id 0 doc grade), found 5",
             id="trailing-field",
         ),
     ],
@@ -125,3 +129,52 @@ def test_unknown_judgment_kind_is_a_run_error(tmp_path: Path) -> None:
     )
     with pytest.raises(RunError, match="unknown kind 'url'"):
         evaluate_run(run_dir)
+
+
+# --- one qrels reader: the suite loader and the evaluation read a file alike ------------------
+
+SHARED_QRELS = (
+    "# vlbench judge-todo\n"
+    "\n"
+    "q1 0 300dad2c-1234-11f1-8483-5a879df30de4 2\n"
+    "q1 0 000000000632.jpg 1  # file name | caption with # inside\n"
+    "q1 0 m3 -1\n"
+    "q2\tQ0\tb.jpg\t0\n"
+)
+
+
+def test_suite_and_evaluation_read_the_same_qrels_alike(tmp_path: Path) -> None:
+    path = write(tmp_path, SHARED_QRELS)
+    suite_file = tmp_path / "suite.yaml"
+    suite_file.write_text(
+        "name: t\nqueries:\n  - {id: q1, text: a}\n  - {id: q2, text: b}\n"
+        f"judgments: {{qrels: {path.name}}}\n",
+        encoding="utf-8",
+    )
+    from_suite = [(j.query_id, j.value, j.grade) for j in load_suite(suite_file).judgments_rows]
+    from_eval = load_qrels(path).select("query_id", "value", "grade").rows()
+    assert (
+        from_suite
+        == from_eval
+        == [
+            ("q1", "300dad2c-1234-11f1-8483-5a879df30de4", 2),
+            ("q1", "000000000632.jpg", 1),
+            ("q2", "b.jpg", 0),
+        ]
+    )
+
+
+def test_bad_grade_names_file_line_and_field_in_both_readers(tmp_path: Path) -> None:
+    path = write(tmp_path, "q1 0 m1 1  # fine\nq1 0 m2 +1\n")
+    with pytest.raises(SuiteError) as from_eval:
+        load_qrels(path)
+    with pytest.raises(SuiteError) as from_suite:
+        list(read_qrels(path, tmp_path))
+    for caught in (from_eval.value, from_suite.value):
+        assert (caught.line, caught.key, caught.reason) == (
+            2,
+            "grade",
+            "'+1' is not a whole number",
+        )
+        assert str(caught).endswith(":2: grade: '+1' is not a whole number")
+    assert str(from_eval.value).startswith(f"{path}:2:")

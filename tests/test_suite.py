@@ -10,6 +10,7 @@ import pyarrow as pa
 import pytest
 
 from runner.errors import SuiteError
+from runner.evaluate import load_qrels
 from runner.schema import JUDGMENTS_SCHEMA
 from runner.suite import Suite, judgments_table, load_suite, parse_suite, suite_hash
 
@@ -945,3 +946,34 @@ def test_a_literal_value_is_still_shown(tmp_path: Path) -> None:
     with pytest.raises(SuiteError) as caught:
         load(path)
     assert f"{path}:{AFTER_BASE}: rate_limit: 'hunter2' is not a rate" in str(caught.value)
+
+
+def test_qrels_trailing_comment_accepted_and_unjudged_lines_skipped(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        f"a 0 {MEDIA} 2  # file name | caption\na 0 x.jpg -1\na 0 y.jpg 0 # judged\n",
+        "j.qrels",
+    )
+    suite = load(write(tmp_path, BASE + "judgments: {qrels: j.qrels}\n"))
+    assert [(j.kind, j.value, j.grade) for j in suite.judgments_rows] == [
+        ("media_id", MEDIA, 2),
+        ("file_name", "y.jpg", 0),
+    ]
+
+
+def test_qrels_line_reader_is_shared_with_the_evaluation(tmp_path: Path) -> None:
+    qrels = write(
+        tmp_path, f"# todo\na 0 {MEDIA} 1\na 0 x.jpg -1  # not yet\na 0 y.jpg 3\n", "j.qrels"
+    )
+    suite = load(write(tmp_path, BASE + "judgments: {qrels: j.qrels}\n"))
+    assert [(j.query_id, j.value, j.grade) for j in suite.judgments_rows] == (
+        load_qrels(qrels).select("query_id", "value", "grade").rows()
+    )
+
+
+def test_qrels_bad_grade_names_file_and_line(tmp_path: Path) -> None:
+    bad = write(tmp_path, "a 0 x.jpg 1\n\na 0 y.jpg 1.5 # half\n", "j.qrels")
+    with pytest.raises(SuiteError) as caught:
+        load(write(tmp_path, BASE + "judgments: {qrels: j.qrels}\n"))
+    assert (caught.value.path, caught.value.line, caught.value.key) == (str(bad), 3, "grade")
+    assert str(caught.value) == f"{bad}:3: grade: '1.5' is not a whole number"

@@ -26,6 +26,7 @@ import polars as pl
 
 from runner.errors import RunError, SuiteError
 from runner.schema import JUDGMENTS_SCHEMA
+from runner.suite_files import parse_qrels_lines
 
 __all__ = [
     "JUDGMENT_KINDS",
@@ -50,46 +51,21 @@ def empty_judgments() -> pl.DataFrame:
 
 
 def parse_qrels(lines: Iterable[str], *, path: str) -> pl.DataFrame:
-    """Parse TREC qrels lines `query_id iteration doc grade` into JUDGMENTS_SCHEMA rows.
+    """TREC qrels lines as JUDGMENTS_SCHEMA rows of kind "doc", `source` the path.
 
-    Rows have kind "doc". Fields are separated by white space; the iteration field is ignored.
-    Blank lines and lines starting with `#` are skipped, and so is text after a fifth field
-    starting with `#` (the comments `write_judge_todo` writes). Grades are integers; a grade
-    below 0 is "not judged yet" and the line is skipped. A malformed line raises `SuiteError`
-    naming `path:line`.
+    The lines are read by `runner.suite_files.parse_qrels_lines`, the reader the suite loader
+    uses too: 4 fields and an optional trailing `#` comment, whole-number grades, blank and `#`
+    lines skipped, lines graded below 0 (not judged yet) skipped. A malformed line raises
+    `SuiteError` naming `path:line`.
     """
-    query_ids: list[str] = []
-    docs: list[str] = []
-    grades: list[int] = []
-    for number, raw in enumerate(lines, start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        fields = line.split()
-        if len(fields) < 4 or (len(fields) > 4 and not fields[4].startswith("#")):
-            raise SuiteError(
-                f"expected 'query_id 0 doc grade', got {len(fields)} fields: {line[:80]!r}",
-                path=path,
-                line=number,
-            )
-        try:
-            grade = int(fields[3])
-        except ValueError:
-            raise SuiteError(
-                f"grade {fields[3]!r} is not an integer", path=path, line=number
-            ) from None
-        if grade < 0:
-            continue
-        query_ids.append(fields[0])
-        docs.append(fields[2])
-        grades.append(grade)
+    rows = list(parse_qrels_lines(lines, path=path))
     return pl.DataFrame(
         {
-            "query_id": query_ids,
-            "kind": ["doc"] * len(docs),
-            "value": docs,
-            "grade": grades,
-            "source": [path] * len(docs),
+            "query_id": [row.query_id for row in rows],
+            "kind": ["doc"] * len(rows),
+            "value": [row.doc for row in rows],
+            "grade": [row.grade for row in rows],
+            "source": [path] * len(rows),
         },
         schema=_JUDGMENTS_POLARS,
     )
@@ -101,7 +77,8 @@ def load_qrels(path: Path | str) -> pl.DataFrame:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise SuiteError(f"cannot read qrels: {exc}", path=str(path)) from exc
-    return parse_qrels(text.splitlines(), path=str(path))
+    # Split at "\n" only (read_text made every line break one), numbering lines as a file does.
+    return parse_qrels(text.split("\n"), path=str(path))
 
 
 def _check_kinds(judgments: pl.DataFrame) -> None:
