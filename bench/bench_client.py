@@ -28,7 +28,6 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import timeit
@@ -43,6 +42,7 @@ import pyarrow as pa
 from runner.client import ExploreClient
 from runner.execute import ExecuteOptions, RunSink, run_plan
 from runner.plan import Plan, expand
+from runner.server.process import start_serve_process
 from runner.store import RunCounts, RunWriter
 from runner.suite import parse_suite, suite_hash
 
@@ -53,22 +53,9 @@ Round = Callable[[Plan], Awaitable[None]]
 
 
 def start_server() -> tuple[subprocess.Popen[str], str, str]:
-    """`vlbench serve` on a free port, no auth; returns the process, base URL and dataset id."""
-    command = [sys.executable, "-c", "from runner.cli import main; main()"]
-    process = subprocess.Popen(
-        [*command, "serve", "--dataset", "demo", "--port", "0", "--no-auth"],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
-    assert process.stdout is not None
-    found: dict[str, str] = {}
-    for line in process.stdout:
-        key, _, value = line.strip().partition(": ")
-        found[key] = value
-        if "base_url" in found and "dataset_id" in found:
-            return process, found["base_url"], found["dataset_id"]
-    raise RuntimeError("vlbench serve ended before printing its address")
+    """`vlbench serve` on a free port, no auth; the process, base URL and dataset id."""
+    server = start_serve_process(["--dataset", "demo", "--no-auth"], cwd=ROOT)
+    return server.process, server.base_url, server.dataset_id
 
 
 def make_plan(base_url: str, dataset_id: str, concurrency: int) -> tuple[Plan, str, str]:

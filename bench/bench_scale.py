@@ -34,6 +34,8 @@ from pathlib import Path
 
 import polars as pl
 
+from runner.server.process import start_serve_process
+
 ROOT = Path(__file__).resolve().parent.parent
 QUERIES_FILE = ROOT / "queries" / "demo-queries.tsv"
 # The child prints its own peak RSS (KiB on Linux) on stderr when it exits.
@@ -75,22 +77,12 @@ def vlbench(*args: str) -> Step:
 
 def start_server() -> tuple[subprocess.Popen[str], str, str]:
     """`vlbench serve` on a free port, no auth; the process, base URL and dataset id."""
-    process = subprocess.Popen(
-        [sys.executable, "-c", "from runner.cli import main; main()", "serve"]
-        + ["--dataset", "demo", "--port", "0", "--no-auth"],
-        stdout=subprocess.PIPE,
-        text=True,
+    server = start_serve_process(
+        ["--dataset", "demo", "--no-auth"],
         cwd=ROOT,
         env={**_CLEAN_ENV, "OPENBLAS_NUM_THREADS": "1"},
     )
-    assert process.stdout is not None
-    found: dict[str, str] = {}
-    for line in process.stdout:
-        key, _, value = line.strip().partition(": ")
-        found[key] = value
-        if "base_url" in found and "dataset_id" in found:
-            return process, found["base_url"], found["dataset_id"]
-    raise RuntimeError("vlbench serve ended before printing its address")
+    return server.process, server.base_url, server.dataset_id
 
 
 def write_queries(path: Path, n: int) -> None:

@@ -19,9 +19,7 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -34,6 +32,7 @@ import aiohttp
 
 from runner.auth import DEMO_CREDENTIALS, ENV_API_KEY, ENV_API_SECRET, bearer_header, mint_token
 from runner.server.demo import demo_dataset_dir, demo_images
+from runner.server.process import serve_process
 
 Params = Callable[[int], dict[str, str]]
 _GRACE_S = 2.0
@@ -60,31 +59,8 @@ class Figures:
 def served(vlbench: str, dataset: Path) -> Iterator[tuple[str, str]]:
     """`vlbench serve` on a free port: (base URL, dataset id); stopped on exit."""
     env = {**os.environ, ENV_API_KEY: "", ENV_API_SECRET: ""}  # the demo key pair
-    process = subprocess.Popen(
-        [vlbench, "serve", "--dataset", str(dataset), "--port", "0"],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    try:
-        announced: dict[str, str] = {}
-        assert process.stdout is not None
-        while "dataset_id" not in announced:
-            line = process.stdout.readline()
-            if not line:
-                raise SystemExit(f"vlbench serve exited with {process.wait()}")
-            key, _, value = line.strip().partition(": ")
-            announced[key] = value
-        yield announced["base_url"], announced["dataset_id"]
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
+    with serve_process(["--dataset", str(dataset)], command=[vlbench], env=env) as server:
+        yield server.base_url, server.dataset_id
 
 
 async def drive(

@@ -14,42 +14,23 @@ import pytest
 from typer.testing import CliRunner
 
 from runner.auth import DEMO_CREDENTIALS, ENV_API_KEY, ENV_API_SECRET, bearer_header, verify_token
+from runner.errors import VlbenchError
+from runner.server.process import serve_process as running_server
+from runner.server.process import start_serve_process
 
 VLBENCH = str(Path(sys.executable).parent / "vlbench")
 
 
 @pytest.fixture
 def serve_process(demo_dataset_dir: Path) -> Iterator[tuple[subprocess.Popen[str], str, str]]:
-    """`vlbench serve` on a free port: (the process, its base URL, its dataset id)."""
-    process = subprocess.Popen(
-        [VLBENCH, "serve", "--dataset", str(demo_dataset_dir), "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    """`vlbench serve` (the console script) on a free port: the process, base URL, dataset id."""
+    with running_server(
+        ["--dataset", str(demo_dataset_dir)],
+        command=[VLBENCH],
         env={**os.environ, ENV_API_KEY: "", ENV_API_SECRET: ""},
-    )
-    try:
-        announced: dict[str, str] = {}
-        assert process.stdout is not None
-        while "dataset_id" not in announced:
-            line = process.stdout.readline()
-            if not line:
-                raise AssertionError(f"vlbench serve exited: {process.wait()} {process.stderr!r}")
-            key, _, value = line.strip().partition(": ")
-            announced[key] = value
-        yield process, announced["base_url"], announced["dataset_id"]
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
-        if process.stderr is not None:
-            process.stderr.close()
+        capture_stderr=True,
+    ) as server:
+        yield server.process, server.base_url, server.dataset_id
 
 
 def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
@@ -104,3 +85,8 @@ def test_token_refuses_a_bad_ttl() -> None:
 
     result = CliRunner().invoke(app, ["token", "--ttl", "0"])
     assert result.exit_code == 2 and "--ttl" in result.stderr
+
+
+def test_a_server_that_cannot_start_is_reported_with_its_error(tmp_path: Path) -> None:
+    with pytest.raises(VlbenchError, match=r"exited with 2 before listening: .*error:"):
+        start_serve_process(["--dataset", str(tmp_path / "missing")], capture_stderr=True)
