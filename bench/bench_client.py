@@ -39,10 +39,10 @@ import orjson
 import psutil  # type: ignore[import-untyped]  # no stubs in the venv
 import pyarrow as pa
 
-from runner.client import ExploreClient
+from runner.api.client import ExploreClient
 from runner.execute import ExecuteOptions, RunSink, run_plan
 from runner.plan import Plan, expand
-from runner.server.process import start_serve_process
+from runner.server.lifecycle import start_serve_process
 from runner.store import RunCounts, RunWriter
 from runner.suite import parse_suite, suite_hash
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from aiolimiter import AsyncLimiter
 from asyncio_throttle.throttler import Throttler
 
-from runner.pacer import Pacer
+from runner.api.pacer import Pacer
 
 WORKERS = 16
 RATES = (50, 200)

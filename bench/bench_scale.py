@@ -34,7 +34,7 @@ from pathlib import Path
 
 import polars as pl
 
-from runner.server.process import start_serve_process
+from runner.server.lifecycle import start_serve_process
 
 ROOT = Path(__file__).resolve().parent.parent
 QUERIES_FILE = ROOT / "queries" / "demo-queries.tsv"

@@ -30,9 +30,9 @@ from pathlib import Path
 
 import aiohttp
 
-from runner.auth import DEMO_CREDENTIALS, ENV_API_KEY, ENV_API_SECRET, bearer_header, mint_token
+from runner.api.auth import DEMO_CREDENTIALS, ENV_API_KEY, ENV_API_SECRET, bearer_header, mint_token
 from runner.server.demo import demo_dataset_dir, demo_images
-from runner.server.process import serve_process
+from runner.server.lifecycle import serve_process
 
 Params = Callable[[int], dict[str, str]]
 _GRACE_S = 2.0

@@ -28,8 +28,8 @@ _SOURCES = {
     "evaluate_run": "runner.evaluate",
     "report_run": "runner.report",
     "compare_run_dirs": "runner.evaluate.compare",
-    "export_run": "runner.export",
-    "merge_runs": "runner.merge",
+    "export_run": "runner.export.ids",
+    "merge_runs": "runner.store.merge",
     "serve_in_background": "runner.server.app",
     "import_dataset": "runner.server.dataset",
 }

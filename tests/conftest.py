@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from helpers_server import StartServer
 
-from runner.auth import DEMO_CREDENTIALS, Credentials, bearer_header, mint_token
+from runner.api.auth import DEMO_CREDENTIALS, Credentials, bearer_header, mint_token
 from runner.server.app import ServerConfig, ServerThread
 
 

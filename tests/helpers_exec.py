@@ -10,7 +10,7 @@ from typing import Any, Final
 
 import polars as pl
 
-from runner.auth import DEMO_API_KEY, DEMO_API_SECRET
+from runner.api.auth import DEMO_API_KEY, DEMO_API_SECRET
 from runner.execute import RunControl, RunResult, run_suite
 from runner.server.app import ServerThread
 from runner.store import scan_hits, scan_requests

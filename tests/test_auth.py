@@ -1,4 +1,4 @@
-"""Minting and verifying the Explore API's HS256 tokens (runner.auth)."""
+"""Minting and verifying the Explore API's HS256 tokens (runner.api.auth)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 import jwt
 import pytest
 
-from runner.auth import (
+from runner.api.auth import (
     DEMO_API_KEY,
     DEMO_API_SECRET,
     DEMO_CREDENTIALS,

@@ -14,9 +14,9 @@ import orjson
 import pytest
 from aiohttp import web
 
-from runner import pages
-from runner.auth import Credentials, mint_token
-from runner.client import (
+from runner.api import pages
+from runner.api.auth import Credentials, mint_token
+from runner.api.client import (
     BadBody,
     Cluster,
     ExploreClient,
@@ -28,8 +28,8 @@ from runner.client import (
     parse_page,
     parse_retry_after,
 )
+from runner.api.pacer import Pacer
 from runner.errors import ApiError, AuthError, TransportError, UsageError
-from runner.pacer import Pacer
 from runner.server.app import ServerThread
 
 StartServer = Callable[..., ServerThread]

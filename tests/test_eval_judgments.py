@@ -12,7 +12,7 @@ from run_builder import build_run, hit, judgment
 from runner.errors import RunError, SuiteError
 from runner.evaluate import evaluate_run, load_qrels, load_run_judgments, parse_qrels
 from runner.suite import load_suite
-from runner.suite_files import read_qrels
+from runner.suite.files import read_qrels
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -15,8 +15,8 @@ import pytest
 from aiohttp import web
 from helpers_exec import DEMO_ENV, hit_rows, request_rows, run_sync, write_suite
 
-from runner.auth import Credentials
-from runner.client import ExploreClient, TokenSource
+from runner.api.auth import Credentials
+from runner.api.client import ExploreClient, TokenSource
 from runner.errors import UsageError
 from runner.execute import (
     ExecuteOptions,

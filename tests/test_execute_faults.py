@@ -18,11 +18,11 @@ import pytest
 from helpers_exec import QUERIES, hit_rows, request_rows, run_sync, write_suite
 from helpers_server import import_small_dataset
 
-from runner.auth import Credentials, mint_token
-from runner.client import ExploreClient, TokenSource
+from runner.api.auth import Credentials, mint_token
+from runner.api.client import ExploreClient, TokenSource
+from runner.api.pacer import Pacer
 from runner.errors import ApiError, TransportError
 from runner.execute import ExecuteOptions, RetryPolicy, run_plan
-from runner.pacer import Pacer
 from runner.plan import expand
 from runner.server.app import ServerThread
 from runner.store import RunWriter, read_manifest

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pytest
 from helpers_exec import write_suite
 
-from runner.client import parse_page
+from runner.api.client import parse_page
 from runner.execute._rows import Fetched, Recorder
 from runner.plan import RequestSpec, expand
 from runner.schema import HITS_SCHEMA, REQUESTS_SCHEMA, normalise_score

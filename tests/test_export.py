@@ -16,10 +16,10 @@ import pytest
 from run_builder import build_run, hit
 from typer.testing import CliRunner
 
-import runner.export as export_module
+import runner.export.ids as export_module
 from runner.cli import app
 from runner.errors import RunError, UsageError
-from runner.export import EXPORT_COLUMNS, GROUPINGS, export_run
+from runner.export.ids import EXPORT_COLUMNS, GROUPINGS, export_run
 from runner.schema import HITS_FILE, normalise_score
 
 # Three queries, two modes with different score types, overlapping media.

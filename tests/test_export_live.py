@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from runner.cli import app
 from runner.errors import ExportError
-from runner.live_export import LiveExportResult, LiveOptions, live_export
+from runner.export.live import LiveExportResult, LiveOptions, live_export
 from runner.server.app import ServerThread
 from runner.store import scan_hits
 from runner.suite import load_suite

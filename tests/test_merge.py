@@ -12,14 +12,14 @@ import pytest
 from helpers_exec import run_sync, write_suite
 from typer.testing import CliRunner
 
-import runner.merge as merge_module
+import runner.store.merge as merge_module
 from runner.cli import app
 from runner.errors import RunError
 from runner.execute import RunResult
-from runner.merge import canonical_order, merge_runs
 from runner.schema import MANIFEST_FILE
 from runner.server.app import ServerThread
 from runner.store import open_run, scan_hits, scan_judgments, scan_requests
+from runner.store.merge import canonical_order, merge_runs
 
 # Columns that record when and how fast a request went: they differ between any two runs.
 TIMING = ("sent_at", "latency_ms", "attempts")

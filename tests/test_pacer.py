@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from runner import pacer as pacer_module
-from runner.pacer import Pacer
+from runner.api import pacer as pacer_module
+from runner.api.pacer import Pacer
 
 MARGIN = pacer_module._WINDOW_MARGIN  # the guard waits this share of a period past the window
 

@@ -9,7 +9,13 @@ import time
 import pytest
 
 from runner.execute import RunStats
-from runner.progress import LineProgress, LiveProgress, NullProgress, describe, make_progress
+from runner.execute.progress import (
+    LineProgress,
+    LiveProgress,
+    NullProgress,
+    describe,
+    make_progress,
+)
 
 
 def stats(**values: int) -> RunStats:

@@ -20,7 +20,7 @@ import pytest
 from helpers_exec import QUERIES, write_suite
 from typer.testing import CliRunner
 
-from runner.auth import Credentials, mint_token
+from runner.api.auth import Credentials, mint_token
 from runner.cli import app
 from runner.server.app import ServerThread
 

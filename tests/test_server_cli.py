@@ -13,10 +13,16 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from runner.auth import DEMO_CREDENTIALS, ENV_API_KEY, ENV_API_SECRET, bearer_header, verify_token
+from runner.api.auth import (
+    DEMO_CREDENTIALS,
+    ENV_API_KEY,
+    ENV_API_SECRET,
+    bearer_header,
+    verify_token,
+)
 from runner.errors import VlbenchError
-from runner.server.process import serve_process as running_server
-from runner.server.process import start_serve_process
+from runner.server.lifecycle import serve_process as running_server
+from runner.server.lifecycle import start_serve_process
 
 VLBENCH = str(Path(sys.executable).parent / "vlbench")
 

@@ -11,7 +11,7 @@ import pytest
 import yarl
 from helpers_server import Reply, StartServer, explore_url, fetch, import_small_dataset, vql
 
-from runner.auth import Credentials, bearer_header, mint_token
+from runner.api.auth import Credentials, bearer_header, mint_token
 from runner.server.app import ServerConfig, ServerThread
 from runner.server.errors import MAX_ECHO_CHARS
 

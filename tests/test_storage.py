@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 
 from runner.cli import app
 from runner.errors import RunError
-from runner.export import export_run
-from runner.history import load_history
-from runner.storage import find_run_locations, push_run, read_run_manifest, resolve
+from runner.evaluate.history import load_history
+from runner.export.ids import export_run
+from runner.store.locations import find_run_locations, push_run, read_run_manifest, resolve
 
 BUCKET = "vlbench-test"
 ENV = {

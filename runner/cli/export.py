@@ -11,7 +11,7 @@ import typer
 
 from runner.cli._app import app, fail
 from runner.errors import UsageError, VlbenchError
-from runner.export import GROUPINGS, ExportFormat, export_run
+from runner.export.ids import GROUPINGS, ExportFormat, export_run
 from runner.suite import load_suite
 
 __all__ = ["export", "merge", "push"]
@@ -103,7 +103,7 @@ def export(
         chosen = _format(fmt, out)
         target: Path | IO[bytes] = sys.stdout.buffer if out == "-" else Path(out)
         if live:
-            from runner.live_export import LiveOptions, live_export  # the executor, aiohttp
+            from runner.export.live import LiveOptions, live_export  # the executor, aiohttp
 
             if mode or query or min_score is not None or top_k is not None:
                 raise UsageError(
@@ -177,7 +177,7 @@ def merge(
     Rows are in canonical order: requests by (request_key, page), hits by (request_key, rank).
     Example: vlbench merge w1/suite=demo/run_date=.../run_id=... w2/suite=demo/... --out reports
     """
-    from runner.merge import merge_runs
+    from runner.store.merge import merge_runs
 
     try:
         result = merge_runs(run_dirs, out)
@@ -211,7 +211,7 @@ def push(
     S3 settings come from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION.
     Example: vlbench push reports/suite=demo/run_date=2024-11-24/run_id=... s3://nightly/vlbench
     """
-    from runner.storage import push_run  # pyarrow's S3 and GCS file systems
+    from runner.store.locations import push_run  # pyarrow's S3 and GCS file systems
 
     try:
         result = push_run(run_dir, dest, overwrite=overwrite)

@@ -51,8 +51,8 @@ def history(
     Example: vlbench history reports/suite=demo --measure nDCG@10 --html history.html
     """
     # Imported here: DuckDB, SciPy and matplotlib would slow every other command's start.
-    from runner.history import HistoryRule, load_history, render_text, write_history_html
-    from runner.storage import is_remote
+    from runner.evaluate.history import HistoryRule, load_history, render_text, write_history_html
+    from runner.store.locations import is_remote
 
     rule = HistoryRule(k=k, min_history=min_history, alpha=alpha, min_delta=min_delta)
     try:

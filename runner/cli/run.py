@@ -12,8 +12,8 @@ import typer
 from runner.cli._app import app, fail
 from runner.errors import UsageError, VlbenchError
 from runner.execute import RunControl, RunResult, run_suite
+from runner.execute.progress import make_progress
 from runner.plan import parse_shard
-from runner.progress import make_progress
 from runner.suite import Suite, load_suite
 
 __all__ = ["run", "summary"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from runner.auth import Credentials, mint_token
+from runner.api.auth import Credentials, mint_token
 from runner.cli._app import app, fail
 from runner.errors import UsageError, VlbenchError
 

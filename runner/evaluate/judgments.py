@@ -26,7 +26,7 @@ import polars as pl
 
 from runner.errors import RunError, SuiteError
 from runner.schema import JUDGMENTS_SCHEMA
-from runner.suite_files import parse_qrels_lines
+from runner.suite.files import parse_qrels_lines
 
 __all__ = [
     "JUDGMENT_KINDS",
@@ -53,7 +53,7 @@ def empty_judgments() -> pl.DataFrame:
 def parse_qrels(lines: Iterable[str], *, path: str) -> pl.DataFrame:
     """TREC qrels lines as JUDGMENTS_SCHEMA rows of kind "doc", `source` the path.
 
-    The lines are read by `runner.suite_files.parse_qrels_lines`, the reader the suite loader
+    The lines are read by `runner.suite.files.parse_qrels_lines`, the reader the suite loader
     uses too: 4 fields and an optional trailing `#` comment, whole-number grades, blank and `#`
     lines skipped, lines graded below 0 (not judged yet) skipped. A malformed line raises
     `SuiteError` naming `path:line`.

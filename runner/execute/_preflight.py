@@ -5,9 +5,9 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from runner.client import ExploreClient
+from runner.api.client import ExploreClient
+from runner.api.retry import call_with_retries
 from runner.errors import ApiError
-from runner.execute._retry import call_with_retries
 from runner.execute._types import RetryPolicy
 from runner.plan import RequestSpec
 

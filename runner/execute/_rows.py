@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from runner.client import Page
+from runner.api.client import Page
 from runner.execute._types import RunSink
 from runner.plan import RequestSpec
 from runner.schema import HITS_SCHEMA, REQUESTS_SCHEMA, SETTING_COLUMNS

@@ -8,10 +8,10 @@ import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from runner.client import ExploreClient, SendTiming
+from runner.api.client import ExploreClient, SendTiming
+from runner.api.retry import classify, wait_before_retry
 from runner.errors import ApiError, RunError, TransportError, VlbenchError
 from runner.execute import _types
-from runner.execute._retry import classify, wait_before_retry
 from runner.execute._rows import Fetched, Recorder
 from runner.execute._types import (
     PAGE_SIZE,

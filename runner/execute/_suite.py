@@ -14,7 +14,8 @@ from typing import TypeVar
 import aiohttp
 
 from runner import __version__
-from runner.client import ExploreClient, TokenSource
+from runner.api.client import ExploreClient, TokenSource
+from runner.api.pacer import Pacer
 from runner.errors import RunError, UsageError
 from runner.execute._preflight import preflight
 from runner.execute._schedule import run_plan
@@ -26,7 +27,6 @@ from runner.execute._types import (
     RunInterrupted,
     RunResult,
 )
-from runner.pacer import Pacer
 from runner.plan import Plan, expand, parse_shard, shard
 from runner.store import RunWriter, find_runs, read_manifest
 from runner.suite import Suite, judgments_table, suite_hash
@@ -157,7 +157,7 @@ async def _api(suite: Suite, env: Mapping[str, str]) -> AsyncIterator[tuple[str,
         )
         yield suite.base_url, suite.dataset_id or "", auth
         return
-    from runner.auth import DEMO_CREDENTIALS
+    from runner.api.auth import DEMO_CREDENTIALS
     from runner.server.app import ServerConfig, ServerThread
 
     server = ServerThread(ServerConfig("demo", credentials=DEMO_CREDENTIALS))

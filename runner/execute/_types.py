@@ -128,7 +128,7 @@ class RunSink(Protocol):
 
 
 class ProgressSink(Protocol):
-    """What the scheduler tells a progress display (see `runner.progress`)."""
+    """What the scheduler tells a progress display (see `runner.execute.progress`)."""
 
     def update(self, stats: RunStats) -> None: ...
 

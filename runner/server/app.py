@@ -39,7 +39,7 @@ import orjson
 from aiohttp import web
 
 from runner import __version__
-from runner.auth import Credentials, verify_token
+from runner.api.auth import Credentials, verify_token
 from runner.errors import AuthError
 from runner.server.errors import HttpError, Issue, ValidationFailed
 from runner.server.exports import ExportManager

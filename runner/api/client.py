@@ -9,9 +9,10 @@ fresh token; `get_json` and `download` also follow redirects). Retries, backoff 
 are the scheduler's business (`runner.execute`); this module says what happened, precisely
 enough to decide:
 
-- `Page` (`runner.pages`): a 2xx search body that is the documented JSON, parsed with orjson into
-  one Arrow array a page (no Python object a hit), tolerant of the variants the contract warns
-  about (`total_pages`, null `labels`, string thresholds and scores, null `previews`);
+- `Page` (`runner.api.pages`): a 2xx search body that is the documented JSON, parsed with
+  orjson into one Arrow array a page (no Python object a hit), tolerant of the variants the
+  contract warns about (`total_pages`, null `labels`, string thresholds and scores, null
+  `previews`);
 - `ApiError` (status, detail, request key) for any other status; `AuthError` for 401/403;
   `Throttled` for 429, and for any status carrying `Retry-After` (seconds or an HTTP date);
 - `TransportError` with `kind` "timeout", "transport_error" (refused, reset, dropped mid-body) or
@@ -39,7 +40,7 @@ from urllib.parse import quote, urljoin, urlsplit
 import aiohttp
 import orjson
 
-from runner.auth import (
+from runner.api.auth import (
     ENV_API_KEY,
     ENV_API_SECRET,
     ENV_TOKEN,
@@ -47,9 +48,8 @@ from runner.auth import (
     bearer_header,
     mint_token,
 )
-from runner.errors import ApiError, AuthError, TransportError, UsageError
-from runner.pacer import Pacer
-from runner.pages import (
+from runner.api.pacer import Pacer
+from runner.api.pages import (
     CLUSTER_TYPE,
     PREVIEW_TYPE,
     Cluster,
@@ -57,10 +57,11 @@ from runner.pages import (
     Preview,
     parse_page,
 )
-from runner.pages import mapping as _mapping
-from runner.pages import opt_int as _opt_int
-from runner.pages import opt_text as _opt_text
-from runner.pages import text as _text
+from runner.api.pages import mapping as _mapping
+from runner.api.pages import opt_int as _opt_int
+from runner.api.pages import opt_text as _opt_text
+from runner.api.pages import text as _text
+from runner.errors import ApiError, AuthError, TransportError, UsageError
 
 __all__ = [
     "CLUSTER_TYPE",

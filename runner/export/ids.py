@@ -38,7 +38,7 @@ stream (stdout) is written to a temporary file first and copied when complete.
 
 Refused with `RunError`: a run that does not exist, one still `running`, a Parquet file that is
 missing, corrupt, or has other columns than `runner/schema.py`. Runs may live on `s3://` or
-`gs://` (see `runner.storage`).
+`gs://` (see `runner.store.locations`).
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from runner.errors import RunError, UsageError, VlbenchError
-from runner.storage import read_run_manifest, scan_run_table
+from runner.store.locations import read_run_manifest, scan_run_table
 
 __all__ = [
     "EXPORT_COLUMNS",

@@ -24,7 +24,7 @@ difference between the export job's ID set and pagination's (counts and a few ex
 sidecar manifest says how many requests differed. The local server gives equal sets; a hosted
 API may not (pagination caps, previews per cluster), which is what `verify` is for.
 
-The output is an ID export as `runner.export` writes it (the same formats and groupings;
+The output is an ID export as `runner.export.ids` writes it (the same formats and groupings;
 export-job rows have no score or rank: those columns are null for them), written atomically,
 plus a sidecar manifest `<out>.manifest.json` (suite, dataset, one outcome per wire request,
 differences). Memory: IDs go to Parquet parts as they arrive; the output is streamed.
@@ -53,10 +53,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from runner import __version__
-from runner.client import BadBody, ExploreClient, Throttled
+from runner.api.client import BadBody, ExploreClient, Throttled
 from runner.errors import ApiError, AuthError, ExportError, TransportError
 from runner.execute import PAGE_CAP, ExecuteOptions, RetryPolicy, run_plan, suite_client
-from runner.export import ExportFormat, write_ids
+from runner.export.ids import ExportFormat, write_ids
 from runner.plan import Plan, WireRequest, expand
 from runner.store import RunWriter, scan_hits, scan_requests
 from runner.suite import Suite, suite_hash

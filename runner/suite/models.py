@@ -19,8 +19,8 @@ dataset, judgments), not how fast or where: rate limit, concurrency, retries, au
 do not change it. `judgments_table` gives every judgment in `JUDGMENTS_SCHEMA`.
 
 This module is the front door and holds the models; the rest lives beside it:
-`runner.suite_fields` (the value types, `Query`, `Judgment`), `runner.suite_files` (reading
-queries, qrels and labels files) and `runner.suite_yaml` (YAML with lines, interpolation, and
+`runner.suite.fields` (the value types, `Query`, `Judgment`), `runner.suite.files` (reading
+queries, qrels and labels files) and `runner.suite.yaml_lines` (YAML with lines, interpolation, and
 validation errors put on their line).
 """
 
@@ -48,7 +48,7 @@ from pydantic import (
 
 from runner.errors import SuiteError
 from runner.schema import JUDGMENTS_SCHEMA
-from runner.suite_fields import (
+from runner.suite.fields import (
     EnvName,
     Granularity,
     Judgment,
@@ -67,8 +67,8 @@ from runner.suite_fields import (
     one_or_many,
     show,
 )
-from runner.suite_files import display, existing, read_labels, read_qrels, read_queries
-from runner.suite_yaml import load_yaml, place_error
+from runner.suite.files import display, existing, read_labels, read_qrels, read_queries
+from runner.suite.yaml_lines import load_yaml, place_error
 
 __all__ = [
     "BUILTIN_MODES",

@@ -9,10 +9,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from runner.client import BadBody, Throttled
+from runner.api.client import BadBody, Throttled
+from runner.api.pacer import Pacer
 from runner.errors import ApiError, AuthError, TransportError, VlbenchError
 from runner.execute._types import RetryPolicy
-from runner.pacer import Pacer
 
 _T = TypeVar("_T")
 

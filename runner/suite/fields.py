@@ -1,10 +1,11 @@
 """The values a suite accepts, and the two records its YAML and its files both yield.
 
 Bottom layer of the suite: `runner.suite` builds its models from these types, and
-`runner.suite_files` reads `Query` and `Judgment` records from the files a suite names.
+`runner.suite.files` reads `Query` and `Judgment` records from the files a suite names.
 
 A check that must name a key below the validated object raises `fail(reason, *at)`; the loader
-(`runner.suite_yaml.place_error`) puts it on that key's line. `show(value)` renders a value for
+(`runner.suite.yaml_lines.place_error`) puts it on that key's line. `show(value)` renders a
+value for
 an error message without ever echoing something that looks like a token or a URL's userinfo
 (`mask_userinfo`); `place_error` also names a value that came from `${VAR}` instead of showing it.
 """

@@ -8,7 +8,8 @@ Where the numbers come from: every run writes `metrics.parquet` when it is evalu
 report`, or `evaluate_missing=True` here for local runs that have none yet). DuckDB reads them
 all in place, hive-partitioned: `read_parquet('<suite dir>/run_date=*/run_id=*/metrics.parquet',
 hive_partitioning = true)` for a local suite directory, and a `pyarrow.dataset` over the same
-files on `s3://` or `gs://` (see `runner.storage`). Only the summary rows (the mean over judged
+files on `s3://` or `gs://` (see `runner.store.locations`).
+Only the summary rows (the mean over judged
 queries, `query_id` null) and, for the paired test, per-query values of consecutive nights are
 read; no file is loaded whole into Python. Only `complete` runs are plotted; others are named in
 `notes`. A "night" is one run, in (run_date, run_id) order.
@@ -45,8 +46,8 @@ from scipy import stats
 from runner.errors import RunError, UsageError
 from runner.report.html import CSP, render_table
 from runner.report.tables import Table
-from runner.storage import Location, find_run_locations, read_run_manifest, resolve
 from runner.store import safe_suite_name
+from runner.store.locations import Location, find_run_locations, read_run_manifest, resolve
 
 __all__ = [
     "METRICS_FILE",

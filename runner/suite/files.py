@@ -20,7 +20,7 @@ from typing import Final, Literal, NamedTuple
 from pydantic import ValidationError
 
 from runner.errors import SuiteError
-from runner.suite_fields import Judgment, Query, fail
+from runner.suite.fields import Judgment, Query, fail
 
 __all__ = [
     "QrelsLine",

@@ -28,7 +28,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from runner.errors import SuiteError
-from runner.suite_fields import ENV_NAME, FAIL_TYPE, mask_userinfo, show
+from runner.suite.fields import ENV_NAME, FAIL_TYPE, mask_userinfo, show
 
 __all__ = ["Document", "Interpolation", "KeyPath", "load_yaml", "place_error"]
 

@@ -1,0 +1,42 @@
+"""A query suite: its models, their field types, the files it names, YAML read with line numbers.
+
+Rooms: `models` (the pydantic suite and `load_suite`), `fields` (constrained field types and
+the messages they fail with), `files` (queries, qrels and labels files), `yaml_lines` (YAML with
+`${ENV}` interpolation and every node's line, so errors land on their line).
+"""
+
+from runner.suite.models import (
+    BUILTIN_MODES,
+    Auth,
+    Defaults,
+    Judgment,
+    Judgments,
+    Mode,
+    Pagination,
+    Query,
+    Retries,
+    Suite,
+    Sweep,
+    judgments_table,
+    load_suite,
+    parse_suite,
+    suite_hash,
+)
+
+__all__ = [
+    "BUILTIN_MODES",
+    "Auth",
+    "Defaults",
+    "Judgment",
+    "Judgments",
+    "Mode",
+    "Pagination",
+    "Query",
+    "Retries",
+    "Suite",
+    "Sweep",
+    "judgments_table",
+    "load_suite",
+    "parse_suite",
+    "suite_hash",
+]
