@@ -5,10 +5,15 @@
       SuiteError          a suite that cannot be run (path, line, key)    exit 2
       DatasetError        a dataset file that cannot be imported          exit 2
       RunError            a run directory that cannot be read or resumed  exit 2
+        CredentialsError  the environment's credentials cannot be used   exit 2
       ApiError            the API answered with an error (status, detail)
         AuthError         401/403
+        Throttled         429, or any status with Retry-After
       TransportError      timeouts, dropped connections, bodies that are not JSON
+        BadBody           a 2xx body that is not the documented JSON
       ExportError         an export job that was rejected or failed
+      RunInterrupted      stopped before the first search               exit 130
+      ModelUnavailableError  the embedding model package is missing
 
 The CLI maps each to `error: <message>` and its `exit_code`. Messages name the place and the
 value; they never carry a token or a secret.
@@ -19,10 +24,15 @@ from __future__ import annotations
 __all__ = [
     "ApiError",
     "AuthError",
+    "BadBody",
+    "CredentialsError",
     "DatasetError",
     "ExportError",
+    "ModelUnavailableError",
     "RunError",
+    "RunInterrupted",
     "SuiteError",
+    "Throttled",
     "TransportError",
     "UsageError",
     "VlbenchError",
@@ -39,6 +49,13 @@ class UsageError(VlbenchError):
     """A command-line value that cannot be used."""
 
     exit_code = 2
+
+
+class CredentialsError(UsageError):
+    """Credentials in the environment that cannot be used (an API key without its secret, ...).
+
+    The message names the variables, never their values.
+    """
 
 
 class SuiteError(VlbenchError):
@@ -92,6 +109,25 @@ class AuthError(ApiError):
     """The API refused the credentials (401) or the permission (403)."""
 
 
+class Throttled(ApiError):
+    """The API asked to come back later: 429, or any status with `Retry-After`.
+
+    `retry_after` is the wait it asked for in seconds (None when it gave no usable header).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        detail: object = None,
+        request_key: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, status=status, detail=detail, request_key=request_key)
+        self.retry_after = retry_after
+
+
 class TransportError(VlbenchError):
     """No usable answer: a timeout, a dropped connection, or a body that is not the API's JSON."""
 
@@ -103,3 +139,21 @@ class TransportError(VlbenchError):
 
 class ExportError(VlbenchError):
     """An export job that the API rejected or that failed."""
+
+
+class BadBody(TransportError):
+    """A 2xx answer whose body is not the documented JSON (`kind == "bad_body"`)."""
+
+    def __init__(self, message: str, *, status: int, request_key: str | None = None) -> None:
+        super().__init__(message, kind="bad_body", request_key=request_key)
+        self.status = status
+
+
+class RunInterrupted(VlbenchError):
+    """Stopped (Ctrl-C, SIGTERM) before the first search; nothing was written."""
+
+    exit_code = 130
+
+
+class ModelUnavailableError(VlbenchError):
+    """The embedding model package is not installed, or is not the model this encoder implements."""

@@ -16,12 +16,14 @@ from runner.api.auth import (
     ENV_API_SECRET,
     ENV_TOKEN,
     Credentials,
+    EnvNames,
+    TokenSource,
     bearer_header,
     mint_token,
-    token_from_env,
+    read_env_auth,
     verify_token,
 )
-from runner.errors import AuthError
+from runner.errors import AuthError, CredentialsError
 
 NOW = 1_700_000_000.0
 CREDS = Credentials("key-1", "a-secret-that-must-never-show")
@@ -183,12 +185,34 @@ def test_from_env_falls_back_to_the_demo_pair() -> None:
     assert Credentials.from_env({}, demo_default=False) is None
 
 
-def test_from_env_refuses_half_a_pair() -> None:
-    with pytest.raises(AuthError, match=ENV_API_SECRET):
-        Credentials.from_env({ENV_API_KEY: "k"})
+@pytest.mark.parametrize(
+    "env, missing",
+    [
+        pytest.param({ENV_API_KEY: "k"}, ENV_API_SECRET, id="key-without-secret"),
+        pytest.param({ENV_API_SECRET: "s3cret-value"}, ENV_API_KEY, id="secret-without-key"),
+        pytest.param({ENV_TOKEN: "t", ENV_API_KEY: "k"}, ENV_API_SECRET, id="with-a-token-too"),
+    ],
+)
+def test_every_reader_refuses_half_a_pair_with_one_error(env: dict[str, str], missing: str) -> None:
+    # The server's, `vlbench token`'s and the client's readings are one function, one error.
+    for read in (Credentials.from_env, TokenSource.from_env, read_env_auth):
+        with pytest.raises(CredentialsError, match=f"^{missing} is not set") as caught:
+            read(env)
+        assert caught.value.exit_code == 2
+        assert "s3cret-value" not in str(caught.value)
 
 
-def test_token_from_env_and_header() -> None:
-    assert token_from_env({ENV_TOKEN: "abc"}) == "abc"
-    assert token_from_env({ENV_TOKEN: ""}) is None
+def test_read_env_auth_reads_the_names_given() -> None:
+    names = EnvNames(token="MY_TOKEN", api_key="MY_KEY", api_secret="MY_SECRET")
+    found = read_env_auth({"MY_TOKEN": "abc", ENV_TOKEN: "other"}, names)
+    assert found.token == "abc" and found.credentials is None
+    found = read_env_auth({"MY_KEY": "k", "MY_SECRET": "s", ENV_TOKEN: ""}, names)
+    assert found.token is None and found.credentials == Credentials("k", "s")
+    assert read_env_auth({ENV_TOKEN: ""}).token is None
+    assert "abc" not in repr(read_env_auth({ENV_TOKEN: "abc"}))
+    with pytest.raises(CredentialsError, match="MY_SECRET is not set"):
+        read_env_auth({"MY_KEY": "k", ENV_API_SECRET: "s"}, names)
+
+
+def test_bearer_header() -> None:
     assert bearer_header("abc") == {"Authorization": "Bearer abc"}

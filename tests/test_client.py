@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 
 from runner.api import pages
-from runner.api.auth import Credentials, mint_token
+from runner.api.auth import Credentials, EnvNames, mint_token
 from runner.api.client import (
     BadBody,
     Cluster,
@@ -490,7 +490,7 @@ def test_token_source_from_env() -> None:
     assert TokenSource.from_env({"VL_API_KEY": "k", "VL_API_SECRET": "s"}).kind == "credentials"
     assert TokenSource.from_env({}).kind == "none"
     assert TokenSource.from_env({}, default=creds).kind == "credentials"
-    custom = TokenSource.from_env({"MY_T": "abc"}, token_env="MY_T")
+    custom = TokenSource.from_env({"MY_T": "abc"}, names=EnvNames(token="MY_T"))
     assert custom.current()[1] == {"Authorization": "Bearer abc"}
     with pytest.raises(UsageError, match="VL_API_SECRET is not set"):
         TokenSource.from_env({"VL_API_KEY": "k"})

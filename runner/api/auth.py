@@ -1,29 +1,33 @@
-"""Explore API credentials and the HS256 JWTs minted from them (client and local server alike).
+"""Explore API credentials, the HS256 JWTs minted from them, and where a client's token comes from.
 
 The hosted API wants `Authorization: Bearer <jwt>` where the client mints the JWT itself: HS256
 signed with the API secret, header `{"alg": "HS256", "typ": "JWT", "kid": <api_key>}`, claims
 `sub` = api key, `iss` = "sdk", `iat` and `exp` in Unix seconds.
 
+    auth = TokenSource.from_env()            # VL_TOKEN, else VL_API_KEY + VL_API_SECRET, else none
     creds = Credentials.from_env()           # VL_API_KEY / VL_API_SECRET, else the demo pair
     token = mint_token(creds, ttl_s=600)
     claims = verify_token(token, {creds.api_key: creds.api_secret})
 
+`read_env_auth` is the one reader of credentials in the environment (the client's, the local
+server's and `vlbench token`'s); it refuses a key without its secret with `CredentialsError`.
 The secret and the token never appear in a repr, a str or an error message.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import jwt
 from jwt.algorithms import HMACAlgorithm
 
-from runner.errors import AuthError
+from runner.errors import AuthError, CredentialsError
 
 __all__ = [
     "DEMO_API_KEY",
@@ -34,9 +38,12 @@ __all__ = [
     "ENV_TOKEN",
     "ISSUER",
     "Credentials",
+    "EnvAuth",
+    "EnvNames",
+    "TokenSource",
     "bearer_header",
     "mint_token",
-    "token_from_env",
+    "read_env_auth",
     "verify_token",
 ]
 
@@ -74,20 +81,186 @@ class Credentials:
     ) -> Credentials | None:
         """The credentials in `VL_API_KEY` / `VL_API_SECRET`, else the demo pair (or None).
 
-        Both variables or neither: one without the other raises `AuthError`, since silently
-        falling back to the demo key would send the wrong credentials to a real service.
+        Both variables or neither: one without the other raises `CredentialsError`, since
+        silently falling back to the demo key would send the wrong credentials to a real service.
         """
-        env = os.environ if environ is None else environ
-        key, secret = env.get(ENV_API_KEY, ""), env.get(ENV_API_SECRET, "")
-        if key and secret:
-            return cls(key, secret)
-        if key or secret:
-            missing = ENV_API_SECRET if key else ENV_API_KEY
-            raise AuthError(f"{missing} is not set (set both or neither)", status=401)
-        return DEMO_CREDENTIALS if demo_default else None
+        found = read_env_auth(environ).credentials
+        if found is None and demo_default:
+            return DEMO_CREDENTIALS
+        return found
 
 
 DEMO_CREDENTIALS: Final = Credentials(DEMO_API_KEY, DEMO_API_SECRET)
+
+
+@dataclass(frozen=True, slots=True)
+class EnvNames:
+    """The names of the environment variables that may hold credentials (a suite's `auth`)."""
+
+    token: str = ENV_TOKEN
+    api_key: str = ENV_API_KEY
+    api_secret: str = ENV_API_SECRET
+
+    def unset(self) -> str:
+        """What to set, for a message: `VL_TOKEN is unset, and VL_API_KEY and ... are unset`."""
+        return (
+            f"{self.token} is unset, and {self.api_key} and {self.api_secret} are unset "
+            f"(set {self.token} to a token, or {self.api_key} and {self.api_secret} to mint one)"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class EnvAuth:
+    """What the environment holds: a ready token, credentials to mint from, either or none."""
+
+    names: EnvNames
+    token: str | None = field(default=None, repr=False)
+    credentials: Credentials | None = None
+
+
+def read_env_auth(
+    environ: Mapping[str, str] | None = None, names: EnvNames = EnvNames()
+) -> EnvAuth:
+    """The credentials in the environment (`environ`, default `os.environ`) under `names`.
+
+    The one place vlbench reads credentials from the environment. An empty variable counts as
+    unset. An API key without its secret, or a secret without its key, raises
+    `CredentialsError` naming the variable that is missing (never a value).
+    """
+    env = os.environ if environ is None else environ
+    token = env.get(names.token) or None
+    key, secret = env.get(names.api_key) or "", env.get(names.api_secret) or ""
+    if bool(key) != bool(secret):
+        missing = names.api_secret if key else names.api_key
+        raise CredentialsError(
+            f"{missing} is not set: set both {names.api_key} and {names.api_secret}, or neither"
+        )
+    credentials = Credentials(key, secret) if key else None
+    return EnvAuth(names, token, credentials)
+
+
+class TokenSource:
+    """Where the bearer token comes from: none, a ready token, or credentials to mint from.
+
+    With credentials, a token is minted on first use and again `renew_before_s` before it
+    expires (a run outlasts a token's 10 minutes), and `renew()` mints one at once after a 401.
+    A ready token cannot be renewed. repr and str never show the token or the secret.
+    `unset` says, for a source that found nothing in the environment, which variables were
+    unset (the client adds it to a 401's message).
+    """
+
+    __slots__ = (
+        "_clock",
+        "_credentials",
+        "_expires",
+        "_generation",
+        "_renew_before",
+        "_token",
+        "_ttl",
+        "unset",
+    )
+
+    def __init__(
+        self,
+        *,
+        token: str | None = None,
+        credentials: Credentials | None = None,
+        ttl_s: float = 600.0,
+        renew_before_s: float = 60.0,
+        clock: Callable[[], float] = time.time,
+        unset: str | None = None,
+    ) -> None:
+        if token is not None and credentials is not None:
+            raise ValueError("give a token or credentials, not both")
+        self._token = token
+        self._credentials = credentials
+        self._ttl = ttl_s
+        self._renew_before = min(renew_before_s, ttl_s / 2)
+        self._clock = clock
+        self._expires = math.inf if token is not None else -math.inf
+        self._generation = 0
+        self.unset = unset
+
+    @classmethod
+    def anonymous(cls) -> TokenSource:
+        """No Authorization header (an on-premises install, or a local server without auth)."""
+        return cls()
+
+    @classmethod
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        names: EnvNames = EnvNames(),
+        default: Credentials | None = None,
+    ) -> TokenSource:
+        """A ready token from `names.token`, else credentials from the key and secret variables.
+
+        With neither set: `default` credentials when given, else anonymous (remembering which
+        variables were unset). A key without its secret is refused (`CredentialsError`).
+        """
+        found = read_env_auth(environ, names)
+        if found.token is not None:
+            return cls(token=found.token)
+        if found.credentials is not None:
+            return cls(credentials=found.credentials)
+        if default is not None:
+            return cls(credentials=default)
+        return cls(unset=names.unset())
+
+    @property
+    def kind(self) -> str:
+        """ "none", "token" or "credentials"."""
+        if self._credentials is not None:
+            return "credentials"
+        return "token" if self._token is not None else "none"
+
+    @property
+    def renewable(self) -> bool:
+        """Whether a fresh token can be minted (credentials were given)."""
+        return self._credentials is not None
+
+    def current(self) -> tuple[int, dict[str, str]]:
+        """The token's generation and the headers that carry it (empty without auth)."""
+        if self._credentials is not None and self._clock() >= self._expires - self._renew_before:
+            self._mint()
+        if self._token is None:
+            return self._generation, {}
+        return self._generation, bearer_header(self._token)
+
+    def renew(self, generation: int) -> bool:
+        """Mint a fresh token after a 401 on `generation`; False when no token can be minted.
+
+        Workers that all got a 401 on the same token renew it once: a later generation means
+        another worker already did.
+        """
+        if self._credentials is None:
+            return False
+        if generation == self._generation:
+            self._mint()
+        return True
+
+    def redact(self, text: str) -> str:
+        """`text` with the token and the secret blanked, should a server ever echo them."""
+        for secret in (self._token, self._credentials.api_secret if self._credentials else None):
+            if secret:
+                text = text.replace(secret, "[redacted]")
+        return text
+
+    def _mint(self) -> None:
+        if self._credentials is None:  # only called with credentials
+            raise RuntimeError("no credentials to mint a token from")
+        now = self._clock()
+        self._token = mint_token(self._credentials, ttl_s=self._ttl, now=now)
+        self._expires = now + self._ttl
+        self._generation += 1
+
+    def __repr__(self) -> str:
+        if self._credentials is not None:
+            return f"TokenSource(credentials={self._credentials.api_key!r})"
+        return f"TokenSource({self.kind})"
+
+    __str__ = __repr__
 
 
 class _HS256AnyLength(HMACAlgorithm):
@@ -166,12 +339,6 @@ def verify_token(
 def bearer_header(token: str) -> dict[str, str]:
     """The `Authorization` header that carries `token`."""
     return {"Authorization": f"Bearer {token}"}
-
-
-def token_from_env(environ: Mapping[str, str] | None = None) -> str | None:
-    """The ready-made token in `VL_TOKEN`, or None when unset or empty."""
-    env = os.environ if environ is None else environ
-    return env.get(ENV_TOKEN) or None
 
 
 def _refuse(reason: str) -> AuthError:

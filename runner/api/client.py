@@ -28,7 +28,6 @@ from __future__ import annotations
 import datetime as dt
 import email.utils
 import math
-import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -40,14 +39,17 @@ from urllib.parse import quote, urljoin, urlsplit
 import aiohttp
 import orjson
 
-from runner.api.auth import (
-    ENV_API_KEY,
-    ENV_API_SECRET,
-    ENV_TOKEN,
-    Credentials,
-    bearer_header,
-    mint_token,
+from runner.api.answers import (
+    MAX_DETAIL_CHARS,
+    DatasetStatus,
+    EnrichmentContext,
+    ExportTask,
+    detail_text,
+    parse_context,
+    parse_dataset,
+    parse_export_task,
 )
+from runner.api.auth import TokenSource
 from runner.api.pacer import Pacer
 from runner.api.pages import (
     CLUSTER_TYPE,
@@ -57,12 +59,10 @@ from runner.api.pages import (
     Preview,
     parse_page,
 )
-from runner.api.pages import mapping as _mapping
-from runner.api.pages import opt_int as _opt_int
-from runner.api.pages import opt_text as _opt_text
-from runner.api.pages import text as _text
-from runner.errors import ApiError, AuthError, TransportError, UsageError
+from runner.errors import ApiError, AuthError, BadBody, Throttled, TransportError
 
+# `BadBody`, `Throttled` (runner.errors) and `TokenSource` (runner.api.auth) are re-exported:
+# callers of the client catch and build them with it.
 __all__ = [
     "CLUSTER_TYPE",
     "PREVIEW_TYPE",
@@ -71,6 +71,7 @@ __all__ = [
     "DatasetStatus",
     "EnrichmentContext",
     "ExploreClient",
+    "ExportTask",
     "Page",
     "Preview",
     "SendTiming",
@@ -83,216 +84,12 @@ __all__ = [
 _T = TypeVar("_T")
 
 API_PREFIX: Final = "/api/v1"
-# Longest error detail kept in a message; server details can echo whole inputs.
-_MAX_DETAIL_CHARS: Final = 300
 # A Retry-After further out than this is taken as this (a date in the far future is a bug).
 _MAX_RETRY_AFTER_S: Final = 600.0
 # Most HTTP requests one `get_json` / `download` call sends: redirects and a resend after a 401.
 _MAX_HOPS: Final = 8
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
 _CHUNK: Final = 1024 * 1024
-
-
-class Throttled(ApiError):
-    """The API asked to come back later: 429, or any status with `Retry-After`.
-
-    `retry_after` is the wait it asked for in seconds (None when it gave no usable header).
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        status: int,
-        detail: object = None,
-        request_key: str | None = None,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(message, status=status, detail=detail, request_key=request_key)
-        self.retry_after = retry_after
-
-
-class BadBody(TransportError):
-    """A 2xx answer whose body is not the documented JSON (`kind == "bad_body"`)."""
-
-    def __init__(self, message: str, *, status: int, request_key: str | None = None) -> None:
-        super().__init__(message, kind="bad_body", request_key=request_key)
-        self.status = status
-
-
-# -- the bearer token ---------------------------------------------------------------------------
-
-
-class TokenSource:
-    """Where the bearer token comes from: none, a ready token, or credentials to mint from.
-
-    With credentials, a token is minted on first use and again `renew_before_s` before it
-    expires (a run outlasts a token's 10 minutes), and `renew()` mints one at once after a 401.
-    A ready token cannot be renewed. repr and str never show the token or the secret.
-    """
-
-    __slots__ = (
-        "_clock",
-        "_credentials",
-        "_expires",
-        "_generation",
-        "_renew_before",
-        "_token",
-        "_ttl",
-    )
-
-    def __init__(
-        self,
-        *,
-        token: str | None = None,
-        credentials: Credentials | None = None,
-        ttl_s: float = 600.0,
-        renew_before_s: float = 60.0,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        if token is not None and credentials is not None:
-            raise ValueError("give a token or credentials, not both")
-        self._token = token
-        self._credentials = credentials
-        self._ttl = ttl_s
-        self._renew_before = min(renew_before_s, ttl_s / 2)
-        self._clock = clock
-        self._expires = math.inf if token is not None else -math.inf
-        self._generation = 0
-
-    @classmethod
-    def anonymous(cls) -> TokenSource:
-        """No Authorization header (an on-premises install, or a local server without auth)."""
-        return cls()
-
-    @classmethod
-    def from_env(
-        cls,
-        environ: Mapping[str, str] | None = None,
-        *,
-        token_env: str = ENV_TOKEN,
-        api_key_env: str = ENV_API_KEY,
-        api_secret_env: str = ENV_API_SECRET,
-        default: Credentials | None = None,
-    ) -> TokenSource:
-        """A ready token from `token_env`, else credentials from the key and secret variables.
-
-        With neither set: `default` credentials when given, else anonymous. One of the key and
-        secret without the other is refused (`UsageError` naming the missing variable).
-        """
-        env = os.environ if environ is None else environ
-        token = env.get(token_env) or None
-        if token is not None:
-            return cls(token=token)
-        key, secret = env.get(api_key_env) or "", env.get(api_secret_env) or ""
-        if key and secret:
-            return cls(credentials=Credentials(key, secret))
-        if key or secret:
-            missing = api_secret_env if key else api_key_env
-            raise UsageError(f"{missing} is not set (set both {api_key_env} and {api_secret_env})")
-        return cls(credentials=default) if default is not None else cls()
-
-    @property
-    def kind(self) -> str:
-        """ "none", "token" or "credentials"."""
-        if self._credentials is not None:
-            return "credentials"
-        return "token" if self._token is not None else "none"
-
-    @property
-    def renewable(self) -> bool:
-        """Whether a fresh token can be minted (credentials were given)."""
-        return self._credentials is not None
-
-    def current(self) -> tuple[int, dict[str, str]]:
-        """The token's generation and the headers that carry it (empty without auth)."""
-        if self._credentials is not None and self._clock() >= self._expires - self._renew_before:
-            self._mint()
-        if self._token is None:
-            return self._generation, {}
-        return self._generation, bearer_header(self._token)
-
-    def renew(self, generation: int) -> bool:
-        """Mint a fresh token after a 401 on `generation`; False when no token can be minted.
-
-        Workers that all got a 401 on the same token renew it once: a later generation means
-        another worker already did.
-        """
-        if self._credentials is None:
-            return False
-        if generation == self._generation:
-            self._mint()
-        return True
-
-    def redact(self, text: str) -> str:
-        """`text` with the token and the secret blanked, should a server ever echo them."""
-        for secret in (self._token, self._credentials.api_secret if self._credentials else None):
-            if secret:
-                text = text.replace(secret, "[redacted]")
-        return text
-
-    def _mint(self) -> None:
-        assert self._credentials is not None  # only called with credentials
-        now = self._clock()
-        self._token = mint_token(self._credentials, ttl_s=self._ttl, now=now)
-        self._expires = now + self._ttl
-        self._generation += 1
-
-    def __repr__(self) -> str:
-        if self._credentials is not None:
-            return f"TokenSource(credentials={self._credentials.api_key!r})"
-        return f"TokenSource({self.kind})"
-
-    __str__ = __repr__
-
-
-# -- typed answers ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class DatasetStatus:
-    """What `/dataset/{id}` says: searching needs `status == "READY"`."""
-
-    dataset_id: str
-    display_name: str | None
-    status: str
-    n_images: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class EnrichmentContext:
-    """What `/enrichment/{id}/context` says: the enrichment models applied, by type."""
-
-    status: str | None
-    models: Mapping[str, str]
-
-    @property
-    def enrichments(self) -> frozenset[str]:
-        """The enrichment types available, e.g. CAPTION_IMAGES, IMAGE_TAGGING."""
-        return frozenset(self.models)
-
-
-def _parse_dataset(body: bytes, dataset_id: str) -> DatasetStatus:
-    root = _mapping(orjson.loads(body), "body")
-    status = root.get("status_new", root.get("status"))
-    if status is None:
-        raise ValueError("dataset has no status_new")
-    return DatasetStatus(
-        dataset_id=_text(root.get("id", dataset_id), "id"),
-        display_name=_opt_text(root.get("display_name")),
-        status=_text(status, "status_new"),
-        n_images=_opt_int(root.get("n_images"), "n_images"),
-    )
-
-
-def _parse_context(body: bytes) -> EnrichmentContext:
-    root = _mapping(orjson.loads(body), "body")
-    outer = root.get("dataset_enrichment_models") or {}
-    models = _mapping(outer, "dataset_enrichment_models").get("enrichment_models") or {}
-    return EnrichmentContext(
-        status=_opt_text(root.get("status")),
-        models={str(k): str(v) for k, v in _mapping(models, "enrichment_models").items()},
-    )
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -317,23 +114,6 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     if not math.isfinite(seconds):
         return None
     return min(max(0.0, seconds), _MAX_RETRY_AFTER_S)
-
-
-def _detail_text(detail: object) -> str:
-    """A one-line rendering of an error body's `detail` (a string, or a 422 list of issues)."""
-    if isinstance(detail, list):
-        parts = []
-        for issue in detail:
-            if isinstance(issue, dict):
-                loc = ".".join(str(p) for p in issue.get("loc") or [])
-                parts.append(f"{loc}: {issue.get('msg', '')}" if loc else str(issue.get("msg", "")))
-            else:
-                parts.append(str(issue))
-        text = "; ".join(parts)
-    else:
-        text = str(detail)
-    text = " ".join(text.split())
-    return text if len(text) <= _MAX_DETAIL_CHARS else text[:_MAX_DETAIL_CHARS] + "…"
 
 
 # -- the client ---------------------------------------------------------------------------------
@@ -380,6 +160,7 @@ class ExploreClient:
         self._explore_url = f"{self.base_url}{API_PREFIX}/explore/{quoted}"
         self._dataset_url = f"{self.base_url}{API_PREFIX}/dataset/{quoted}"
         self._context_url = f"{self.base_url}{API_PREFIX}/enrichment/{quoted}/context"
+        self._export_path = f"/dataset/{quoted}"
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -409,12 +190,12 @@ class ExploreClient:
     async def get_dataset(self) -> DatasetStatus:
         """The dataset's id, name, status (`READY` to search) and size."""
         body = await self._get(self._dataset_url, {}, what="dataset", key=None)
-        return self._parse(body, "dataset", None, lambda b: _parse_dataset(b, self.dataset_id))
+        return self._parse(body, "dataset", None, lambda b: parse_dataset(b, self.dataset_id))
 
     async def get_enrichment_context(self) -> EnrichmentContext:
         """The enrichment models applied to the dataset (which searches it can serve)."""
         body = await self._get(self._context_url, {}, what="enrichment context", key=None)
-        return self._parse(body, "enrichment context", None, _parse_context)
+        return self._parse(body, "enrichment context", None, parse_context)
 
     async def search_page(
         self,
@@ -429,6 +210,26 @@ class ExploreClient:
         what = f"search page {page_number}"
         body = await self._get(self._explore_url, query, what=what, key=request_key, timing=timing)
         return self._parse(body, what, request_key, lambda b: parse_page(b, page_number))
+
+    async def start_export(
+        self, params: Mapping[str, str], *, what: str = "export", timeout_s: float | None = None
+    ) -> ExportTask:
+        """Start an export job (`export_context_async` with `params`): its id, maybe its state.
+
+        `params` should hold `file_name` and `export_format`, which the hosted API requires.
+        """
+        path = f"{self._export_path}/export_context_async"
+        body = await self._api_get(path, params, what=what, timeout_s=timeout_s)
+        return self._parse(body, what, None, parse_export_task)
+
+    async def export_status(
+        self, task_id: str, *, what: str = "export status", timeout_s: float | None = None
+    ) -> ExportTask:
+        """The state of export job `task_id` (`export_status`)."""
+        path = f"{self._export_path}/export_status"
+        params = {"export_task_id": task_id}
+        body = await self._api_get(path, params, what=what, timeout_s=timeout_s)
+        return self._parse(body, what, None, parse_export_task)
 
     async def get_json(
         self,
@@ -445,12 +246,16 @@ class ExploreClient:
         except that redirects are followed (the token only to the API's own origin).
         `what` names the call in messages; `timeout_s` overrides the client's for this call.
         """
-        url = f"{self.base_url}{API_PREFIX}/{path.lstrip('/')}"
         label = what or f"GET {path}"
-        body = await self._get(
-            url, params or {}, what=label, key=None, timeout_s=timeout_s, follow=True
-        )
+        body = await self._api_get(path, params or {}, what=label, timeout_s=timeout_s)
         return self._parse(body, label, None, orjson.loads)
+
+    async def _api_get(
+        self, path: str, params: Mapping[str, str], *, what: str, timeout_s: float | None
+    ) -> tuple[int, bytes]:
+        """A GET of `path` under the API prefix, redirects followed."""
+        url = f"{self.base_url}{API_PREFIX}/{path.lstrip('/')}"
+        return await self._get(url, params, what=what, key=None, timeout_s=timeout_s, follow=True)
 
     async def download(
         self,
@@ -585,9 +390,12 @@ class ExploreClient:
             parsed = orjson.loads(body)
             detail: object = parsed.get("detail", parsed) if isinstance(parsed, dict) else parsed
         except orjson.JSONDecodeError:
-            detail = body[:_MAX_DETAIL_CHARS].decode("utf-8", "replace")
-        message = self.auth.redact(f"{what}{_key(key)}: HTTP {status}: {_detail_text(detail)}")
-        detail = self.auth.redact(_detail_text(detail))
+            detail = body[:MAX_DETAIL_CHARS].decode("utf-8", "replace")
+        message = self.auth.redact(f"{what}{_key(key)}: HTTP {status}: {detail_text(detail)}")
+        if status == 401 and self.auth.unset:
+            # Sent without a token because the environment held none: say what to set.
+            message = f"{message} (no credentials were sent: {self.auth.unset})"
+        detail = self.auth.redact(detail_text(detail))
         if status in (401, 403):
             return AuthError(message, status=status, detail=detail, request_key=key)
         wait = parse_retry_after(retry_after)

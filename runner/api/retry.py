@@ -1,4 +1,13 @@
-"""Which failures are tried again, and how long to wait first (backoff, Retry-After)."""
+"""The one retry policy: which failures are tried again, and how long to wait first.
+
+The scheduler (`runner.execute`), the preflight calls and the export jobs (`runner.export`)
+all decide through `classify` and wait through `wait_before_retry`:
+
+- retried: 429 and any status with `Retry-After`, 5xx, 408 (the server gave up waiting for us:
+  as transient as a timeout), timeouts, dropped connections, and 2xx bodies that are not the
+  documented JSON (a proxy's error page or a body cut short; a second try usually parses);
+- final: every other 4xx; a 401 also ends the whole run (the credentials were refused).
+"""
 
 from __future__ import annotations
 
@@ -9,12 +18,30 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from runner.api.client import BadBody, Throttled
 from runner.api.pacer import Pacer
-from runner.errors import ApiError, AuthError, TransportError, VlbenchError
-from runner.execute._types import RetryPolicy
+from runner.errors import ApiError, AuthError, BadBody, Throttled, TransportError, VlbenchError
+
+__all__ = ["RetryPolicy", "call_with_retries", "classify", "wait_before_retry"]
 
 _T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often and how patiently a failed HTTP request is tried again.
+
+    The wait before attempt n+1 is drawn uniformly from 0..min(max_backoff_s, backoff_s * 2**(n-1))
+    ("full jitter": retries of many workers spread out instead of returning in step).
+    """
+
+    max_attempts: int = 5
+    backoff_s: float = 0.5
+    max_backoff_s: float = 30.0
+
+    def backoff(self, attempt: int, rng: random.Random) -> float:
+        """Seconds to wait after failed attempt number `attempt` (1-based)."""
+        ceiling = min(self.max_backoff_s, self.backoff_s * 2.0 ** (attempt - 1))
+        return rng.uniform(0.0, ceiling)
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +54,7 @@ class _Verdict:
 
 
 def classify(exc: VlbenchError) -> _Verdict:
+    """What a failed call means: its outcome for the store, and whether to try it again."""
     if isinstance(exc, AuthError):
         return _Verdict("http_error", exc.status, retryable=False, fatal=True)
     if isinstance(exc, Throttled):
@@ -53,8 +81,17 @@ def wait_before_retry(
 
 
 async def call_with_retries(
-    call: Callable[[], Awaitable[_T]], retry: RetryPolicy, rng: random.Random, pacer: Pacer | None
+    call: Callable[[], Awaitable[_T]],
+    retry: RetryPolicy,
+    rng: random.Random,
+    pacer: Pacer | None,
+    *,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> _T:
+    """`call()` (one client call), tried again as `classify` says, up to `retry.max_attempts`.
+
+    The last failure is raised as it came. `sleep` is injectable so that tests never wait.
+    """
     for attempt in itertools.count(1):
         try:
             return await call()
@@ -62,5 +99,5 @@ async def call_with_retries(
             verdict = classify(exc)
             if not verdict.retryable or attempt >= retry.max_attempts:
                 raise
-            await asyncio.sleep(wait_before_retry(verdict, attempt, retry, rng, pacer))
+            await sleep(wait_before_retry(verdict, attempt, retry, rng, pacer))
     raise AssertionError("unreachable")  # itertools.count never ends

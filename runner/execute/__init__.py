@@ -22,7 +22,7 @@ How a run goes:
   they are in and are dropped unless that completes them. `abort()` cancels them at once.
   Either way the writer is finished `partial`, and a resume does what is left.
 
-Rooms: `_types` (options, results, controls), `_retry` (what is retried, how long to wait),
+Rooms: `_types` (options, results, controls; retries follow `runner.api.retry`),
 `_preflight`, `_schedule` (workers, pages, the run's end), `_rows` (rows for the store),
 `_suite` (a suite end to end, `suite_client`: its API or the embedded server).
 """

@@ -6,9 +6,8 @@ import random
 from collections.abc import Sequence
 
 from runner.api.client import ExploreClient
-from runner.api.retry import call_with_retries
+from runner.api.retry import RetryPolicy, call_with_retries
 from runner.errors import ApiError
-from runner.execute._types import RetryPolicy
 from runner.plan import RequestSpec
 
 __all__ = ["preflight", "required_enrichments"]

@@ -14,17 +14,17 @@ from typing import TypeVar
 import aiohttp
 
 from runner import __version__
-from runner.api.client import ExploreClient, TokenSource
+from runner.api.auth import EnvNames, TokenSource
+from runner.api.client import ExploreClient
 from runner.api.pacer import Pacer
-from runner.errors import RunError, UsageError
+from runner.api.retry import RetryPolicy
+from runner.errors import RunError, RunInterrupted, UsageError
 from runner.execute._preflight import preflight
 from runner.execute._schedule import run_plan
 from runner.execute._types import (
     ExecuteOptions,
     ProgressSink,
-    RetryPolicy,
     RunControl,
-    RunInterrupted,
     RunResult,
 )
 from runner.plan import Plan, expand, parse_shard, shard
@@ -149,12 +149,8 @@ async def _unless_stopped(work: Awaitable[_T], control: RunControl) -> _T:
 async def _api(suite: Suite, env: Mapping[str, str]) -> AsyncIterator[tuple[str, str, TokenSource]]:
     """Where the run sends its requests: the suite's API, or the embedded server for the run."""
     if suite.base_url is not None:
-        auth = TokenSource.from_env(
-            env,
-            token_env=suite.auth.token_env,
-            api_key_env=suite.auth.api_key_env,
-            api_secret_env=suite.auth.api_secret_env,
-        )
+        names = EnvNames(suite.auth.token_env, suite.auth.api_key_env, suite.auth.api_secret_env)
+        auth = TokenSource.from_env(env, names=names)
         yield suite.base_url, suite.dataset_id or "", auth
         return
     from runner.api.auth import DEMO_CREDENTIALS

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +10,8 @@ from typing import Final, Protocol
 
 import pyarrow as pa
 
-from runner.errors import VlbenchError
+from runner.api.retry import RetryPolicy
+from runner.errors import RunInterrupted
 from runner.store import RunCounts
 
 __all__ = [
@@ -32,24 +32,6 @@ PAGE_SIZE: Final = 100
 # The most pages one request may fetch, whatever the suite says: 100k clusters, then stop.
 PAGE_CAP: Final = 1000
 EXIT_INTERRUPTED: Final = 130
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """How often and how patiently a failed HTTP request is tried again.
-
-    The wait before attempt n+1 is drawn uniformly from 0..min(max_backoff_s, backoff_s * 2**(n-1))
-    ("full jitter": retries of many workers spread out instead of returning in step).
-    """
-
-    max_attempts: int = 5
-    backoff_s: float = 0.5
-    max_backoff_s: float = 30.0
-
-    def backoff(self, attempt: int, rng: random.Random) -> float:
-        """Seconds to wait after failed attempt number `attempt` (1-based)."""
-        ceiling = min(self.max_backoff_s, self.backoff_s * 2.0 ** (attempt - 1))
-        return rng.uniform(0.0, ceiling)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,9 +138,3 @@ class RunResult:
         if self.interrupted:
             return EXIT_INTERRUPTED
         return 0
-
-
-class RunInterrupted(VlbenchError):
-    """Stopped (Ctrl-C, SIGTERM) before the first search; nothing was written."""
-
-    exit_code = EXIT_INTERRUPTED

@@ -3,18 +3,15 @@
     result = await live_export(load_suite("queries/demo.yaml"), "ids.csv", fmt="csv", verify=True)
 
 For each unique wire request of the suite (query text × mode × setting):
-- VQL modes (fts, semantic) drive the export job: `export_context_async` (the request's VQL and
-  entity_type, `export_format=parquet`, a `file_name`), then `export_status` every
-  `poll_interval_s` until COMPLETED, FAILED or REJECTED (at most `max_wait_s`), then the ZIP at
-  `download_uri` (relative URIs are joined to the base URL; the bearer token is sent only to the
-  API's own origin, never to a presigned storage URL), whose `metadata.parquet` (or
-  `metadata.json`) holds one row per matching media item.
+- VQL modes (fts, semantic) drive the API's export job (`runner.export.jobs`: start, poll, the
+  ZIP's metadata) with the request's VQL and entity_type, `export_format=parquet` and a
+  `file_name`; the job's rows are the request's IDs.
 - Caption mode has no VQL, so it has no export job: its requests are paged through in full
   (`max_pages: all`), by the run executor (`runner.execute.run_plan`: the same pacing, retries
   and pagination as `vlbench run`).
-- Where the job is not available (export call answers 404 / 405 / 501, or the job is REJECTED,
-  e.g. too many entities) the request falls back to full pagination, and the outcome records
-  why (the job's `result_message`).
+- Where the job is not available (the start answers 404 / 405 / 501) or ends without IDs to give
+  (REJECTED, e.g. too many entities; CANCELED / CANCELLED; a 200 carrying "error") the request
+  falls back to full pagination, and the outcome records why (the job's message).
   With `fallback=False` (`--no-fallback`) these are errors instead, like FAILED.
 - A job that FAILED is an error (`ExportError` naming the query, the job and its
   `result_message`): nothing is written. So is a job still unfinished after `max_wait_s`, and a
@@ -35,17 +32,13 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
-import random
-import secrets
 import shutil
 import tempfile
 import time
-import zipfile
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any, Final, Literal, TypeVar
-from urllib.parse import quote, urljoin, urlsplit
+from typing import IO, Any, Final, Literal
 
 import orjson
 import polars as pl
@@ -53,12 +46,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from runner import __version__
-from runner.api.client import BadBody, ExploreClient, Throttled
-from runner.errors import ApiError, AuthError, ExportError, TransportError
-from runner.execute import PAGE_CAP, ExecuteOptions, RetryPolicy, run_plan, suite_client
+from runner.api.client import ExploreClient
+from runner.api.retry import RetryPolicy
+from runner.errors import ExportError
+from runner.execute import PAGE_CAP, ExecuteOptions, run_plan, suite_client
 from runner.export.ids import ExportFormat, write_ids
+from runner.export.jobs import JobEnd, JobOptions, download_ids, run_export_job
 from runner.plan import Plan, WireRequest, expand
 from runner.store import RunWriter, scan_hits, scan_requests
+from runner.store._layout import atomic_write_bytes
+from runner.store._manifest import public_base_url
 from runner.suite import Suite, suite_hash
 
 __all__ = [
@@ -68,13 +65,13 @@ __all__ = [
     "live_export",
 ]
 
-_NOT_AVAILABLE: Final = frozenset({404, 405, 501})
+# Job ends that leave the request to full pagination (where allowed), with the job's message.
+_FALL_BACK: Final = frozenset({"UNAVAILABLE", "REJECTED", "CANCELED", "ERROR"})
 _IDS_SCHEMA: Final = pa.schema(
     [("wire_key", pa.string()), ("media_id", pa.string()), ("file_name", pa.string())]
 )
 _EXAMPLES: Final = 5
 _BATCH: Final = 65_536
-_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +90,18 @@ class LiveOptions:
     retry: RetryPolicy = RetryPolicy(max_attempts=4, backoff_s=0.5, max_backoff_s=10.0)
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     clock: Callable[[], float] = time.monotonic
+
+    @property
+    def job(self) -> JobOptions:
+        """The options of one export job."""
+        return JobOptions(
+            self.poll_interval_s,
+            self.max_wait_s,
+            self.timeout_s,
+            self.retry,
+            self.sleep,
+            self.clock,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +207,7 @@ async def live_export(
         "suite_name": suite.name,
         "suite_hash": suite_hash(suite),
         "dataset_id": dataset_id,
-        "base_url": _public(base_url),
+        "base_url": public_base_url(base_url),
         "tool_version": __version__,
         "started_at": started.isoformat(timespec="milliseconds"),
         "ended_at": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
@@ -212,60 +221,8 @@ async def live_export(
     }
     written_manifest = None
     if manifest_path is not None:
-        written_manifest = _atomic_write(
-            Path(manifest_path), orjson.dumps(manifest, option=orjson.OPT_INDENT_2)
-        )
+        written_manifest = _write_manifest(Path(manifest_path), manifest)
     return LiveExportResult(path, written_manifest, rows, tuple(outcomes), options.verify)
-
-
-# -- the API ---------------------------------------------------------------------------------------
-
-
-def _public(url: str) -> str:
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return f"{parts.scheme}://{netloc}{parts.path}"
-
-
-async def _retried(call: Callable[[], Awaitable[_T]], options: LiveOptions) -> _T:
-    """`call()` (one client call), again after transient failures: 429, 5xx, timeouts, drops.
-
-    Not after an auth error, an unavailable export (404 / 405 / 501) or a body that is not JSON.
-    """
-    rng = random.Random()
-    for attempt in range(1, options.retry.max_attempts + 1):
-        try:
-            return await call()
-        except (AuthError, BadBody):
-            raise
-        except (ApiError, TransportError) as exc:
-            status = getattr(exc, "status", None)
-            transient = isinstance(exc, TransportError) or status == 429 or (status or 0) >= 500
-            if status in _NOT_AVAILABLE or not transient or attempt >= options.retry.max_attempts:
-                raise
-            wait = options.retry.backoff(attempt, rng)
-            if isinstance(exc, Throttled) and exc.retry_after is not None:
-                wait = exc.retry_after
-            await options.sleep(wait)
-    raise AssertionError("unreachable")
-
-
-async def _get_object(
-    client: ExploreClient,
-    path: str,
-    params: Mapping[str, str],
-    *,
-    what: str,
-    options: LiveOptions,
-) -> dict[str, Any]:
-    """The JSON object at `path` (under the API prefix), transient failures retried."""
-    parsed = await _retried(
-        lambda: client.get_json(path, params, what=what, timeout_s=options.timeout_s), options
-    )
-    if not isinstance(parsed, dict):
-        raise TransportError(f"{what}: body is not a JSON object", kind="bad_body")
-    return parsed
 
 
 # -- export jobs -----------------------------------------------------------------------------------
@@ -310,164 +267,63 @@ async def _run_job(
     options: LiveOptions,
     ids_dir: Path,
 ) -> None:
+    """One request's export job: its IDs into `writer`, or the request marked for paging."""
     request = job.request
     lead = request.specs[0]
-    params = lead.params()
-    base = f"/dataset/{quote(client.dataset_id, safe='')}"
     what = f"export of {_describe(request)}"
     start_params = {
-        "vql": params["vql"],
+        "vql": lead.params()["vql"],
         "entity_type": lead.entity_type,
         "export_format": "parquet",
         "file_name": f"vlbench-{request.wire_key}",
         "include_images": "false",
     }
-    try:
-        started = await _get_object(
-            client, f"{base}/export_context_async", start_params, what=what, options=options
-        )
-    except ApiError as exc:
-        if exc.status in _NOT_AVAILABLE and not isinstance(exc, AuthError):
-            if not options.fallback:
-                raise ExportError(f"{what}: export job not available (HTTP {exc.status})") from None
-            job.fallback = True
-            job.outcome = _replace(
-                job.outcome,
-                method="pagination",
-                note=f"export job not available (HTTP {exc.status}): paged through instead",
-            )
-            return
-        raise
-    task_id = str(started.get("id") or "")
-    if not task_id:
-        raise ExportError(f"{what}: export_context_async gave no task id")
-    status = await _poll(client, base, task_id, what, options)
-    state = str(status.get("status"))
-    message = status.get("result_message")
+    end = await run_export_job(client, start_params, what=what, options=options.job)
     job.outcome = _replace(
         job.outcome,
-        job_id=task_id,
-        job_status=state,
-        entities_count=_int_or_none(status.get("entities_count", started.get("entities_count"))),
-        note=str(message) if message else None,
+        job_id=end.task_id,
+        job_status=None if end.status == "UNAVAILABLE" else end.status,
+        entities_count=end.entities_count,
+        note=end.message,
     )
-    if state == "REJECTED":
+    if end.status in _FALL_BACK:
         if not options.fallback:
-            raise ExportError(f"{what}: export job {task_id} REJECTED: {message or 'no message'}")
+            raise ExportError(f"{what}: {end.describe()}")
         job.fallback = True
-        job.outcome = _replace(
-            job.outcome,
-            method="pagination",
-            note=(
-                f"export job {task_id} REJECTED ({message or 'no message'}): paged through instead"
-            ),
-        )
+        note = f"{end.describe()}; paged through instead"
+        job.outcome = _replace(job.outcome, method="pagination", note=note)
         return
-    if state == "FAILED":
-        raise ExportError(f"{what}: export job {task_id} FAILED: {message or 'no message'}")
-    uri = status.get("download_uri")
-    if not isinstance(uri, str) or not uri:
-        raise ExportError(f"{what}: export job {task_id} is COMPLETED but has no download_uri")
-    url = urljoin(client.base_url + "/", uri)
+    if end.status != "COMPLETED":
+        raise ExportError(f"{what}: {end.describe()}")
     scratch = Path(tempfile.mkdtemp(prefix=f"job-{request.wire_key}-", dir=ids_dir))
     try:
-        zip_path = scratch / "export.zip"
-        download = f"{what}: download"
-        await _retried(
-            lambda: client.download(url, zip_path, what=download, timeout_s=options.timeout_s),
-            options,
-        )
-        n = 0
-        for batch in _read_zip(zip_path, scratch, f"{what}: export job {task_id}"):
-            keys = pa.array([request.wire_key] * batch.num_rows, pa.string())
-            rows = pa.table(
-                {"wire_key": keys, "media_id": batch["media_id"], "file_name": batch["file_name"]},
-                schema=_IDS_SCHEMA,
-            )
-            async with lock:
-                writer.write_table(rows, row_group_size=_BATCH)
-            n += rows.num_rows
+        job.ids = await _write_job_ids(client, end, scratch, writer, lock, job, options)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    job.ids = n
-    job.outcome = _replace(job.outcome, n_ids=n)
+    job.outcome = _replace(job.outcome, n_ids=job.ids)
 
 
-async def _poll(
-    client: ExploreClient, base: str, task_id: str, what: str, options: LiveOptions
-) -> dict[str, Any]:
-    deadline = options.clock() + options.max_wait_s
-    last: dict[str, Any] = {}
-    while True:
-        last = await _get_object(
-            client,
-            f"{base}/export_status",
-            {"export_task_id": task_id},
-            what=f"{what}: status",
-            options=options,
+async def _write_job_ids(
+    client: ExploreClient,
+    end: JobEnd,
+    scratch: Path,
+    writer: Any,
+    lock: asyncio.Lock,
+    job: _Job,
+    options: LiveOptions,
+) -> int:
+    what = f"export of {_describe(job.request)}"
+    n = 0
+    async for batch in download_ids(client, end, scratch, what=what, options=options.job):
+        keys = pa.array([job.request.wire_key] * batch.num_rows, pa.string())
+        rows = pa.table(
+            {"wire_key": keys, "media_id": batch["media_id"], "file_name": batch["file_name"]},
+            schema=_IDS_SCHEMA,
         )
-        if last.get("status") in ("COMPLETED", "FAILED", "REJECTED"):
-            return last
-        if options.clock() >= deadline:
-            raise ExportError(
-                f"{what}: export job {task_id} did not finish within {options.max_wait_s:g} s "
-                f"(last status {last.get('status')}, progress {last.get('progress')})"
-            )
-        await options.sleep(options.poll_interval_s)
-
-
-def _read_zip(zip_path: Path, scratch: Path, what: str) -> Iterator[pa.Table]:
-    """media_id and file_name of the ZIP's metadata.parquet (in batches) or metadata.json.
-
-    The Parquet member is extracted to `scratch` and read a batch at a time (bounded memory);
-    a JSON member is one array and is parsed whole.
-    """
-    try:
-        archive = zipfile.ZipFile(zip_path)
-    except zipfile.BadZipFile:
-        raise ExportError(f"{what}: the download is not a ZIP file") from None
-    with archive:
-        names = {Path(n).name: n for n in archive.namelist()}
-        if "metadata.parquet" in names:
-            member = Path(archive.extract(names["metadata.parquet"], scratch))
-            try:
-                parquet = pq.ParquetFile(member)
-                columns = [c for c in ("media_id", "file_name") if c in parquet.schema_arrow.names]
-                if "media_id" not in columns:
-                    raise ExportError(f"{what}: the metadata has no media_id column")
-                for batch in parquet.iter_batches(batch_size=_BATCH, columns=columns):
-                    yield _id_columns(pa.Table.from_batches([batch]))
-            except pa.ArrowException as exc:
-                raise ExportError(f"{what}: metadata.parquet cannot be read ({exc})") from None
-            return
-        if "metadata.json" not in names:
-            raise ExportError(f"{what}: the ZIP holds no metadata.parquet or metadata.json")
-        try:
-            rows = orjson.loads(archive.read(names["metadata.json"]))
-        except orjson.JSONDecodeError as exc:
-            raise ExportError(f"{what}: metadata.json is not JSON ({exc})") from None
-    if not isinstance(rows, list):
-        raise ExportError(f"{what}: metadata.json is not a list of rows")
-    table = pa.Table.from_pylist([r for r in rows if isinstance(r, dict)])
-    if "media_id" not in table.column_names:
-        raise ExportError(f"{what}: the metadata has no media_id column")
-    yield _id_columns(table)
-
-
-def _id_columns(table: pa.Table) -> pa.Table:
-    file_names = (
-        table["file_name"].cast(pa.string())
-        if "file_name" in table.column_names
-        else pa.nulls(table.num_rows, pa.string())
-    )
-    return pa.table({"media_id": table["media_id"].cast(pa.string()), "file_name": file_names})
-
-
-def _int_or_none(value: object) -> int | None:
-    try:
-        return int(value)  # type: ignore[call-overload,no-any-return]
-    except (TypeError, ValueError):
-        return None
+        async with lock:
+            writer.write_table(rows, row_group_size=_BATCH)
+        n += rows.num_rows
+    return n
 
 
 def _replace(outcome: RequestOutcome, **changes: Any) -> RequestOutcome:
@@ -637,11 +493,7 @@ def _rows(plan: Plan, jobs: Mapping[str, _Job], paged: _Paged, ids_path: Path) -
     return pl.concat(frames, how="vertical")
 
 
-def _atomic_write(path: Path, data: bytes) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+def _write_manifest(path: Path, manifest: Mapping[str, Any]) -> Path:
+    """The sidecar manifest, written atomically by the store's one atomic write (fsync, rename)."""
+    atomic_write_bytes(path, orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
     return path

@@ -45,7 +45,7 @@ from numpy.typing import NDArray
 from safetensors.numpy import load as load_safetensors
 from tokenizers import Tokenizer
 
-from runner.errors import VlbenchError
+from runner.errors import ModelUnavailableError
 
 __all__ = [
     "EMBEDDING_DIM",
@@ -70,10 +70,6 @@ _MIN_REAL_SHARE: Final = 0.75
 
 Floats = NDArray[np.float32]
 Ints = NDArray[np.int64]
-
-
-class ModelUnavailableError(VlbenchError):
-    """The embedding model package is not installed, or is not the model this encoder implements."""
 
 
 @dataclass(frozen=True, slots=True)
