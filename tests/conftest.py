@@ -2,6 +2,7 @@
 
 def test_x(demo_server, auth_headers): ...          # one server for the whole session
 def test_y(start_server): server = start_server(fail_rate=1.0)   # own server, stopped after
+def test_z(replay): replay.answer("dataset", Canned(...))  # the hosted API's documented bodies
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers_replay import ReplayServer
 from helpers_server import StartServer
 
 from runner.api.auth import DEMO_CREDENTIALS, Credentials, bearer_header, mint_token
@@ -64,3 +66,10 @@ def start_server(demo_dataset_dir: Path, api_credentials: Credentials) -> Iterat
     yield start
     for server in reversed(started):
         server.stop()
+
+
+@pytest.fixture
+def replay() -> Iterator[ReplayServer]:
+    """A replay server of the hosted API's documented bodies on 127.0.0.1, stopped at test end."""
+    with ReplayServer() as server:
+        yield server

@@ -44,10 +44,12 @@ from runner.api.answers import (
     DatasetStatus,
     EnrichmentContext,
     ExportTask,
+    FeatureFlags,
     detail_text,
     parse_context,
     parse_dataset,
     parse_export_task,
+    parse_user_config,
 )
 from runner.api.auth import TokenSource
 from runner.api.pacer import Pacer
@@ -72,6 +74,7 @@ __all__ = [
     "EnrichmentContext",
     "ExploreClient",
     "ExportTask",
+    "FeatureFlags",
     "Page",
     "Preview",
     "SendTiming",
@@ -90,6 +93,10 @@ _MAX_RETRY_AFTER_S: Final = 600.0
 _MAX_HOPS: Final = 8
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
 _CHUNK: Final = 1024 * 1024
+# How much of a body that is not the documented JSON a bad-body error quotes.
+_BODY_START: Final = 200
+# Answers to `/user_config` that mean "this API has no such endpoint" (an older or on-prem API).
+_NO_ENDPOINT: Final = frozenset({404, 405, 501})
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -197,6 +204,20 @@ class ExploreClient:
         body = await self._get(self._context_url, {}, what="enrichment context", key=None)
         return self._parse(body, "enrichment context", None, parse_context)
 
+    async def get_user_config(self) -> FeatureFlags | None:
+        """The features the account may use for this dataset; None where the API has no
+        `/user_config` (it answers 404, 405 or 501)."""
+        what = "user config"
+        try:
+            body = await self._api_get(
+                "/user_config", {"dataset_id": self.dataset_id}, what=what, timeout_s=None
+            )
+        except ApiError as exc:
+            if exc.status in _NO_ENDPOINT and not isinstance(exc, AuthError):
+                return None
+            raise
+        return self._parse(body, what, None, parse_user_config)
+
     async def search_page(
         self,
         params: Mapping[str, str],
@@ -284,7 +305,9 @@ class ExploreClient:
         try:
             return parse(data)
         except (ValueError, orjson.JSONDecodeError) as exc:
-            message = self.auth.redact(f"{what}{_key(key)}: bad body: {exc}")
+            # The body's start (never a header) is what a person needs to see what came back.
+            start = data[:_BODY_START].decode("utf-8", "replace")
+            message = self.auth.redact(f"{what}{_key(key)}: bad body: {exc}; body: {start!r}")
             raise BadBody(message, status=status, request_key=key) from None
 
     async def _get(

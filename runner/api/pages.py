@@ -16,6 +16,13 @@ other page, and any page Arrow refuses, goes through the careful path: the toler
 reading of every field (numeric strings, label objects, null previews, ...), which also names
 what is wrong with a body that is not the contract. Both paths give the same array for the same
 body; a page that only looks odd (a genuine score of 0) merely takes the slower path.
+
+The legacy answer shape of older documentation (clusters as `{"id", "entity_type", "size",
+"media": [{"id", "filename", "preview", "caption", "relevance_score"}]}`, `total_pages` and
+`current_page` at the top) has no `cluster_id`, so it always takes the careful path, which reads
+`id`, `size`, `media`, `filename` and `preview` as `cluster_id`, `n_images`, `previews`,
+`file_name` and `media_uri`: the same rows as the current shape. A body with neither shape is a
+bad body (`ValueError` here, `BadBody` from the client).
 """
 
 from __future__ import annotations
@@ -240,15 +247,16 @@ def _clean_cluster(item: object) -> dict[str, Any]:
     if type(item) is not dict:
         raise _Shape(f"cluster is {type(item).__name__}, not an object")
     get = item.get
-    cluster_id = get("cluster_id")
+    # The legacy shape names them `id`, `media` and `size` (see the module's docstring).
+    cluster_id = _either(item, "cluster_id", "id")
     if cluster_id is None:
         raise _Shape("cluster has no cluster_id")
     cluster_id = text(cluster_id, "cluster_id")
-    previews = get("previews") or ()
+    previews = _either(item, "previews", "media") or ()
     if type(previews) is not list and previews != ():
         raise _Shape("previews is not a list")
     cleaned = [_clean_preview(preview) for preview in previews]
-    n_images = opt_int(get("n_images"), "n_images")
+    n_images = opt_int(_either(item, "n_images", "size"), "n_images")
     captions = get("captions") or ()
     return {
         "cluster_id": cluster_id,
@@ -266,18 +274,24 @@ def _clean_preview(preview: object) -> dict[str, Any]:
     if type(preview) is not dict:
         raise _Shape(f"preview is {type(preview).__name__}, not an object")
     get = preview.get
-    media_id = get("media_id")
+    media_id = _either(preview, "media_id", "id")
     if media_id is None:
         raise _Shape("preview has no media_id")
     return {
         "media_id": text(media_id, "media_id"),
-        "file_name": _str_or_none(get("file_name")),
+        "file_name": _str_or_none(_either(preview, "file_name", "filename")),
         "caption": _str_or_none(get("caption")),
         "relevance_score": opt_float(get("relevance_score"), "preview relevance_score"),
         "relevance_score_type": _str_or_none(get("relevance_score_type")),
-        "media_uri": _str_or_none(get("media_uri")),
+        "media_uri": _str_or_none(_either(preview, "media_uri", "preview")),
         "labels": _labels(get("labels")),
     }
+
+
+def _either(item: dict[str, Any], key: str, legacy: str) -> Any:
+    """`item[key]`, else the legacy shape's `item[legacy]`, else None."""
+    value = item.get(key)
+    return item.get(legacy) if value is None else value
 
 
 # -- the tolerant readers of one value (the client's other answers use them too) ----------------

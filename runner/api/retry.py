@@ -6,7 +6,8 @@ all decide through `classify` and wait through `wait_before_retry`:
 - retried: 429 and any status with `Retry-After`, 5xx, 408 (the server gave up waiting for us:
   as transient as a timeout), timeouts, dropped connections, and 2xx bodies that are not the
   documented JSON (a proxy's error page or a body cut short; a second try usually parses);
-- final: every other 4xx; a 401 also ends the whole run (the credentials were refused).
+- final: every other 4xx; a 401 also ends the whole run (the credentials were refused), a 403
+  only the requests of its kind (a feature disabled for the account).
 """
 
 from __future__ import annotations
@@ -56,7 +57,9 @@ class _Verdict:
 def classify(exc: VlbenchError) -> _Verdict:
     """What a failed call means: its outcome for the store, and whether to try it again."""
     if isinstance(exc, AuthError):
-        return _Verdict("http_error", exc.status, retryable=False, fatal=True)
+        # 401: the credentials were refused, nothing can go on. 403: this kind of request is not
+        # allowed (a feature disabled); the others may be, so it fails alone.
+        return _Verdict("http_error", exc.status, retryable=False, fatal=exc.status != 403)
     if isinstance(exc, Throttled):
         return _Verdict("http_error", exc.status, retryable=True, retry_after=exc.retry_after)
     if isinstance(exc, ApiError):

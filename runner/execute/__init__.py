@@ -4,8 +4,13 @@
     result = await run_plan(plan, writer, client=client, options=ExecuteOptions(...))
 
 How a run goes:
-- `preflight` first: the dataset must be READY and its enrichments must serve every mode and
-  filter of the plan, else `ApiError` naming what is missing, before any search is sent.
+- `preflight` first: the dataset must be searchable (READY, READ ONLY, PARTIAL INDEX; the
+  latter two are noted in the manifest), the account's feature flags must allow every mode,
+  and the dataset's enrichments must serve every mode and filter of the plan, else `ApiError`
+  naming what is missing, before any search is sent.
+- A 403 during the run (a feature disabled for that kind of request) fails the requests of
+  that mode alone: the first is sent, the rest are recorded as failed without being sent; the
+  rest of the suite runs, and the run ends `partial` with one line per refused mode.
 - Requests that go on the wire identically (same `wire_key`, different query ids) are sent once;
   their pages are fanned out to every spec sharing them, as one unit of the store.
 - `concurrency` workers pull units from one iterator (not a task per request: a plan may hold
@@ -27,7 +32,12 @@ Rooms: `_types` (options, results, controls; retries follow `runner.api.retry`),
 `_suite` (a suite end to end, `suite_client`: its API or the embedded server).
 """
 
-from runner.execute._preflight import preflight, required_enrichments
+from runner.execute._preflight import (
+    Preflight,
+    preflight,
+    required_enrichments,
+    required_features,
+)
 from runner.execute._schedule import run_plan, wire_units
 from runner.execute._suite import make_pacer, run_suite, suite_client
 from runner.execute._types import (
@@ -49,6 +59,7 @@ __all__ = [
     "PAGE_CAP",
     "PAGE_SIZE",
     "ExecuteOptions",
+    "Preflight",
     "ProgressSink",
     "RetryPolicy",
     "RunControl",
@@ -59,6 +70,7 @@ __all__ = [
     "make_pacer",
     "preflight",
     "required_enrichments",
+    "required_features",
     "run_plan",
     "run_suite",
     "suite_client",

@@ -1,30 +1,44 @@
-"""Before the first search: is the dataset READY, and can it serve every mode of the plan?"""
+"""Before the first search: can the dataset and the account serve every mode of the plan?
+
+Three calls, each retried like a search: the dataset's status (searchable: READY, READ ONLY,
+PARTIAL INDEX), the account's feature flags (`/user_config`, where the API has it) and the
+dataset's enrichments. A plan that cannot be served is refused naming what is missing, before
+any search is sent.
+"""
 
 from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from runner.api.client import ExploreClient
+from runner.api.client import DatasetStatus, ExploreClient, FeatureFlags
 from runner.api.retry import RetryPolicy, call_with_retries
 from runner.errors import ApiError
 from runner.plan import RequestSpec
 
-__all__ = ["preflight", "required_enrichments"]
+__all__ = ["Preflight", "preflight", "required_enrichments", "required_features"]
+
+
+@dataclass(frozen=True, slots=True)
+class Preflight:
+    """What the preflight learnt: the dataset's status, and the features (None: not said)."""
+
+    dataset: DatasetStatus
+    features: FeatureFlags | None
 
 
 def required_enrichments(specs: Sequence[RequestSpec]) -> dict[str, tuple[str, ...]]:
     """What the plan needs from the dataset: for each need, the enrichments that serve it.
 
-    caption and fts need CAPTION_IMAGES; semantic needs CAPTION_IMAGES or
-    MULTIMODEL_IMAGE_ENCODING; a labels filter needs IMAGE_TAGGING.
+    caption needs CAPTION_IMAGES; semantic needs CAPTION_IMAGES or MULTIMODEL_IMAGE_ENCODING; a
+    labels filter needs IMAGE_TAGGING. fts needs none: it searches any caption, imported ones
+    too, so a dataset with captions but no CAPTION_IMAGES serves it.
     """
     needs: dict[str, tuple[str, ...]] = {}
     for spec in specs:
         if spec.via == "caption":
             needs[f"mode {spec.mode} (caption search)"] = ("CAPTION_IMAGES",)
-        elif spec.op == "fts":
-            needs[f"mode {spec.mode} (full-text search over captions)"] = ("CAPTION_IMAGES",)
         elif spec.op == "semantic":
             needs[f"mode {spec.mode} (semantic search)"] = (
                 "CAPTION_IMAGES",
@@ -35,29 +49,60 @@ def required_enrichments(specs: Sequence[RequestSpec]) -> dict[str, tuple[str, .
     return needs
 
 
+def required_features(specs: Sequence[RequestSpec]) -> dict[str, tuple[str, ...]]:
+    """The account features each mode needs, by the names `/user_config` may give them.
+
+    caption search needs captions search, semantic VQL semantic search, a labels filter labels
+    search. fts is in none of the documented features, so no flag refuses it (a 403 during the
+    run still fails its requests alone).
+    """
+    needs: dict[str, tuple[str, ...]] = {}
+    for spec in specs:
+        if spec.via == "caption":
+            needs[f"mode {spec.mode}"] = ("captions_search", "caption_search")
+        elif spec.op == "semantic":
+            needs[f"mode {spec.mode}"] = ("semantic_search",)
+        if spec.labels_filter:
+            needs[f"mode {spec.mode} (label filters)"] = ("labels_search", "label_search")
+    return needs
+
+
 async def preflight(
     client: ExploreClient,
     specs: Sequence[RequestSpec],
     *,
     retry: RetryPolicy | None = None,
     rng: random.Random | None = None,
-) -> None:
-    """Refuse a plan the dataset cannot serve, before any search is sent.
+) -> Preflight:
+    """Refuse a plan the dataset or the account cannot serve, before any search is sent.
 
-    Raises `ApiError` (status 409) when the dataset is not READY or lacks an enrichment the plan
-    needs, naming it; the API's own errors (404 unknown dataset, 401) pass through. The two calls
-    are retried like searches.
+    Raises `ApiError`: status 409 when the dataset is not searchable (DRAFT, INDEXING, ERROR, a
+    status vlbench does not know) or lacks an enrichment the plan needs; 403 when `/user_config`
+    says a feature a mode needs is disabled (naming the mode and the feature). The API's own
+    errors (404 unknown dataset, 401) pass through.
     """
     rng = rng or random.Random()
     retry = retry or RetryPolicy()
     dataset = await call_with_retries(client.get_dataset, retry, rng, client.pacer)
-    if dataset.status != "READY":
+    if not dataset.searchable:
+        advice = (
+            "; wait until it is searchable, then run again"
+            if dataset.status
+            in (
+                "DRAFT",
+                "INDEXING",
+            )
+            else ""
+        )
         raise ApiError(
-            f"dataset {dataset.dataset_id} is {dataset.status}: searching needs READY "
-            "(wait for indexing to finish, then run again)",
+            f"dataset {dataset.dataset_id} is {dataset.status}: searching needs READY, READ ONLY "
+            f"or PARTIAL INDEX (the API said {dataset.reported}{advice})",
             status=409,
             detail=dataset.status,
         )
+    features = await call_with_retries(client.get_user_config, retry, rng, client.pacer)
+    if features is not None:
+        _check_features(features, specs)
     context = await call_with_retries(client.get_enrichment_context, retry, rng, client.pacer)
     have = context.enrichments
     missing = [
@@ -72,4 +117,20 @@ async def preflight(
             f"(its enrichments: {has})",
             status=409,
             detail=missing,
+        )
+    return Preflight(dataset, features)
+
+
+def _check_features(features: FeatureFlags, specs: Sequence[RequestSpec]) -> None:
+    refused = [
+        f"{need} needs the feature {off}, which user_config says is disabled"
+        for need, names in required_features(specs).items()
+        if (off := features.disabled(*names)) is not None
+    ]
+    if refused:
+        raise ApiError(
+            f"the account cannot run this suite: {'; '.join(refused)} "
+            "(enable the feature, or drop the mode)",
+            status=403,
+            detail=refused,
         )

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
+import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from runner.api.client import ExploreClient, SendTiming
 from runner.api.retry import classify, wait_before_retry
@@ -40,12 +41,21 @@ class _Fatal(Exception):
 
 
 @dataclass(slots=True)
+class _Refusal:
+    """A mode the API refused with 403: its first error, and how many requests it failed."""
+
+    error: str
+    requests: int = 0
+
+
+@dataclass(slots=True)
 class _Runner:
     client: ExploreClient
     options: ExecuteOptions
     control: RunControl
     stats: RunStats
     rng: random.Random
+    refused: dict[str, _Refusal] = field(default_factory=dict)
 
     async def fetch(self, params: dict[str, str], page_number: int, key: str) -> Fetched:
         """One page with its retries; a stop during a backoff drops the unit."""
@@ -97,6 +107,9 @@ class _Runner:
     async def unit(self, specs: Sequence[RequestSpec]) -> list[Fetched]:
         """Every page of one wire request, up to the first final failure."""
         lead = specs[0]
+        refusal = self.refused.get(lead.mode)
+        if refusal is not None:
+            return [_not_sent(lead.mode, refusal)]
         params = dict(lead.params())
         limit = (
             _types.PAGE_CAP
@@ -107,11 +120,32 @@ class _Runner:
         for number in range(limit):
             fetched = await self.fetch(params, number, lead.key)
             pages.append(fetched)
+            if fetched.status == 403:
+                self._refuse(lead.mode, fetched)
             if _last_page(fetched, number, limit):
                 return pages
             if self.control.stopping.is_set():
                 raise _Dropped
         return pages
+
+    def _refuse(self, mode: str, fetched: Fetched) -> None:
+        """A 403: this mode's later requests are failed without being sent."""
+        refusal = self.refused.setdefault(mode, _Refusal(fetched.error or "HTTP 403"))
+        refusal.requests += 1
+
+
+def _not_sent(mode: str, refusal: _Refusal) -> Fetched:
+    """The failed page of a request of a mode the API refused earlier in the run (403)."""
+    refusal.requests += 1
+    error = f"not sent: the API refused mode {mode} earlier in this run ({refusal.error})"
+    return Fetched(0, None, "http_error", 403, 0, time.time(), 0.0, error)
+
+
+def _refusal_lines(refused: dict[str, _Refusal]) -> list[str]:
+    return [
+        f"mode {mode}: {r.requests} request(s) failed, refused by the API: {r.error}"
+        for mode, r in sorted(refused.items())
+    ]
 
 
 def _last_page(fetched: Fetched, number: int, limit: int) -> bool:
@@ -209,7 +243,7 @@ async def run_plan(
         raise unexpected[0]
     if progress is not None:
         progress.update(stats)
-    return _finish(writer, stats, control, fatal)
+    return _finish(writer, stats, control, fatal, _refusal_lines(runner.refused))
 
 
 async def _cancel_on_abort(control: RunControl, tasks: Sequence[asyncio.Task[None]]) -> None:
@@ -219,17 +253,25 @@ async def _cancel_on_abort(control: RunControl, tasks: Sequence[asyncio.Task[Non
 
 
 def _finish(
-    writer: RunSink, stats: RunStats, control: RunControl, fatal: Sequence[VlbenchError]
+    writer: RunSink,
+    stats: RunStats,
+    control: RunControl,
+    fatal: Sequence[VlbenchError],
+    refusals: Sequence[str] = (),
 ) -> RunResult:
     counts = writer.counts
     everything = counts.requests_done >= counts.requests_planned
     if fatal:
         status, message = "failed", f"stopped: {fatal[0]}"
+    elif everything and refusals:
+        # Every request is recorded, but whole modes were refused: not a complete run.
+        status, message = "partial", "\n".join(refusals)
     elif everything:
         status, message = "complete", None
     else:
         status = "partial"
         message = f"stopped: {control.reason}" if control.reason else "stopped at --max-requests"
+        message = "\n".join([message, *refusals])
     writer.finish(status)
     return RunResult(
         run_dir=writer.run_dir,

@@ -19,7 +19,7 @@ from runner.api.client import ExploreClient
 from runner.api.pacer import Pacer
 from runner.api.retry import RetryPolicy
 from runner.errors import RunError, RunInterrupted, UsageError
-from runner.execute._preflight import preflight
+from runner.execute._preflight import Preflight, preflight
 from runner.execute._schedule import run_plan
 from runner.execute._types import (
     ExecuteOptions,
@@ -71,8 +71,8 @@ async def run_suite(
             suite.retries.max_attempts, suite.retries.backoff_s, suite.retries.max_backoff_s
         )
         checked = preflight(client, plan.specs, retry=retry, rng=random.Random(seed))
-        await _unless_stopped(checked, control)
-        writer = _open_writer(suite, plan, out, resume_dir, client.base_url, client.dataset_id)
+        found = await _unless_stopped(checked, control)
+        writer = _open_writer(suite, plan, out, resume_dir, client, found)
         max_pages = suite.pagination.max_pages
         options = ExecuteOptions(
             concurrency=suite.concurrency,
@@ -199,8 +199,8 @@ def _open_writer(
     plan: Plan,
     out: Path | str,
     resume_dir: Path | None,
-    base_url: str,
-    dataset_id: str,
+    client: ExploreClient,
+    found: Preflight,
 ) -> RunWriter:
     digest = suite_hash(suite)
     if resume_dir is not None:
@@ -209,12 +209,14 @@ def _open_writer(
         out,
         suite_name=suite.name,
         suite_hash=digest,
-        base_url=base_url,
-        dataset_id=dataset_id,
+        base_url=client.base_url,
+        dataset_id=client.dataset_id,
         tool_version=__version__,
         requests_planned=len(plan.specs),
         modes={name: mode.model_dump(mode="json") for name, mode in suite.modes.items()},
         sweep=suite.sweep.model_dump(mode="json"),
         shard=plan.shard_label,
         judgments=judgments_table(suite),
+        dataset_status=found.dataset.status,
+        dataset_caveat=found.dataset.caveat,
     )

@@ -244,19 +244,17 @@ def _read_json(raw: bytes, what: str) -> pa.Table:
     items = [r for r in rows if isinstance(r, dict)]
     if any(item.get("media_id") is None for item in items):
         raise ExportError(f"{what}: the metadata has a row without media_id")
-    name_column = next((c for c in FILE_NAME_COLUMNS if any(c in i for i in items)), None)
     return pa.table(
         {
             "media_id": pa.array([str(i["media_id"]) for i in items], pa.string()),
-            "file_name": pa.array(
-                [_opt_str(i.get(name_column)) if name_column else None for i in items],
-                pa.string(),
-            ),
+            "file_name": pa.array([_file_name(i) for i in items], pa.string()),
         }
     )
 
 
-def _opt_str(value: object) -> str | None:
+def _file_name(item: Mapping[str, Any]) -> str | None:
+    """A JSON row's file name, under whichever of the known names the row uses."""
+    value = next((item[c] for c in FILE_NAME_COLUMNS if item.get(c) is not None), None)
     return None if value is None else str(value)
 
 

@@ -48,6 +48,7 @@ _RUN_KEYS: Final = (
     "base_url",
     "tool_version",
     "shard",
+    "dataset_caveat",
 )
 
 

@@ -117,6 +117,8 @@ def run_facts(content: ReportContent) -> list[tuple[str, str]]:
         ("started", _when(run.get("started_at"))),
         ("ended", _when(run.get("ended_at"))),
         ("dataset", run.get("dataset_id")),
+        # Only for a dataset searched while READ ONLY or PARTIAL INDEX: results may shift.
+        ("dataset status", run.get("dataset_caveat")),
         ("API", run.get("base_url")),
         ("shard", run.get("shard")),
         ("vlbench", run.get("tool_version")),

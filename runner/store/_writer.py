@@ -157,6 +157,8 @@ class RunWriter:
         sweep: Any = None,
         shard: str | None = None,
         judgments: pa.Table | Rows | None = None,
+        dataset_status: str | None = None,
+        dataset_caveat: str | None = None,
         run_id: str | None = None,
         started_at: dt.datetime | None = None,
         roll_rows: int = DEFAULT_ROLL_ROWS,
@@ -166,7 +168,9 @@ class RunWriter:
 
         Writes `judgments.parquet` (the judgments the run will be evaluated with; none → an empty
         file) and `manifest.json`. `modes` and `sweep` go into the manifest as given and must be
-        JSON-able. `base_url` loses any user info or query string. `fsync_units=True` forces each
+        JSON-able. `dataset_status` is the dataset's status as the preflight found it, and
+        `dataset_caveat` why results may shift (READ ONLY, PARTIAL INDEX), or None. `base_url`
+        loses any user info or query string. `fsync_units=True` forces each
         recorded unit to disk (survives a power cut, costs a disk flush per unit); without it a
         unit survives any death of the process. Raises `RunError` if the directory exists.
         """
@@ -189,6 +193,8 @@ class RunWriter:
             "sweep": sweep,
             "shard": shard,
             "resumed_at": [],
+            "dataset_status": dataset_status,
+            "dataset_caveat": dataset_caveat,
         }
         try:
             orjson.dumps(manifest)
