@@ -21,6 +21,9 @@ difference between the export job's ID set and pagination's (counts and a few ex
 sidecar manifest says how many requests differed. The local server gives equal sets; a hosted
 API may not (pagination caps, previews per cluster), which is what `verify` is for.
 
+Rooms: `runner.export.jobs` drives one job, `runner.export.outcomes` holds what each request
+found (and the verification); this module runs them for a suite and writes the result.
+
 The output is an ID export as `runner.export.ids` writes it (the same formats and groupings;
 export-job rows have no score or rank: those columns are null for them), written atomically,
 plus a sidecar manifest `<out>.manifest.json` (suite, dataset, one outcome per wire request,
@@ -36,7 +39,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Final, Literal
 
@@ -49,11 +52,19 @@ from runner import __version__
 from runner.api.client import ExploreClient
 from runner.api.retry import RetryPolicy
 from runner.errors import ExportError
-from runner.execute import PAGE_CAP, ExecuteOptions, run_plan, suite_client
+from runner.execute import ExecuteOptions, run_plan, suite_client
 from runner.export.ids import ExportFormat, write_ids
 from runner.export.jobs import JobEnd, JobOptions, download_ids, run_export_job
+from runner.export.outcomes import (
+    LiveExportResult,
+    Paged,
+    RequestOutcome,
+    id_rows,
+    replace_outcome,
+    settle_outcomes,
+)
 from runner.plan import Plan, WireRequest, expand
-from runner.store import RunWriter, scan_hits, scan_requests
+from runner.store import RunWriter, scan_requests
 from runner.store._layout import atomic_write_bytes
 from runner.store._manifest import public_base_url
 from runner.suite import Suite, suite_hash
@@ -70,7 +81,6 @@ _FALL_BACK: Final = frozenset({"UNAVAILABLE", "REJECTED", "CANCELED", "ERROR"})
 _IDS_SCHEMA: Final = pa.schema(
     [("wire_key", pa.string()), ("media_id", pa.string()), ("file_name", pa.string())]
 )
-_EXAMPLES: Final = 5
 _BATCH: Final = 65_536
 
 
@@ -104,63 +114,12 @@ class LiveOptions:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class RequestOutcome:
-    """How one wire request's IDs were obtained, and what verification found.
-
-    `method`: "export_job" or "pagination"; `note`: why it fell back (or the job's message).
-    `only_export` / `only_pagination`: with verify, IDs found by one way and not the other.
-    """
-
-    wire_key: str
-    query_ids: tuple[str, ...]
-    mode: str
-    setting: str
-    method: Literal["export_job", "pagination"]
-    n_ids: int = 0
-    job_id: str | None = None
-    job_status: str | None = None
-    entities_count: int | None = None
-    note: str | None = None
-    only_export: int | None = None
-    only_pagination: int | None = None
-    only_export_examples: tuple[str, ...] = ()
-    only_pagination_examples: tuple[str, ...] = ()
-
-    @property
-    def differs(self) -> bool:
-        return bool(self.only_export or self.only_pagination)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True, slots=True)
-class LiveExportResult:
-    """What a live export wrote and how each request went."""
-
-    path: Path | None
-    manifest_path: Path | None
-    rows: int
-    outcomes: tuple[RequestOutcome, ...]
-    verified: bool
-
-    @property
-    def differences(self) -> tuple[RequestOutcome, ...]:
-        return tuple(o for o in self.outcomes if o.differs)
-
-    @property
-    def fallbacks(self) -> tuple[RequestOutcome, ...]:
-        return tuple(o for o in self.outcomes if o.method == "pagination" and o.note)
-
-
 @dataclass(slots=True)
 class _Job:
     request: WireRequest
     outcome: RequestOutcome
     ids: int = 0
     fallback: bool = False
-    messages: list[str] = field(default_factory=list)
 
 
 async def live_export(
@@ -199,8 +158,10 @@ async def live_export(
                     if not j.fallback and j.outcome.method == "export_job"
                 ]
             paged = await _paginate(client, suite, plan, to_page, scratch, base_url, dataset_id)
-        outcomes = _outcomes(jobs, paged, scratch / "jobs.parquet", options.verify)
-        rows_frame = _rows(plan, jobs, paged, scratch / "jobs.parquet")
+        ids_path = scratch / "jobs.parquet"
+        found = [job.outcome for job in jobs.values()]
+        outcomes = settle_outcomes(plan, found, paged, ids_path, verify=options.verify)
+        rows_frame = id_rows(plan, outcomes, paged, ids_path)
         n_rows = rows_frame.select(pl.len()).collect().item()
         path, rows = write_ids(rows_frame, out, fmt=fmt, group_by=group_by, n_hits=int(n_rows))
     manifest = {
@@ -279,7 +240,7 @@ async def _run_job(
         "include_images": "false",
     }
     end = await run_export_job(client, start_params, what=what, options=options.job)
-    job.outcome = _replace(
+    job.outcome = replace_outcome(
         job.outcome,
         job_id=end.task_id,
         job_status=None if end.status == "UNAVAILABLE" else end.status,
@@ -291,7 +252,7 @@ async def _run_job(
             raise ExportError(f"{what}: {end.describe()}")
         job.fallback = True
         note = f"{end.describe()}; paged through instead"
-        job.outcome = _replace(job.outcome, method="pagination", note=note)
+        job.outcome = replace_outcome(job.outcome, method="pagination", note=note)
         return
     if end.status != "COMPLETED":
         raise ExportError(f"{what}: {end.describe()}")
@@ -300,7 +261,7 @@ async def _run_job(
         job.ids = await _write_job_ids(client, end, scratch, writer, lock, job, options)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    job.outcome = _replace(job.outcome, n_ids=job.ids)
+    job.outcome = replace_outcome(job.outcome, n_ids=job.ids)
 
 
 async def _write_job_ids(
@@ -326,17 +287,7 @@ async def _write_job_ids(
     return n
 
 
-def _replace(outcome: RequestOutcome, **changes: Any) -> RequestOutcome:
-    return RequestOutcome(**{**asdict(outcome), **changes})
-
-
 # -- full pagination -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Paged:
-    run_dir: Path | None
-    wire_keys: frozenset[str]
 
 
 async def _paginate(
@@ -347,10 +298,10 @@ async def _paginate(
     scratch: Path,
     base_url: str,
     dataset_id: str,
-) -> _Paged:
+) -> Paged:
     """Page through `requests` in full with the run executor, into a scratch run directory."""
     if not requests:
-        return _Paged(None, frozenset())
+        return Paged(None, frozenset())
     specs = tuple(spec for r in requests for spec in r.specs)
     sub = Plan(plan.dataset_id, specs, tuple(requests))
     writer = RunWriter.create(
@@ -384,113 +335,7 @@ async def _paginate(
         raise ExportError(
             f"full pagination failed for {n_failed} request(s): {shown or result.message}"
         )
-    return _Paged(result.run_dir, frozenset(r.wire_key for r in requests))
-
-
-# -- results ---------------------------------------------------------------------------------------
-
-
-def _outcomes(
-    jobs: Mapping[str, _Job], paged: _Paged, ids_path: Path, verify: bool
-) -> list[RequestOutcome]:
-    out = []
-    exported = pl.scan_parquet(ids_path)
-    for job in jobs.values():
-        outcome = job.outcome
-        if (
-            outcome.method == "export_job"
-            and verify
-            and job.request.wire_key in paged.wire_keys
-            and paged.run_dir
-        ):
-            key = job.request.wire_key
-            mine = exported.filter(pl.col("wire_key") == key).select("media_id").unique()
-            theirs = (
-                scan_hits(paged.run_dir)
-                .filter(pl.col("request_key").is_in([s.key for s in job.request.specs]))
-                .select("media_id")
-                .unique()
-            )
-            only_e = mine.join(theirs, on="media_id", how="anti").sort("media_id").collect()
-            only_p = theirs.join(mine, on="media_id", how="anti").sort("media_id").collect()
-            outcome = _replace(
-                outcome,
-                only_export=only_e.height,
-                only_pagination=only_p.height,
-                only_export_examples=tuple(only_e["media_id"].head(_EXAMPLES).to_list()),
-                only_pagination_examples=tuple(only_p["media_id"].head(_EXAMPLES).to_list()),
-            )
-        if outcome.method == "pagination" and paged.run_dir is not None:
-            keys = [s.key for s in job.request.specs[:1]]
-            n = (
-                scan_hits(paged.run_dir)
-                .filter(pl.col("request_key").is_in(keys))
-                .select(pl.col("media_id").n_unique())
-                .collect()
-                .item()
-            )
-            pages = (
-                scan_requests(paged.run_dir)
-                .filter(pl.col("request_key").is_in(keys))
-                .select(pl.len())
-                .collect()
-                .item()
-            )
-            note = outcome.note
-            if pages >= PAGE_CAP:
-                capped = f"pagination stopped at the cap of {PAGE_CAP} pages"
-                note = f"{note}; {capped}" if note else capped
-            outcome = _replace(outcome, n_ids=int(n), note=note)
-        out.append(outcome)
-    return out
-
-
-_ROW_COLUMNS: Final = {
-    "query_id": pl.String,
-    "mode": pl.String,
-    "setting": pl.String,
-    "media_id": pl.String,
-    "file_name": pl.String,
-    "score": pl.Float64,
-    "raw_score": pl.Float64,
-    "score_type": pl.String,
-    "rank": pl.Int32,
-}
-
-
-def _rows(plan: Plan, jobs: Mapping[str, _Job], paged: _Paged, ids_path: Path) -> pl.LazyFrame:
-    """Hit-like rows for `write_ids`: export-job IDs fanned out to their specs, paged hits."""
-    spec_frame = pl.DataFrame(
-        {
-            "wire_key": [s.wire_key for s in plan.specs],
-            "query_id": [s.query_id for s in plan.specs],
-            "mode": [s.mode for s in plan.specs],
-            "setting": [s.setting for s in plan.specs],
-        }
-    ).lazy()
-    by_job = [k for k, j in jobs.items() if j.outcome.method == "export_job"]
-    frames = [
-        pl.scan_parquet(ids_path)
-        .filter(pl.col("wire_key").is_in(by_job))
-        .join(spec_frame, on="wire_key", how="inner")
-        .with_columns(
-            pl.lit(None, pl.Float64).alias("score"),
-            pl.lit(None, pl.Float64).alias("raw_score"),
-            pl.lit(None, pl.String).alias("score_type"),
-            pl.lit(None, pl.Int32).alias("rank"),
-        )
-        .select(list(_ROW_COLUMNS))
-    ]
-    by_pages = [k for k, j in jobs.items() if j.outcome.method == "pagination"]
-    if paged.run_dir is not None and by_pages:
-        keys = [s.key for s in plan.specs if s.wire_key in set(by_pages)]
-        frames.append(
-            scan_hits(paged.run_dir)
-            .filter(pl.col("request_key").is_in(keys))
-            .select(list(_ROW_COLUMNS))
-            .cast(_ROW_COLUMNS)  # type: ignore[arg-type]
-        )
-    return pl.concat(frames, how="vertical")
+    return Paged(result.run_dir, frozenset(r.wire_key for r in requests))
 
 
 def _write_manifest(path: Path, manifest: Mapping[str, Any]) -> Path:
