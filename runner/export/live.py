@@ -65,7 +65,8 @@ from runner.export.outcomes import (
 )
 from runner.plan import Plan, WireRequest, expand
 from runner.store import RunWriter, scan_requests
-from runner.store._manifest import atomic_write_bytes, public_base_url
+from runner.store._layout import atomic_write_bytes
+from runner.store._manifest import public_base_url
 from runner.suite import Suite, suite_hash
 
 __all__ = [
@@ -338,10 +339,6 @@ async def _paginate(
 
 
 def _write_manifest(path: Path, manifest: Mapping[str, Any]) -> Path:
-    """The sidecar manifest, written by the store's one atomic write (temp, fsync, rename).
-
-    Taken from `runner.store._manifest`, which writes run manifests with it, so that the name
-    holds whether the write lives in `store._layout` or in `store.atomic`.
-    """
+    """The sidecar manifest, written by the store's one atomic write (temp, fsync, rename)."""
     atomic_write_bytes(path, orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
     return path
