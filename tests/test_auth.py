@@ -23,7 +23,8 @@ from runner.api.auth import (
     read_env_auth,
     verify_token,
 )
-from runner.errors import AuthError, CredentialsError
+from runner.api.client import ExploreClient
+from runner.errors import AuthError, CredentialsError, UsageError
 
 NOW = 1_700_000_000.0
 CREDS = Credentials("key-1", "a-secret-that-must-never-show")
@@ -216,3 +217,51 @@ def test_read_env_auth_reads_the_names_given() -> None:
 
 def test_bearer_header() -> None:
     assert bearer_header("abc") == {"Authorization": "Bearer abc"}
+
+
+# -- where the token comes from -----------------------------------------------------------------
+
+
+def test_token_source_from_env() -> None:
+    creds = Credentials("k", "s3cret")
+    assert TokenSource.from_env({"VL_TOKEN": "abc"}).kind == "token"
+    assert TokenSource.from_env({"VL_API_KEY": "k", "VL_API_SECRET": "s"}).kind == "credentials"
+    assert TokenSource.from_env({}).kind == "none"
+    assert TokenSource.from_env({}, default=creds).kind == "credentials"
+    custom = TokenSource.from_env({"MY_T": "abc"}, names=EnvNames(token="MY_T"))
+    assert custom.current()[1] == {"Authorization": "Bearer abc"}
+    with pytest.raises(UsageError, match="VL_API_SECRET is not set"):
+        TokenSource.from_env({"VL_API_KEY": "k"})
+
+
+def test_token_is_minted_again_before_it_expires() -> None:
+    now = [1_000_000.0]
+    auth = TokenSource(
+        credentials=Credentials("k", "s"), ttl_s=600, renew_before_s=60, clock=lambda: now[0]
+    )
+    generation, first = auth.current()
+    now[0] += 600 - 61
+    assert auth.current() == (generation, first)
+    now[0] += 2  # within a minute of expiry
+    assert auth.current()[0] == generation + 1
+
+
+def test_renew_mints_once_per_generation() -> None:
+    auth = TokenSource(credentials=Credentials("k", "s"))
+    generation, _ = auth.current()
+    assert auth.renew(generation) and auth.renew(generation)  # a second worker, same 401
+    assert auth.current()[0] == generation + 1
+    assert not TokenSource(token="t").renew(0)
+    assert not TokenSource().renew(0)
+
+
+def test_token_source_repr_hides_token_and_secret() -> None:
+    token = mint_token(Credentials("key-1", "top-secret"))
+    for auth in (
+        TokenSource(token=token),
+        TokenSource(credentials=Credentials("key-1", "top-secret")),
+    ):
+        auth.current()
+        for text in (repr(auth), str(auth)):
+            assert token not in text and "top-secret" not in text
+    assert "top-secret" not in repr(ExploreClient("http://api.test", "ds", auth=auth))

@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 
 from runner.api import pages
-from runner.api.auth import Credentials, EnvNames, mint_token
+from runner.api.auth import Credentials, mint_token
 from runner.api.client import (
     BadBody,
     Cluster,
@@ -29,7 +29,7 @@ from runner.api.client import (
     parse_retry_after,
 )
 from runner.api.pacer import Pacer
-from runner.errors import ApiError, AuthError, TransportError, UsageError
+from runner.errors import ApiError, AuthError, TransportError
 from runner.server.app import ServerThread
 
 StartServer = Callable[..., ServerThread]
@@ -479,54 +479,6 @@ async def test_total_pages_and_string_scores_reach_the_page(
 )
 def test_parse_retry_after(header: str | None, expected: float | None) -> None:
     assert parse_retry_after(header) == expected
-
-
-# -- where the token comes from -----------------------------------------------------------------
-
-
-def test_token_source_from_env() -> None:
-    creds = Credentials("k", "s3cret")
-    assert TokenSource.from_env({"VL_TOKEN": "abc"}).kind == "token"
-    assert TokenSource.from_env({"VL_API_KEY": "k", "VL_API_SECRET": "s"}).kind == "credentials"
-    assert TokenSource.from_env({}).kind == "none"
-    assert TokenSource.from_env({}, default=creds).kind == "credentials"
-    custom = TokenSource.from_env({"MY_T": "abc"}, names=EnvNames(token="MY_T"))
-    assert custom.current()[1] == {"Authorization": "Bearer abc"}
-    with pytest.raises(UsageError, match="VL_API_SECRET is not set"):
-        TokenSource.from_env({"VL_API_KEY": "k"})
-
-
-def test_token_is_minted_again_before_it_expires() -> None:
-    now = [1_000_000.0]
-    auth = TokenSource(
-        credentials=Credentials("k", "s"), ttl_s=600, renew_before_s=60, clock=lambda: now[0]
-    )
-    generation, first = auth.current()
-    now[0] += 600 - 61
-    assert auth.current() == (generation, first)
-    now[0] += 2  # within a minute of expiry
-    assert auth.current()[0] == generation + 1
-
-
-def test_renew_mints_once_per_generation() -> None:
-    auth = TokenSource(credentials=Credentials("k", "s"))
-    generation, _ = auth.current()
-    assert auth.renew(generation) and auth.renew(generation)  # a second worker, same 401
-    assert auth.current()[0] == generation + 1
-    assert not TokenSource(token="t").renew(0)
-    assert not TokenSource().renew(0)
-
-
-def test_token_source_repr_hides_token_and_secret() -> None:
-    token = mint_token(Credentials("key-1", "top-secret"))
-    for auth in (
-        TokenSource(token=token),
-        TokenSource(credentials=Credentials("key-1", "top-secret")),
-    ):
-        auth.current()
-        for text in (repr(auth), str(auth)):
-            assert token not in text and "top-secret" not in text
-    assert "top-secret" not in repr(ExploreClient("http://api.test", "ds", auth=auth))
 
 
 # -- get_json and download: any API path, redirects, the token only to the API's origin ----------
