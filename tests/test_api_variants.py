@@ -467,3 +467,39 @@ def test_dataset_answer_as_documented_is_read(replay: ReplayServer) -> None:
 def test_retry_policy_is_the_one_of_the_scheduler() -> None:
     assert FAST_LIVE.job.retry == LiveOptions().retry
     assert isinstance(FAST_JOB.retry, RetryPolicy)
+
+
+# -- bad input, from the command line: one clear line and the documented exit code ---------------
+
+
+def test_cli_refuses_a_disabled_feature_in_one_line(replay: ReplayServer, tmp_path: Path) -> None:
+    replay.answer("user_config", Canned({"semantic_search": False}))
+    suite = suite_for(tmp_path, replay, modes=["fts", "semantic"])
+    result = CliRunner().invoke(app, ["run", str(suite), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1, result.output
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("error: the account cannot run this suite: mode semantic needs")
+    assert "semantic_search" in line and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("fallback", [True, False], ids=["fallback", "no-fallback"])
+def test_cli_live_export_of_a_cancelled_job(
+    replay: ReplayServer, tmp_path: Path, fallback: bool
+) -> None:
+    replay.answer("export_status", Canned({"status": "CANCELLED", "result_message": "by admin"}))
+    suite = suite_for(tmp_path, replay, queries=list(ONE_QUERY))
+    out = tmp_path / "ids.txt"
+    args = ["export", "--live", str(suite), "-o", str(out), "-f", "txt", "--poll-interval", "0"]
+    result = CliRunner().invoke(app, args + ([] if fallback else ["--no-fallback"]))
+    assert "Traceback" not in result.output
+    if fallback:
+        assert result.exit_code == 0, result.output
+        assert (
+            "note: q1 (fts): export job task-1 CANCELED: by admin; paged through" in result.stderr
+        )
+        assert out.read_text().split() == ["300dad2c-1234-11f1-8483-5a879df30de4"]
+    else:
+        assert result.exit_code == 1, result.output
+        (line,) = result.stderr.splitlines()
+        assert line.startswith("error: export of query q1") and "CANCELED: by admin" in line
+        assert not out.exists()
