@@ -199,6 +199,7 @@ async def test_a_job_that_ends_without_ids_falls_back_to_paging_at_once(
     (outcome,) = result.outcomes
     assert outcome.method == "pagination"
     assert outcome.note is not None and said in outcome.note and "paged through" in outcome.note
+    assert "None" not in outcome.note
     assert len(replay.calls("export_status")) == len(status)  # ended at once, no waiting
     assert (tmp_path / "ids.txt").read_text().split() == ["300dad2c-1234-11f1-8483-5a879df30de4"]
 

@@ -78,7 +78,8 @@ class JobEnd:
         """`export job <id> REJECTED: <message>`, for notes and errors."""
         if self.status == "UNAVAILABLE":
             return f"export job not available ({self.message})"
-        return f"export job {self.task_id} {self.status}: {self.message or 'no message'}"
+        job = f"export job {self.task_id}" if self.task_id else "export job"
+        return f"{job} {self.status}: {self.message or 'no message'}"
 
 
 async def run_export_job(
