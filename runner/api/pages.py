@@ -162,10 +162,6 @@ def _cluster(item: dict[str, Any]) -> Cluster:
 # -- parsing ------------------------------------------------------------------------------------
 
 
-class _Shape(ValueError):
-    """A body that parses as JSON but is not the documented shape."""
-
-
 def parse_page(body: bytes, page_number: int) -> Page:
     """Parse a search answer's body into a `Page`.
 
@@ -179,7 +175,7 @@ def parse_page(body: bytes, page_number: int) -> Page:
     root = mapping(data, "body")
     clusters = root.get("clusters")
     if not isinstance(clusters, list):
-        raise _Shape("body has no clusters list")
+        raise ValueError("body has no clusters list")
     total = opt_int(root.get("total_pages"), "total_pages")
     array = _fast(clusters)
     if array is None:
@@ -232,29 +228,29 @@ def _maybe_text(lists: pa.ListArray) -> bool:
 
 
 def _careful(clusters: list[Any]) -> pa.StructArray:
-    """Read every field the tolerant way, then convert; `_Shape` for a body off the contract."""
+    """Read every field the tolerant way, then convert; `ValueError` for a body off the contract."""
     cleaned = [_clean_cluster(item) for item in clusters]
     try:
         array = pa.array(cleaned, type=CLUSTER_TYPE)
     except _CONVERSION_ERRORS as exc:
-        raise _Shape(f"cluster values out of range: {exc}") from None
+        raise ValueError(f"cluster values out of range: {exc}") from None
     assert isinstance(array, pa.StructArray)
     return array
 
 
 def _clean_cluster(item: object) -> dict[str, Any]:
-    """Every field of a cluster, the tolerant way (`_Shape` for what cannot be read)."""
+    """Every field of a cluster, the tolerant way (`ValueError` for what cannot be read)."""
     if type(item) is not dict:
-        raise _Shape(f"cluster is {type(item).__name__}, not an object")
+        raise ValueError(f"cluster is {type(item).__name__}, not an object")
     get = item.get
     # The legacy shape names them `id`, `media` and `size` (see the module's docstring).
     cluster_id = _either(item, "cluster_id", "id")
     if cluster_id is None:
-        raise _Shape("cluster has no cluster_id")
+        raise ValueError("cluster has no cluster_id")
     cluster_id = text(cluster_id, "cluster_id")
     previews = _either(item, "previews", "media") or ()
     if type(previews) is not list and previews != ():
-        raise _Shape("previews is not a list")
+        raise ValueError("previews is not a list")
     cleaned = [_clean_preview(preview) for preview in previews]
     n_images = opt_int(_either(item, "n_images", "size"), "n_images")
     captions = get("captions") or ()
@@ -272,11 +268,11 @@ def _clean_cluster(item: object) -> dict[str, Any]:
 
 def _clean_preview(preview: object) -> dict[str, Any]:
     if type(preview) is not dict:
-        raise _Shape(f"preview is {type(preview).__name__}, not an object")
+        raise ValueError(f"preview is {type(preview).__name__}, not an object")
     get = preview.get
     media_id = _either(preview, "media_id", "id")
     if media_id is None:
-        raise _Shape("preview has no media_id")
+        raise ValueError("preview has no media_id")
     return {
         "media_id": text(media_id, "media_id"),
         "file_name": _str_or_none(_either(preview, "file_name", "filename")),
@@ -298,12 +294,12 @@ def _either(item: dict[str, Any], key: str, legacy: str) -> Any:
 
 
 def text(value: object, what: str) -> str:
-    """A string, or a number as its string; `_Shape` (a `ValueError`) for anything else."""
+    """A string, or a number as its string; `ValueError` for anything else."""
     if isinstance(value, str):
         return value
     if isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)
-    raise _Shape(f"{what} is {type(value).__name__}, not a string")
+    raise ValueError(f"{what} is {type(value).__name__}, not a string")
 
 
 def opt_text(value: object) -> str | None:
@@ -324,8 +320,8 @@ def opt_float(value: object, what: str) -> float | None:
         try:
             return float(value)
         except ValueError:
-            raise _Shape(f"{what} {value[:40]!r} is not a number") from None
-    raise _Shape(f"{what} is {type(value).__name__}, not a number")
+            raise ValueError(f"{what} {value[:40]!r} is not a number") from None
+    raise ValueError(f"{what} is {type(value).__name__}, not a number")
 
 
 def opt_int(value: object, what: str) -> int | None:
@@ -333,13 +329,13 @@ def opt_int(value: object, what: str) -> int | None:
     if number is None:
         return None
     if not math.isfinite(number) or number != int(number):
-        raise _Shape(f"{what} {value!r} is not an integer")
+        raise ValueError(f"{what} {value!r} is not an integer")
     return int(number)
 
 
 def mapping(value: object, what: str) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise _Shape(f"{what} is {type(value).__name__}, not an object")
+        raise ValueError(f"{what} is {type(value).__name__}, not an object")
     return value
 
 
@@ -348,7 +344,7 @@ def _labels(value: object) -> tuple[str, ...] | None:
     if value is None:
         return None
     if type(value) is not list:
-        raise _Shape(f"labels is {type(value).__name__}, not a list")
+        raise ValueError(f"labels is {type(value).__name__}, not a list")
     out: list[str] = []
     for item in value:
         if isinstance(item, dict):
