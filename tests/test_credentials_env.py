@@ -50,3 +50,12 @@ def test_cli_prints_one_line_naming_the_variables_and_no_secret(
     assert result.exit_code == 2, result.output
     assert "VL_API_KEY is not set" in result.stderr
     assert "half-a-pair-secret" not in result.output + result.stderr
+
+
+def test_token_command_refuses_half_a_pair_like_the_run() -> None:
+    unset = {k: None for k in os.environ if k.startswith("VL_")}
+    result = CliRunner().invoke(app, ["token"], env={**unset, "VL_API_KEY": "k"})
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        "error: VL_API_SECRET is not set: set both VL_API_KEY and VL_API_SECRET, or neither"
+    )
