@@ -313,6 +313,16 @@ def test_a_disabled_feature_refuses_its_mode_before_any_search(
     assert replay.calls("user_config") == [{"dataset_id": replay.dataset_id}]
 
 
+def test_the_local_servers_feature_answer_is_read(replay: ReplayServer, tmp_path: Path) -> None:
+    # {"dataset_id", "features": {name: bool}}, as `vlbench serve --disable-feature` answers.
+    names = ("captions_search", "semantic_search", "labels_search", "full_text_search")
+    features = {name: name != "full_text_search" for name in names}
+    replay.answer("user_config", Canned({"dataset_id": replay.dataset_id, "features": features}))
+    with pytest.raises(ApiError, match="mode fts needs the feature full_text_search"):
+        run_sync(suite_for(tmp_path, replay, modes=["fts"]), tmp_path / "out", environ={})
+    assert replay.calls("explore") == []
+
+
 @pytest.mark.parametrize(
     "config",
     [

@@ -53,8 +53,9 @@ def required_features(specs: Sequence[RequestSpec]) -> dict[str, tuple[str, ...]
     """The account features each mode needs, by the names `/user_config` may give them.
 
     caption search needs captions search, semantic VQL semantic search, a labels filter labels
-    search. fts is in none of the documented features, so no flag refuses it (a 403 during the
-    run still fails its requests alone).
+    search (the documented "text search of images" features). fts is in none of them; it is
+    refused only where the answer names a full-text feature and turns it off (the local server's
+    `full_text_search`); otherwise a 403 during the run fails its requests alone.
     """
     needs: dict[str, tuple[str, ...]] = {}
     for spec in specs:
@@ -62,6 +63,8 @@ def required_features(specs: Sequence[RequestSpec]) -> dict[str, tuple[str, ...]
             needs[f"mode {spec.mode}"] = ("captions_search", "caption_search")
         elif spec.op == "semantic":
             needs[f"mode {spec.mode}"] = ("semantic_search",)
+        elif spec.op == "fts":
+            needs[f"mode {spec.mode}"] = ("full_text_search", "fts_search")
         if spec.labels_filter:
             needs[f"mode {spec.mode} (label filters)"] = ("labels_search", "label_search")
     return needs
