@@ -14,10 +14,18 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Strict, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Strict,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 __all__ = [
@@ -27,6 +35,9 @@ __all__ = [
     "Granularity",
     "Judgment",
     "Label",
+    "MAX_PAGES",
+    "MAX_QUERY_CHARS",
+    "MediaId",
     "ModeName",
     "NonNegativeFloat",
     "PositiveFloat",
@@ -51,6 +62,15 @@ _JWT_LIKE: Final = re.compile(r"eyJ[\w-]*\.[\w-]*\.[\w-]*")
 # `scheme://user:password@`: everything up to the last `@` before a space or quote is userinfo
 # (a password with a raw `@` or `/` in it is masked whole too; masking a path's `@` is harmless).
 _USERINFO: Final = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^\s'\"]*@")
+# The longest query text the API takes, and the most pages one request may fetch: the local
+# server refuses a longer text (`runner.server.vql.MAX_TEXT_CHARS`, 422) and the client stops a
+# request after `MAX_PAGES` pages (`runner.execute` takes it from here), so a suite asking for
+# more is refused when it is loaded, not when hundreds of requests fail.
+MAX_QUERY_CHARS: Final = 2048
+MAX_PAGES: Final = 1000
+_MEDIA_ID: Final = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
 _RATE: Final = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*/\s*(s|sec|second|min|minute|h|hour)")
 _PER_SECONDS: Final = {
     "s": 1,
@@ -148,6 +168,15 @@ def _non_blank(value: str) -> str:
     return value
 
 
+def _media_id(value: str) -> str:
+    value = value.strip()
+    if not _MEDIA_ID.fullmatch(value):
+        raise ValueError(
+            f"{show(value)} is not a media id (a UUID like 300dad2c-1234-11f1-8483-5a879df30de4)"
+        )
+    return value.lower()
+
+
 def _not_bool(value: object) -> object:
     # `true` is not a number here, though Python says it is 1. Numeric strings are welcome:
     # a quoted "${T:-0.5}" (quoted because [ ] and { } need it) is still a number.
@@ -195,6 +224,7 @@ EnvName = Annotated[str, Strict(), AfterValidator(_env_name)]
 QueryId = Annotated[str, BeforeValidator(id_from_number), Strict(), AfterValidator(_word("id"))]
 Label = Annotated[str, Strict(), AfterValidator(_non_blank)]
 Text = Annotated[str, Strict(), AfterValidator(_non_blank)]
+MediaId = Annotated[str, Strict(), AfterValidator(_media_id)]
 ModeName = Annotated[str, Strict(), AfterValidator(_word("a mode name"))]
 Rate = Annotated[float, BeforeValidator(_parse_rate)]  # requests per second
 
@@ -206,10 +236,17 @@ class SuiteModel(BaseModel):
 
 
 class Query(SuiteModel):
-    """One query: an id (no whitespace), its text, and an optional labels filter ANDed with it."""
+    """One query: an id (no whitespace), its text and/or an anchor, and an optional labels filter.
+
+    `text` is what text modes (caption, fts, semantic) send; `anchor` is a media id (a UUID)
+    that anchor modes (`via: anchor`, visual search) send as `anchor_media_id`. A query gives
+    one or both; each mode asks the queries that give what it sends. The labels filter is
+    ANDed with either.
+    """
 
     id: QueryId
-    text: Text
+    text: Text | None = None
+    anchor: MediaId | None = None
     labels: tuple[Label, ...] | None = None
 
     @field_validator("labels", mode="before")
@@ -219,6 +256,22 @@ class Query(SuiteModel):
         if isinstance(value, list | tuple) and not value:
             raise ValueError("an empty labels filter matches nothing; leave labels out")
         return value
+
+    @model_validator(mode="after")
+    def _sendable(self) -> Query:
+        if self.text is None and self.anchor is None:
+            raise fail("is required (or an anchor: a media id, for visual search)", "text")
+        if self.text is not None and "\x00" in self.text:
+            raise fail(
+                f"query {self.id!r}: the text holds a NUL character (the API refuses it)", "text"
+            )
+        if self.text is not None and len(self.text) > MAX_QUERY_CHARS:
+            raise fail(
+                f"query {self.id!r}: the text is {len(self.text):,} characters long; "
+                f"the API takes at most {MAX_QUERY_CHARS:,}",
+                "text",
+            )
+        return self
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,3 +283,4 @@ class Judgment:
     value: str
     grade: int
     source: str
+    line: int = field(default=0, compare=False)  # its line in its file; 0 when not from a file
