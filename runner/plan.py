@@ -220,7 +220,7 @@ def expand(suite: Suite) -> Plan:
         for name, mode in suite.modes.items():
             # A mode asks only the queries that give what it sends (text, or an anchor).
             anchor = query.anchor if mode.sends == "anchor" else None
-            text = f"anchor:{anchor}" if anchor is not None else query.text
+            text = query.text if mode.sends == "text" else anchor and f"anchor:{anchor}"
             if text is None:
                 continue
             op = None if mode.via == "caption" else mode.op

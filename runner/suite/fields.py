@@ -16,6 +16,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Final, Literal
+from urllib.parse import quote
 
 from pydantic import (
     AfterValidator,
@@ -36,7 +37,7 @@ __all__ = [
     "Judgment",
     "Label",
     "MAX_PAGES",
-    "MAX_QUERY_CHARS",
+    "MAX_QUERY_URL_BYTES",
     "MediaId",
     "ModeName",
     "NonNegativeFloat",
@@ -62,11 +63,13 @@ _JWT_LIKE: Final = re.compile(r"eyJ[\w-]*\.[\w-]*\.[\w-]*")
 # `scheme://user:password@`: everything up to the last `@` before a space or quote is userinfo
 # (a password with a raw `@` or `/` in it is masked whole too; masking a path's `@` is harmless).
 _USERINFO: Final = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^\s'\"]*@")
-# The longest query text the API takes, and the most pages one request may fetch: the local
-# server refuses a longer text (`runner.server.vql.MAX_TEXT_CHARS`, 422) and the client stops a
-# request after `MAX_PAGES` pages (`runner.execute` takes it from here), so a suite asking for
-# more is refused when it is loaded, not when hundreds of requests fail.
-MAX_QUERY_CHARS: Final = 2048
+# A query text whose URL encoding is longer than this never reaches any deployment of the API:
+# 8 KiB is the request-line limit of common proxies (nginx's default). The local server refuses
+# texts over 2,048 characters (a 422 per request); the hosted API's own limit is undocumented,
+# so the suite refuses only what no deployment can take.
+MAX_QUERY_URL_BYTES: Final = 8192
+# The most pages one request fetches (`runner.execute` takes it from here): a suite asking for
+# more is refused when it is loaded, not silently cut short.
 MAX_PAGES: Final = 1000
 _MEDIA_ID: Final = re.compile(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
@@ -265,10 +268,14 @@ class Query(SuiteModel):
             raise fail(
                 f"query {self.id!r}: the text holds a NUL character (the API refuses it)", "text"
             )
-        if self.text is not None and len(self.text) > MAX_QUERY_CHARS:
+        if (
+            self.text is not None
+            and len(encoded := quote(self.text, safe="")) > MAX_QUERY_URL_BYTES
+        ):
             raise fail(
-                f"query {self.id!r}: the text is {len(self.text):,} characters long; "
-                f"the API takes at most {MAX_QUERY_CHARS:,}",
+                f"query {self.id!r}: the text is {len(self.text):,} characters "
+                f"({len(encoded):,} bytes in a URL); no API takes more than "
+                f"{MAX_QUERY_URL_BYTES:,} (a common proxy's request-line limit)",
                 "text",
             )
         return self
