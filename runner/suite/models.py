@@ -340,10 +340,13 @@ class Suite(SuiteModel):
     def _pair_modes_and_queries(self, file_lines: Mapping[str, tuple[str, int]]) -> None:
         """Every mode has queries to send, and every query a mode that sends it.
 
-        A suite that names no modes gets `visual` too when a query gives an anchor.
+        A suite that names no modes gets the text modes when a query gives a text, and
+        `visual` when one gives an anchor.
         """
-        if "modes" not in self.model_fields_set and any(q.anchor for q in self.queries):
-            object.__setattr__(self, "modes", {**self.modes, "visual": BUILTIN_MODES["visual"]})
+        if "modes" not in self.model_fields_set:
+            names = [*(TEXT_MODES if any(q.text for q in self.queries) else ())]
+            names += ["visual"] if any(q.anchor for q in self.queries) else []
+            object.__setattr__(self, "modes", {name: BUILTIN_MODES[name] for name in names})
         for name, mode in self.modes.items():
             if not any(_gives(query, mode.sends) for query in self.queries):
                 what = "an anchor (a media id)" if mode.sends == "anchor" else "a text"
