@@ -14,19 +14,16 @@ value is typed after the replacement (`concurrency: ${N:-8}` is the integer 8); 
 `{...}` YAML needs quotes (`[0.5, "${T:-0.7}"]`), and numeric keys take numeric strings. An unset
 variable with no default is an error.
 
-`suite_hash` says what is asked and how it is judged (queries, modes, sweep, defaults, pages,
-dataset, judgments), not how fast or where: rate limit, concurrency, retries, auth and base_url
-do not change it. `judgments_table` gives every judgment in `JUDGMENTS_SCHEMA`.
-
 This module is the front door and holds the models; the rest lives beside it:
-`runner.suite.fields` (the value types, `Query`, `Judgment`), `runner.suite.files` (reading
-queries, qrels and labels files) and `runner.suite.yaml_lines` (YAML with lines, interpolation, and
-validation errors put on their line).
+`runner.suite.fields` (the value types, `Query`, `Judgment`), `runner.suite.modes` (`Mode`,
+`Sweep`), `runner.suite.files` (reading queries, qrels and labels files), `runner.suite.judging`
+(grade conflicts, judgments of unknown queries), `runner.suite.yaml_lines` (YAML with lines,
+interpolation, and validation errors put on their line) and `runner.suite.record` (`suite_hash`,
+`judgments_table`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -34,8 +31,6 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-import orjson
-import pyarrow as pa
 from pydantic import (
     Field,
     PrivateAttr,
@@ -47,7 +42,6 @@ from pydantic import (
 )
 
 from runner.errors import SuiteError
-from runner.schema import JUDGMENTS_SCHEMA
 from runner.suite.fields import (
     MAX_PAGES,
     EnvName,
@@ -84,10 +78,8 @@ __all__ = [
     "Retries",
     "Suite",
     "Sweep",
-    "judgments_table",
     "load_suite",
     "parse_suite",
-    "suite_hash",
 ]
 
 
@@ -429,40 +421,3 @@ def parse_suite(
         return Suite.model_validate(doc.data, context=context)
     except ValidationError as exc:
         raise place_error(exc, doc, str(path), Suite) from None
-
-
-def suite_hash(suite: Suite) -> str:
-    """16 hex digits over what the suite asks and how it is judged; stable across machines.
-
-    Independent of key order, of query order and of where the files lie; the rate limit,
-    concurrency, retries, timeouts, auth and base_url are not part of it.
-    """
-    content = {
-        "version": 1,
-        "name": suite.name,
-        "dataset_id": suite.dataset_id,
-        "defaults": suite.defaults.model_dump(),
-        "pagination": suite.pagination.model_dump(),
-        "modes": {name: mode.model_dump() for name, mode in suite.modes.items()},
-        "sweep": suite.sweep.model_dump(),
-        # An anchor joins a query's entry only when it has one: older hashes stay as they were.
-        "queries": sorted(
-            [q.id, q.text, list(q.labels or ())] + ([q.anchor] if q.anchor else [])
-            for q in suite.queries
-        ),
-        "judgments": sorted([j.query_id, j.kind, j.value, j.grade] for j in suite.judgments_rows),
-    }
-    return hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
-
-
-def judgments_table(suite: Suite) -> pa.Table:
-    """Every judgment of the suite as a table in `JUDGMENTS_SCHEMA` (the run copies it in)."""
-    rows = suite.judgments_rows
-    columns = {
-        "query_id": [j.query_id for j in rows],
-        "kind": [j.kind for j in rows],
-        "value": [j.value for j in rows],
-        "grade": [j.grade for j in rows],
-        "source": [j.source for j in rows],
-    }
-    return pa.Table.from_pydict(columns, schema=JUDGMENTS_SCHEMA)
