@@ -33,6 +33,7 @@ import orjson
 
 from runner.errors import UsageError
 from runner.suite import Mode, Suite
+from runner.suite.fields import MAX_PAGES
 
 __all__ = [
     "EMBEDDED_DATASET",
@@ -294,11 +295,11 @@ class PlanSummary:
     """What a run of a plan will cost, before it starts.
 
     `n_requests` counts unique wire requests (first pages); `n_specs` the (query, mode, setting)
-    rows they answer. `max_pages_total` is n_requests × max_pages, None when max_pages is "all"
-    (unbounded). `rate_limit` is the suite's, divided by N for a shard k/N (the executor paces a
-    shard so, letting N shards run at once). `min_duration_s` = n_requests / rate_limit (every
-    request is at least a page); `max_duration_s` = max_pages_total / rate_limit (retries add to
-    both; 0 when the rate is unlimited).
+    rows they answer. `max_pages_total` is n_requests × max_pages, where "all" is the client's
+    cap of `MAX_PAGES` pages a request. `rate_limit` is the suite's, divided by N for a shard
+    k/N (the executor paces a shard so, letting N shards run at once). `min_duration_s` =
+    n_requests / rate_limit (every request is at least a page); `max_duration_s` =
+    max_pages_total / rate_limit (retries add to both; 0 when the rate is unlimited).
     """
 
     suite_name: str
@@ -327,10 +328,10 @@ class PlanSummary:
     def render(self) -> str:
         """A few aligned lines for a terminal."""
         title = self.suite_name + (f" (shard {self.shard})" if self.shard else "")
-        pages = (
-            "unbounded (max_pages: all)"
-            if self.max_pages_total is None
-            else f"at most {self.max_pages_total} (max_pages {self.max_pages})"
+        pages = f"at most {self.max_pages_total} (max_pages {self.max_pages}" + (
+            f": until a short page, {MAX_PAGES} a request at most)"
+            if self.max_pages == "all"
+            else ")"
         )
         longest = (
             "" if self.max_duration_s is None else f", at most {_duration(self.max_duration_s)}"
@@ -378,7 +379,8 @@ def summarise(plan: Plan, suite: Suite) -> PlanSummary:
         for setting, _, _ in _grid(mode, suite)
     )
     max_pages = suite.pagination.max_pages
-    total = None if max_pages == "all" else len(plan.requests) * max_pages
+    # "all" stops at the first short page, and at the client's cap at the latest.
+    total = len(plan.requests) * (MAX_PAGES if max_pages == "all" else max_pages)
     return PlanSummary(
         suite_name=suite.name,
         shard=plan.shard_label,
@@ -393,5 +395,5 @@ def summarise(plan: Plan, suite: Suite) -> PlanSummary:
         rate_limit=rate,
         concurrency=suite.concurrency,
         min_duration_s=len(plan.requests) / rate,
-        max_duration_s=None if total is None else total / rate,
+        max_duration_s=total / rate,
     )

@@ -24,6 +24,7 @@ from runner.plan import (
 from runner.server.query import DatasetInfo, TextQuery
 from runner.server.vql import parse_explore
 from runner.suite import Suite, load_suite
+from runner.suite.fields import MAX_PAGES
 
 QUERIES = [("dog", "a dog on a beach"), ("bus", "a red bus"), ("cat", "a cat on a sofa")]
 TST = [0.3, 0.5, 0.7]
@@ -338,12 +339,15 @@ def test_summary_of_an_unlimited_rate(tmp_path: Path) -> None:
     assert "no rate limit" in summary.render()
 
 
-def test_summary_of_unbounded_pages(tmp_path: Path) -> None:
+def test_summary_of_all_pages_counts_the_client_cap(tmp_path: Path) -> None:
+    """`all` pages until a short page, and never past the cap: the plan says what can happen."""
     suite = make(tmp_path, suite_yaml().replace("{max_pages: 3}", "{max_pages: all}"))
-    summary = summarise(expand(suite), suite)
+    plan = expand(suite)
+    summary = summarise(plan, suite)
     assert summary.max_pages == "all"
-    assert summary.max_pages_total is None and summary.max_duration_s is None
-    assert "unbounded" in summary.render()
+    assert summary.max_pages_total == len(plan.requests) * MAX_PAGES
+    assert summary.max_duration_s == pytest.approx(len(plan.requests) * MAX_PAGES / 4)
+    assert f"{MAX_PAGES} a request at most" in summary.render()
 
 
 def test_summary_of_a_shard(tmp_path: Path) -> None:
