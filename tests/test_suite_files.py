@@ -150,10 +150,15 @@ def test_inline_query_text_the_api_refuses_names_the_query(
     assert "query 'bad'" in caught.value.reason and words in caught.value.reason
 
 
-def test_file_query_text_the_api_refuses_names_file_line_and_query(tmp_path: Path) -> None:
-    data = write(tmp_path, "q.tsv", f"ok\ta dog\nbad\t{HUGE}\n")
+@pytest.mark.parametrize("name", ["q.tsv", "q.csv"])
+@pytest.mark.parametrize("text", [HUGE, "a dog\0on a beach"], ids=["100kb", "nul"])
+def test_file_query_text_the_api_refuses_names_file_line_and_query(
+    tmp_path: Path, name: str, text: str
+) -> None:
+    sep = "\t" if name.endswith(".tsv") else ","
+    data = write(tmp_path, name, f"ok{sep}a dog\nbad{sep}{text}\n")
     with pytest.raises(SuiteError) as caught:
-        load(tmp_path, "name: t\nqueries_file: q.tsv\n")
+        load(tmp_path, f"name: t\nqueries_file: {name}\n")
     assert (caught.value.path, caught.value.line, caught.value.key) == (str(data), 2, "text")
     assert "query 'bad'" in caught.value.reason
 
@@ -259,3 +264,20 @@ def test_a_queries_file_may_give_anchors_in_a_column(tmp_path: Path) -> None:
         ("v", None, MEDIA_A),
         ("b", "a cat", MEDIA_A),
     ]
+
+
+def test_run_prints_the_warning_before_it_starts(tmp_path: Path) -> None:
+    """Here the API is unreachable (a closed port): the warning is out before the run fails."""
+    write(tmp_path, "a.qrels", "q9 0 x.jpg 1\n")
+    write(tmp_path, "b.qrels", "")
+    text = JUDGED + (
+        "base_url: http://127.0.0.1:1\ndataset_id: d\ntimeout_s: 2\nretries: {max_attempts: 1}\n"
+    )
+    suite = write(tmp_path, "suite.yaml", text)
+    result = CliRunner().invoke(
+        app,
+        ["run", str(suite), "--out", str(tmp_path / "out"), "-q", "--no-report"],
+        env={"VL_TOKEN": "not-a-real-token"},
+    )
+    assert result.exit_code != 0
+    assert result.stderr.startswith(f"warning: {tmp_path / 'a.qrels'}:1: 1 judgment line(s)")
