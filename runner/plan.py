@@ -7,8 +7,10 @@
             ...
 
 A setting is one point of a mode's grid: caption modes × `sweep.textual_similarity_threshold`,
-semantic modes × `sweep.semantic_threshold`, fts one setting; each × `sweep.granularity` (or
-`defaults.granularity`). A mode whose list is empty sends no cut-off (setting `default`).
+semantic modes × `sweep.semantic_threshold`, fts and anchor modes one setting; each ×
+`sweep.granularity` (or `defaults.granularity`). A mode whose list is empty sends no cut-off
+(setting `default`). A text mode asks the queries that give a text; an anchor mode (visual
+search) those that give an anchor.
 Setting labels depend on the request alone: "tst=0.5", "st=0.7", "default", with " g=2" added
 for a granularity other than 0 ("tst=0.5 g=2", "g=2").
 
@@ -31,6 +33,7 @@ import orjson
 
 from runner.errors import UsageError
 from runner.suite import Mode, Suite
+from runner.suite.fields import MAX_PAGES
 
 __all__ = [
     "EMBEDDED_DATASET",
@@ -66,9 +69,17 @@ def _wire_params(
     granularity: int,
     cutoff: float | None,
     labels: tuple[str, ...] | None,
+    anchor: str | None = None,
 ) -> dict[str, str]:
-    """The query string of a search: `caption=` when op is None, else a VQL text filter."""
+    """The query string of a search: `anchor_media_id=` when there is an anchor (visual search),
+    `caption=` when op is None, else a VQL text filter."""
     params = {"entity_type": entity_type, "threshold": str(granularity)}
+    if anchor is not None:
+        params["anchor_media_id"] = anchor
+        params["anchor_type"] = "MEDIA"
+        if labels:
+            params["labels"] = _json(list(labels))
+        return params
     if op is None:
         params["caption"] = text
         if cutoff is not None:
@@ -93,6 +104,8 @@ class RequestSpec:
     `threshold` is the clustering granularity (the API's name); `cutoff` is the score cut-off
     in the mode's own terms (caption: `textual_similarity_threshold`, semantic:
     `semantic_threshold`, else None). `labels_filter` is sorted, None when the query has none.
+    A spec of an anchor mode (`via: anchor`) sends `anchor_media_id`; its `query_text` reads
+    `anchor:<media id>`, so that the stored rows say what was asked.
     """
 
     key: str
@@ -100,7 +113,7 @@ class RequestSpec:
     query_id: str
     query_text: str
     mode: str
-    via: Literal["caption", "vql"]
+    via: Literal["caption", "vql", "anchor"]
     op: Literal["fts", "semantic"] | None
     setting: str
     entity_type: str
@@ -109,12 +122,19 @@ class RequestSpec:
     semantic_threshold: float | None
     cutoff: float | None
     labels_filter: tuple[str, ...] | None
+    anchor_media_id: str | None = None
 
     def params(self) -> dict[str, str]:
         """The exact query-string parameters, VQL JSON-encoded (page_number not included)."""
         op = None if self.via == "caption" else self.op
         return _wire_params(
-            self.query_text, op, self.entity_type, self.threshold, self.cutoff, self.labels_filter
+            self.query_text,
+            op,
+            self.entity_type,
+            self.threshold,
+            self.cutoff,
+            self.labels_filter,
+            self.anchor_media_id,
         )
 
 
@@ -189,7 +209,7 @@ def expand(suite: Suite) -> Plan:
     """Every (query, mode, setting) of a suite as a `RequestSpec`, grouped into wire requests.
 
     Order: queries as in the suite, then modes, then each mode's settings in sweep order.
-    Count: n_queries × Σ_modes (cut-offs of the mode, or 1) × (granularities, or 1).
+    Count: Σ_modes (queries the mode asks) × (cut-offs of the mode, or 1) × (granularities, or 1).
     """
     dataset = suite.dataset_id or EMBEDDED_DATASET
     entity_type = suite.defaults.entity_type
@@ -199,16 +219,21 @@ def expand(suite: Suite) -> Plan:
     for query in suite.queries:
         labels = tuple(sorted(set(query.labels))) if query.labels else None
         for name, mode in suite.modes.items():
+            # A mode asks only the queries that give what it sends (text, or an anchor).
+            anchor = query.anchor if mode.sends == "anchor" else None
+            text = query.text if mode.sends == "text" else anchor and f"anchor:{anchor}"
+            if text is None:
+                continue
             op = None if mode.via == "caption" else mode.op
             for setting, cutoff, granularity in grids[name]:
-                params = _wire_params(query.text, op, entity_type, granularity, cutoff, labels)
+                params = _wire_params(text, op, entity_type, granularity, cutoff, labels, anchor)
                 canonical = orjson.dumps(params, option=orjson.OPT_SORT_KEYS).decode()
                 wire_key = _digest(dataset, canonical)
                 spec = RequestSpec(
                     key=_digest(wire_key, query.id),
                     wire_key=wire_key,
                     query_id=query.id,
-                    query_text=query.text,
+                    query_text=text,
                     mode=name,
                     via=mode.via,
                     op=mode.op,
@@ -219,6 +244,7 @@ def expand(suite: Suite) -> Plan:
                     semantic_threshold=cutoff if mode.kind == "semantic" else None,
                     cutoff=cutoff,
                     labels_filter=labels,
+                    anchor_media_id=anchor,
                 )
                 specs.append(spec)
                 groups.setdefault(wire_key, []).append(spec)
@@ -269,11 +295,11 @@ class PlanSummary:
     """What a run of a plan will cost, before it starts.
 
     `n_requests` counts unique wire requests (first pages); `n_specs` the (query, mode, setting)
-    rows they answer. `max_pages_total` is n_requests × max_pages, None when max_pages is "all"
-    (unbounded). `rate_limit` is the suite's, divided by N for a shard k/N (the executor paces a
-    shard so, letting N shards run at once). `min_duration_s` = n_requests / rate_limit (every
-    request is at least a page); `max_duration_s` = max_pages_total / rate_limit (retries add to
-    both; 0 when the rate is unlimited).
+    rows they answer. `max_pages_total` is n_requests × max_pages, where "all" is the client's
+    cap of `MAX_PAGES` pages a request. `rate_limit` is the suite's, divided by N for a shard
+    k/N (the executor paces a shard so, letting N shards run at once). `min_duration_s` =
+    n_requests / rate_limit (every request is at least a page); `max_duration_s` =
+    max_pages_total / rate_limit (retries add to both; 0 when the rate is unlimited).
     """
 
     suite_name: str
@@ -302,10 +328,10 @@ class PlanSummary:
     def render(self) -> str:
         """A few aligned lines for a terminal."""
         title = self.suite_name + (f" (shard {self.shard})" if self.shard else "")
-        pages = (
-            "unbounded (max_pages: all)"
-            if self.max_pages_total is None
-            else f"at most {self.max_pages_total} (max_pages {self.max_pages})"
+        pages = f"at most {self.max_pages_total} (max_pages {self.max_pages}" + (
+            f": until a short page, {MAX_PAGES} a request at most)"
+            if self.max_pages == "all"
+            else ")"
         )
         longest = (
             "" if self.max_duration_s is None else f", at most {_duration(self.max_duration_s)}"
@@ -353,7 +379,8 @@ def summarise(plan: Plan, suite: Suite) -> PlanSummary:
         for setting, _, _ in _grid(mode, suite)
     )
     max_pages = suite.pagination.max_pages
-    total = None if max_pages == "all" else len(plan.requests) * max_pages
+    # "all" stops at the first short page, and at the client's cap at the latest.
+    total = len(plan.requests) * (MAX_PAGES if max_pages == "all" else max_pages)
     return PlanSummary(
         suite_name=suite.name,
         shard=plan.shard_label,
@@ -368,5 +395,5 @@ def summarise(plan: Plan, suite: Suite) -> PlanSummary:
         rate_limit=rate,
         concurrency=suite.concurrency,
         min_duration_s=len(plan.requests) / rate,
-        max_duration_s=None if total is None else total / rate,
+        max_duration_s=total / rate,
     )

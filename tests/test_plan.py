@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+from collections import Counter
 from pathlib import Path
 
 import orjson
@@ -23,6 +24,7 @@ from runner.plan import (
 from runner.server.query import DatasetInfo, TextQuery
 from runner.server.vql import parse_explore
 from runner.suite import Suite, load_suite
+from runner.suite.fields import MAX_PAGES
 
 QUERIES = [("dog", "a dog on a beach"), ("bus", "a red bus"), ("cat", "a cat on a sofa")]
 TST = [0.3, 0.5, 0.7]
@@ -337,12 +339,15 @@ def test_summary_of_an_unlimited_rate(tmp_path: Path) -> None:
     assert "no rate limit" in summary.render()
 
 
-def test_summary_of_unbounded_pages(tmp_path: Path) -> None:
+def test_summary_of_all_pages_counts_the_client_cap(tmp_path: Path) -> None:
+    """`all` pages until a short page, and never past the cap: the plan says what can happen."""
     suite = make(tmp_path, suite_yaml().replace("{max_pages: 3}", "{max_pages: all}"))
-    summary = summarise(expand(suite), suite)
+    plan = expand(suite)
+    summary = summarise(plan, suite)
     assert summary.max_pages == "all"
-    assert summary.max_pages_total is None and summary.max_duration_s is None
-    assert "unbounded" in summary.render()
+    assert summary.max_pages_total == len(plan.requests) * MAX_PAGES
+    assert summary.max_duration_s == pytest.approx(len(plan.requests) * MAX_PAGES / 4)
+    assert f"{MAX_PAGES} a request at most" in summary.render()
 
 
 def test_summary_of_a_shard(tmp_path: Path) -> None:
@@ -355,3 +360,61 @@ def test_summary_of_a_shard(tmp_path: Path) -> None:
     assert summary.rate_limit == pytest.approx(suite.rate_limit / 3)
     assert summary.min_duration_s == pytest.approx(len(part.requests) / (suite.rate_limit / 3))
     assert "(shard 2/3)" in summary.render()
+
+
+# --- visual search: anchor modes --------------------------------------------------------------
+
+ANCHOR = "2963ac44-2bb0-510a-b047-0920d1538884"
+
+
+def anchor_suite(tmp_path: Path, extra_queries: str = "", granularity: str = "[0, 2]") -> Suite:
+    text = (
+        "name: anchors\ndataset_id: ds1\nbase_url: http://127.0.0.1:1\n"
+        f"modes: [caption, visual]\nsweep: {{textual_similarity_threshold: [0.4, 0.6], "
+        f"granularity: {granularity}}}\nqueries:\n"
+        "  - {id: t, text: a dog}\n"
+        f"  - {{id: v, anchor: {ANCHOR}, labels: [dog, frisbee]}}\n"
+        f"  - {{id: both, text: a dog with a frisbee, anchor: {ANCHOR}}}\n" + extra_queries
+    )
+    return make(tmp_path, text)
+
+
+def test_an_anchor_mode_sends_anchor_media_id_and_no_text(tmp_path: Path) -> None:
+    plan = expand(anchor_suite(tmp_path, granularity="[2]"))
+    spec = next(s for s in plan if s.mode == "visual" and s.query_id == "v")
+    assert spec.params() == {
+        "entity_type": "IMAGES",
+        "threshold": "2",
+        "anchor_media_id": ANCHOR,
+        "anchor_type": "MEDIA",
+        "labels": '["dog","frisbee"]',
+    }
+    assert (spec.via, spec.op, spec.cutoff, spec.setting) == ("anchor", None, None, "g=2")
+    assert (spec.anchor_media_id, spec.query_text) == (ANCHOR, f"anchor:{ANCHOR}")
+
+
+def test_each_mode_asks_the_queries_that_give_what_it_sends(tmp_path: Path) -> None:
+    plan = expand(anchor_suite(tmp_path))
+    asked = {(s.mode, s.query_id) for s in plan}
+    assert asked == {("caption", "t"), ("caption", "both"), ("visual", "v"), ("visual", "both")}
+    # caption: 2 texts x 2 cut-offs x 2 granularities; visual: 2 anchors x 2 granularities.
+    assert Counter(s.mode for s in plan) == {"caption": 8, "visual": 4}
+    settings = {s.setting for s in plan if s.mode == "visual"}
+    assert settings == {"default", "g=2"}  # swept over granularity, no cut-off
+
+
+def test_the_same_anchor_is_one_wire_request_fanned_out(tmp_path: Path) -> None:
+    extra = f"  - {{id: v2, anchor: {ANCHOR}, labels: [frisbee, dog]}}\n"
+    plan = expand(anchor_suite(tmp_path, extra, granularity="[0]"))
+    shared = [r for r in plan.requests if r.mode == "visual" and "v" in r.query_ids]
+    assert len(shared) == 1 and shared[0].query_ids == ("v", "v2")
+    # Without the labels filter the anchor is another request.
+    both = [r for r in plan.requests if r.mode == "visual" and "both" in r.query_ids]
+    assert len(both) == 1 and both[0].wire_key != shared[0].wire_key
+
+
+def test_a_plan_summary_counts_anchor_requests(tmp_path: Path) -> None:
+    suite = anchor_suite(tmp_path)
+    summary = summarise(expand(suite), suite)
+    visual = {c.setting: c.requests for c in summary.per_setting if c.mode == "visual"}
+    assert visual == {"default": 2, "g=2": 2}

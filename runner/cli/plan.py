@@ -8,7 +8,7 @@ from typing import Annotated
 import orjson
 import typer
 
-from runner.cli._app import app, fail
+from runner.cli._app import app, fail, warn
 from runner.errors import VlbenchError
 from runner.plan import expand, parse_shard, shard, summarise
 from runner.suite import load_suite
@@ -23,7 +23,8 @@ def validate(suite: SuiteArg) -> None:
     """Check a suite and every file it names; send nothing, write nothing.
 
     Prints "ok: N queries, M modes, K requests", or the first problem as
-    `file:line: key: what is wrong` with exit code 2.
+    `file:line: key: what is wrong` with exit code 2. What it notices but does not refuse
+    (judgments of query ids the suite lacks) is a `warning:` line on stderr.
     Example: vlbench validate queries/demo.yaml
     """
     try:
@@ -31,6 +32,7 @@ def validate(suite: SuiteArg) -> None:
         requests = len(expand(loaded).requests)
     except VlbenchError as exc:
         fail(exc)
+    warn(loaded.warnings)
     typer.echo(f"ok: {len(loaded.queries)} queries, {len(loaded.modes)} modes, {requests} requests")
 
 
@@ -54,6 +56,7 @@ def plan(
         summary = summarise(the_plan, loaded)
     except VlbenchError as exc:
         fail(exc)
+    warn(loaded.warnings)
     if as_json:
         typer.echo(orjson.dumps(summary.to_dict(), option=orjson.OPT_INDENT_2).decode())
     else:

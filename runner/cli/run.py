@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from runner.cli._app import app, fail
+from runner.cli._app import app, fail, warn
 from runner.errors import UsageError, VlbenchError
 from runner.execute import RunControl, RunResult, run_suite
 from runner.execute.progress import make_progress
@@ -63,6 +63,7 @@ def run(
             raise UsageError(f"--max-requests {max_requests}: must be at least 1")
         shard_of = parse_shard(shard) if shard is not None else None
         loaded = load_suite(suite)
+        warn(loaded.warnings)
         target: Path | bool = run_dir if run_dir is not None else resume
         result = asyncio.run(_run(loaded, out, target, shard_of, quiet, max_requests))
     except VlbenchError as exc:

@@ -13,6 +13,7 @@ import pyarrow as pa
 from runner.api.retry import RetryPolicy
 from runner.errors import RunInterrupted
 from runner.store import RunCounts
+from runner.suite.fields import MAX_PAGES
 
 __all__ = [
     "EXIT_INTERRUPTED",
@@ -30,7 +31,8 @@ __all__ = [
 
 PAGE_SIZE: Final = 100
 # The most pages one request may fetch, whatever the suite says: 100k clusters, then stop.
-PAGE_CAP: Final = 1000
+# The suite refuses a max_pages above it, so the number lives with the suite's checks.
+PAGE_CAP: Final = MAX_PAGES
 EXIT_INTERRUPTED: Final = 130
 
 

@@ -1,8 +1,11 @@
 """A query suite: its models, their field types, the files it names, YAML read with line numbers.
 
-Rooms: `models` (the pydantic suite and `load_suite`), `fields` (constrained field types and
-the messages they fail with), `files` (queries, qrels and labels files), `yaml_lines` (YAML with
-`${ENV}` interpolation and every node's line, so errors land on their line).
+Rooms: `models` (the pydantic suite and `load_suite`), `modes` (how queries are sent: text and
+anchor modes, the sweep), `fields` (constrained field types and the messages they fail with),
+`files` (queries, qrels and labels files), `judging` (grade conflicts, judgments of unknown
+queries), `yaml_lines` (YAML with `${ENV}` interpolation and every node's line, so errors land on
+their line), `yaml_aliases` (what YAML aliases may repeat), `record` (what a run records of
+its suite: the content hash and the judgments table).
 """
 
 from runner.suite.models import (
@@ -17,11 +20,10 @@ from runner.suite.models import (
     Retries,
     Suite,
     Sweep,
-    judgments_table,
     load_suite,
     parse_suite,
-    suite_hash,
 )
+from runner.suite.record import judgments_table, suite_hash
 
 __all__ = [
     "BUILTIN_MODES",

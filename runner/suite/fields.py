@@ -14,10 +14,19 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Final, Literal
+from urllib.parse import quote
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Strict, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Strict,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 __all__ = [
@@ -27,6 +36,9 @@ __all__ = [
     "Granularity",
     "Judgment",
     "Label",
+    "MAX_PAGES",
+    "MAX_QUERY_URL_BYTES",
+    "MediaId",
     "ModeName",
     "NonNegativeFloat",
     "PositiveFloat",
@@ -51,6 +63,17 @@ _JWT_LIKE: Final = re.compile(r"eyJ[\w-]*\.[\w-]*\.[\w-]*")
 # `scheme://user:password@`: everything up to the last `@` before a space or quote is userinfo
 # (a password with a raw `@` or `/` in it is masked whole too; masking a path's `@` is harmless).
 _USERINFO: Final = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^\s'\"]*@")
+# A query text whose URL encoding is longer than this never reaches any deployment of the API:
+# 8 KiB is the request-line limit of common proxies (nginx's default). The local server refuses
+# texts over 2,048 characters (a 422 per request); the hosted API's own limit is undocumented,
+# so the suite refuses only what no deployment can take.
+MAX_QUERY_URL_BYTES: Final = 8192
+# The most pages one request fetches (`runner.execute` takes it from here): a suite asking for
+# more is refused when it is loaded, not silently cut short.
+MAX_PAGES: Final = 1000
+_MEDIA_ID: Final = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
 _RATE: Final = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*/\s*(s|sec|second|min|minute|h|hour)")
 _PER_SECONDS: Final = {
     "s": 1,
@@ -148,6 +171,15 @@ def _non_blank(value: str) -> str:
     return value
 
 
+def _media_id(value: str) -> str:
+    value = value.strip()
+    if not _MEDIA_ID.fullmatch(value):
+        raise ValueError(
+            f"{show(value)} is not a media id (a UUID like 300dad2c-1234-11f1-8483-5a879df30de4)"
+        )
+    return value.lower()
+
+
 def _not_bool(value: object) -> object:
     # `true` is not a number here, though Python says it is 1. Numeric strings are welcome:
     # a quoted "${T:-0.5}" (quoted because [ ] and { } need it) is still a number.
@@ -195,6 +227,7 @@ EnvName = Annotated[str, Strict(), AfterValidator(_env_name)]
 QueryId = Annotated[str, BeforeValidator(id_from_number), Strict(), AfterValidator(_word("id"))]
 Label = Annotated[str, Strict(), AfterValidator(_non_blank)]
 Text = Annotated[str, Strict(), AfterValidator(_non_blank)]
+MediaId = Annotated[str, Strict(), AfterValidator(_media_id)]
 ModeName = Annotated[str, Strict(), AfterValidator(_word("a mode name"))]
 Rate = Annotated[float, BeforeValidator(_parse_rate)]  # requests per second
 
@@ -206,10 +239,17 @@ class SuiteModel(BaseModel):
 
 
 class Query(SuiteModel):
-    """One query: an id (no whitespace), its text, and an optional labels filter ANDed with it."""
+    """One query: an id (no whitespace), its text and/or an anchor, and an optional labels filter.
+
+    `text` is what text modes (caption, fts, semantic) send; `anchor` is a media id (a UUID)
+    that anchor modes (`via: anchor`, visual search) send as `anchor_media_id`. A query gives
+    one or both; each mode asks the queries that give what it sends. The labels filter is
+    ANDed with either.
+    """
 
     id: QueryId
-    text: Text
+    text: Text | None = None
+    anchor: MediaId | None = None
     labels: tuple[Label, ...] | None = None
 
     @field_validator("labels", mode="before")
@@ -219,6 +259,26 @@ class Query(SuiteModel):
         if isinstance(value, list | tuple) and not value:
             raise ValueError("an empty labels filter matches nothing; leave labels out")
         return value
+
+    @model_validator(mode="after")
+    def _sendable(self) -> Query:
+        if self.text is None and self.anchor is None:
+            raise fail("is required (or an anchor: a media id, for visual search)", "text")
+        if self.text is not None and "\x00" in self.text:
+            raise fail(
+                f"query {self.id!r}: the text holds a NUL character (the API refuses it)", "text"
+            )
+        if (
+            self.text is not None
+            and len(encoded := quote(self.text, safe="")) > MAX_QUERY_URL_BYTES
+        ):
+            raise fail(
+                f"query {self.id!r}: the text is {len(self.text):,} characters "
+                f"({len(encoded):,} bytes in a URL); no API takes more than "
+                f"{MAX_QUERY_URL_BYTES:,} (a common proxy's request-line limit)",
+                "text",
+            )
+        return self
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,3 +290,4 @@ class Judgment:
     value: str
     grade: int
     source: str
+    line: int = field(default=0, compare=False)  # its line in its file; 0 when not from a file

@@ -33,6 +33,7 @@ __all__ = [
 ]
 
 _GRADE: Final = re.compile(r"-?\d+")
+_COLUMNS: Final = ("id", "text", "anchor", "labels")
 _UUID: Final = re.compile(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 )
@@ -60,25 +61,32 @@ def display(path: Path) -> str:
 def read_queries(path: Path) -> list[tuple[int, Query]]:
     """Queries from a file, with the line each came from.
 
-    `.tsv`/`.csv`: columns id, text and optional labels ("a,b"), named by a header row (one
-    that starts with `id` or names id and text) or, without one, in that order. Any other
-    file: one query a line, ids q1, q2, ... in order. Blank and # lines are skipped.
+    `.tsv`/`.csv`: columns id, text, anchor and labels ("a,b"), named by a header row (one that
+    starts with `id` or names id and text or anchor; it names id, text or anchor or both, and
+    optionally labels) or, without one, id, text and optional labels in that order. An empty
+    text or anchor cell is none. Any other file: one query text a line, ids q1, q2, ... in
+    order. Blank and # lines are skipped.
     """
+    where = display(path)
     if path.suffix.lower() not in (".tsv", ".csv"):
         return [
-            (n, Query(id=f"q{i}", text=text.strip()))
+            (n, _query(where, n, {"id": f"q{i}", "text": text.strip()}))
             for i, (n, text) in enumerate(_text_lines(path), 1)
         ]
-    where = display(path)
     header: list[str] | None = None
     rows: list[tuple[int, Query]] = []
     for number, row in _table_rows(path):
-        if header is None and (row[0] == "id" or {"id", "text"} <= set(row)):
+        if header is None and (
+            row[0] == "id" or {"id", "text"} <= set(row) or {"id", "anchor"} <= set(row)
+        ):
             header = row
-            unknown = [h for h in header if h not in ("id", "text", "labels")]
-            if "text" not in header or unknown:
+            unknown = [h for h in header if h not in _COLUMNS]
+            if "id" not in header or not {"text", "anchor"} & set(header) or unknown:
                 found = ", ".join(header)
-                reason = f"the header names id, text and optionally labels; found {found}"
+                reason = (
+                    f"the header names id, text or anchor (or both), and optionally labels; "
+                    f"found {found}"
+                )
                 raise SuiteError(reason, path=where, line=number)
             continue
         if header is None:
@@ -86,16 +94,24 @@ def read_queries(path: Path) -> list[tuple[int, Query]]:
         if len(row) != len(header):
             reason = f"expected {len(header)} columns ({', '.join(header)}), found {len(row)}"
             raise SuiteError(reason, path=where, line=number)
-        cells = dict(zip(header, row, strict=True))
-        labels = _split_labels(cells.get("labels", ""))
-        try:
-            query = Query(id=cells["id"], text=cells["text"], labels=labels or None)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            reason = str(first["msg"]).removeprefix("Value error, ")
-            raise SuiteError(reason, path=where, line=number, key=str(first["loc"][0])) from None
-        rows.append((number, query))
+        cells: dict[str, object] = dict(zip(header, row, strict=True))
+        cells["labels"] = _split_labels(str(cells.get("labels", ""))) or None
+        for name, other in (("text", "anchor"), ("anchor", "text")):
+            if cells.get(name) == "" and cells.get(other):  # the query gives the other one
+                del cells[name]
+        rows.append((number, _query(where, number, cells)))
     return rows
+
+
+def _query(where: str, line: int, cells: dict[str, object]) -> Query:
+    """A `Query` of one file line; a bad value is a `SuiteError` at that line, naming the column."""
+    try:
+        return Query.model_validate(cells)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        at = first["loc"] or tuple((first.get("ctx") or {}).get("at", ()))
+        reason = str(first["msg"]).removeprefix("Value error, ")
+        raise SuiteError(reason, path=where, line=line, key=str(at[0]) if at else "") from None
 
 
 class QrelsLine(NamedTuple):
@@ -146,12 +162,12 @@ def read_qrels(path: Path, base: Path) -> Iterator[Judgment]:
     (not judged yet) are skipped.
     """
     source = f"qrels:{_source_name(path, base)}"
-    with path.open(encoding="utf-8") as handle:
-        for row in parse_qrels_lines(handle, path=display(path)):
-            kind: Literal["media_id", "file_name"] = (
-                "media_id" if _UUID.fullmatch(row.doc) else "file_name"
-            )
-            yield Judgment(row.query_id, kind, row.doc, row.grade, source)
+    lines = (text for _, text in _decoded_lines(path))
+    for row in parse_qrels_lines(lines, path=display(path)):
+        kind: Literal["media_id", "file_name"] = (
+            "media_id" if _UUID.fullmatch(row.doc) else "file_name"
+        )
+        yield Judgment(row.query_id, kind, row.doc, row.grade, source, row.line)
 
 
 def read_labels(path: Path, base: Path) -> Iterator[Judgment]:
@@ -171,7 +187,7 @@ def read_labels(path: Path, base: Path) -> Iterator[Judgment]:
         if not qid or not labels:
             key = "query_id" if not qid else "labels"
             raise SuiteError("must not be empty", path=display(path), line=number, key=key)
-        yield from (Judgment(qid, "label", label, 1, source) for label in labels)
+        yield from (Judgment(qid, "label", label, 1, source, number) for label in labels)
 
 
 def _source_name(path: Path, base: Path) -> str:
@@ -182,13 +198,35 @@ def _source_name(path: Path, base: Path) -> str:
         return path.name
 
 
+def _decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text with its line break) of every line of a UTF-8 file (a BOM is dropped).
+
+    A line that is not UTF-8, or a file that cannot be read, raises `SuiteError` naming the file
+    (and the line): never a decoding error, which validation would place on the suite's line 1.
+    """
+    where = display(path)
+    try:
+        with path.open("rb") as handle:
+            # Split at b"\n" only: it never occurs inside a UTF-8 multi-byte character.
+            for number, raw in enumerate(handle, 1):
+                try:
+                    yield number, raw.decode("utf-8-sig" if number == 1 else "utf-8")
+                except UnicodeDecodeError as exc:
+                    reason = (
+                        f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at byte {exc.start + 1} "
+                        "of the line); save the file as UTF-8"
+                    )
+                    raise SuiteError(reason, path=where, line=number) from None
+    except OSError as exc:
+        raise SuiteError(f"cannot be read: {exc.strerror or exc}", path=where) from None
+
+
 def _text_lines(path: Path) -> Iterator[tuple[int, str]]:
     """(line number, line without its line break) of every line not blank or a # comment."""
-    with path.open(encoding="utf-8") as handle:
-        for number, raw in enumerate(handle, 1):
-            line = raw.strip()
-            if line and not line.startswith("#"):
-                yield number, raw.rstrip("\r\n")
+    for number, raw in _decoded_lines(path):
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            yield number, raw.rstrip("\r\n")
 
 
 def _split_labels(text: str) -> tuple[str, ...]:
@@ -196,13 +234,36 @@ def _split_labels(text: str) -> tuple[str, ...]:
 
 
 def _table_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
-    """(line, stripped cells) of a TSV (no quoting: a quote is text) or CSV file."""
-    with path.open(encoding="utf-8", newline="") as handle:
-        if path.suffix.lower() == ".tsv":
-            reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-        else:
-            reader = csv.reader(handle)
-        for row in reader:
-            cells = [cell.strip() for cell in row]
-            if any(cells) and not cells[0].startswith("#"):
-                yield reader.line_num, cells
+    """(line, stripped cells) of a TSV (no quoting: a quote is text) or CSV file.
+
+    A CSV record is one line: a quote that is not closed on the line it opens on would swallow
+    the lines after it into one query's text, so it is refused at that line.
+    """
+    where = display(path)
+    lines = (text for _, text in _decoded_lines(path))
+    if path.suffix.lower() == ".tsv":
+        reader = csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
+    else:
+        reader = csv.reader(lines, strict=True)
+    start = 1  # the line the next record starts on
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            if "end of data" in str(exc):
+                raise SuiteError(_UNCLOSED, path=where, line=start) from None
+            raise SuiteError(f"not valid CSV: {exc}", path=where, line=reader.line_num) from None
+        if reader.line_num > start:
+            raise SuiteError(_UNCLOSED, path=where, line=start)
+        cells = [cell.strip() for cell in row]
+        if any(cells) and not cells[0].startswith("#"):
+            yield start, cells
+        start = reader.line_num + 1
+
+
+_UNCLOSED: Final = (
+    "a quote opened on this line is not closed on it (a query is one line); close it, "
+    'and write a quote inside quotes as ""'
+)

@@ -14,28 +14,23 @@ value is typed after the replacement (`concurrency: ${N:-8}` is the integer 8); 
 `{...}` YAML needs quotes (`[0.5, "${T:-0.7}"]`), and numeric keys take numeric strings. An unset
 variable with no default is an error.
 
-`suite_hash` says what is asked and how it is judged (queries, modes, sweep, defaults, pages,
-dataset, judgments), not how fast or where: rate limit, concurrency, retries, auth and base_url
-do not change it. `judgments_table` gives every judgment in `JUDGMENTS_SCHEMA`.
-
 This module is the front door and holds the models; the rest lives beside it:
-`runner.suite.fields` (the value types, `Query`, `Judgment`), `runner.suite.files` (reading
-queries, qrels and labels files) and `runner.suite.yaml_lines` (YAML with lines, interpolation, and
-validation errors put on their line).
+`runner.suite.fields` (the value types, `Query`, `Judgment`), `runner.suite.modes` (`Mode`,
+`Sweep`), `runner.suite.files` (reading queries, qrels and labels files), `runner.suite.judging`
+(grade conflicts, judgments of unknown queries), `runner.suite.yaml_lines` (YAML with lines,
+interpolation, and validation errors put on their line) and `runner.suite.record` (`suite_hash`,
+`judgments_table`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Final, Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-import orjson
-import pyarrow as pa
 from pydantic import (
     Field,
     PrivateAttr,
@@ -47,8 +42,8 @@ from pydantic import (
 )
 
 from runner.errors import SuiteError
-from runner.schema import JUDGMENTS_SCHEMA
 from runner.suite.fields import (
+    MAX_PAGES,
     EnvName,
     Granularity,
     Judgment,
@@ -61,13 +56,14 @@ from runner.suite.fields import (
     QueryId,
     Rate,
     SuiteModel,
-    Unit,
     fail,
     id_from_number,
     one_or_many,
     show,
 )
 from runner.suite.files import display, existing, read_labels, read_qrels, read_queries
+from runner.suite.judging import Judged, OnConflict, foreign_queries, merge_grades
+from runner.suite.modes import BUILTIN_MODES, TEXT_MODES, Mode, Sweep
 from runner.suite.yaml_lines import load_yaml, place_error
 
 __all__ = [
@@ -82,10 +78,8 @@ __all__ = [
     "Retries",
     "Suite",
     "Sweep",
-    "judgments_table",
     "load_suite",
     "parse_suite",
-    "suite_hash",
 ]
 
 
@@ -113,7 +107,9 @@ class Retries(SuiteModel):
 
 
 class Pagination(SuiteModel):
-    """Pages fetched per request: a number, or `all` (until an empty or short page)."""
+    """Pages fetched per request: a number up to `MAX_PAGES`, or `all` (until an empty or short
+    page, `MAX_PAGES` at most): the client fetches no more, so a suite may not ask for more.
+    """
 
     max_pages: int | Literal["all"] = 1
 
@@ -122,8 +118,13 @@ class Pagination(SuiteModel):
     def _pages(cls, value: object) -> object:
         if value == "all":
             return value
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_PAGES:
             return value
+        if isinstance(value, int) and not isinstance(value, bool) and value > MAX_PAGES:
+            raise ValueError(
+                f"{value} pages is more than the {MAX_PAGES:,} a request fetches at most "
+                f"({MAX_PAGES * 100:,} clusters); write at most {MAX_PAGES}, or all"
+            )
         raise ValueError(f"{show(value)} is not a page count; write a whole number >= 1, or all")
 
 
@@ -142,71 +143,21 @@ class Defaults(SuiteModel):
         return self.granularity
 
 
-class Mode(SuiteModel):
-    """How a query is sent: `via: caption` (`?caption=`), or `via: vql` with `op: fts|semantic`."""
-
-    via: Literal["caption", "vql"]
-    op: Literal["fts", "semantic"] | None = None
-
-    @model_validator(mode="after")
-    def _op_fits_via(self) -> Mode:
-        if self.via == "caption" and self.op is not None:
-            raise fail("via caption takes no op (it sends ?caption=...)", "op")
-        if self.via == "vql" and self.op is None:
-            raise fail("via vql needs op: fts or semantic", "op")
-        return self
-
-    @property
-    def kind(self) -> Literal["caption", "fts", "semantic"]:
-        """caption, fts or semantic: which sweep list applies and how the request is built."""
-        return "caption" if self.op is None else self.op
-
-
-BUILTIN_MODES: Final[Mapping[str, Mode]] = {
-    "caption": Mode(via="caption"),
-    "fts": Mode(via="vql", op="fts"),
-    "semantic": Mode(via="vql", op="semantic"),
-}
-
-
-class Sweep(SuiteModel):
-    """Values tried one by one, each a separate setting of the modes that use it.
-
-    An empty list sends no such parameter (the server's default cut-off, setting `default`);
-    an empty `granularity` uses `defaults.granularity`.
-    """
-
-    textual_similarity_threshold: tuple[Unit, ...] = ()  # caption modes
-    semantic_threshold: tuple[Unit, ...] = ()  # vql semantic modes
-    granularity: tuple[Granularity, ...] = ()  # every mode
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _listify(cls, value: object) -> object:
-        return one_or_many(value)
-
-    @model_validator(mode="after")
-    def _no_repeats(self) -> Sweep:
-        for name in ("textual_similarity_threshold", "semantic_threshold", "granularity"):
-            values: tuple[float, ...] = getattr(self, name)
-            for i, value in enumerate(values):
-                if value in values[:i]:
-                    raise fail(f"{value!r} is listed twice", name, i)
-        return self
-
-
 class Judgments(SuiteModel):
     """Where relevance judgments come from; any number of each.
 
     `qrels`: TREC files `query_id 0 doc grade`, doc a media id (a UUID) or a file name.
     `by_labels`: query id -> labels; a hit carrying one of them is relevant (silver judgments).
     `labels_file`: TSV files `query_id<TAB>label,label`, the same as `by_labels`.
+    `on_conflict`: what to do when qrels lines grade one (query, doc) differently: `error`
+    (refuse, naming both lines), or keep the `max`, the `min` or the `last` grade read.
     Paths are relative to the suite file.
     """
 
     qrels: tuple[Path, ...] = ()
     by_labels: dict[QueryId, tuple[Label, ...]] = Field(default_factory=dict)
     labels_file: tuple[Path, ...] = ()
+    on_conflict: OnConflict = "error"
 
     @field_validator("qrels", "labels_file", mode="before")
     @classmethod
@@ -241,7 +192,9 @@ class Suite(SuiteModel):
     retries: Retries = Retries()
     pagination: Pagination = Pagination()
     defaults: Defaults = Defaults()
-    modes: dict[ModeName, Mode] = Field(default_factory=lambda: dict(BUILTIN_MODES))
+    modes: dict[ModeName, Mode] = Field(
+        default_factory=lambda: {name: BUILTIN_MODES[name] for name in TEXT_MODES}
+    )
     sweep: Sweep = Sweep()
     queries: tuple[Query, ...] = ()
     queries_file: Path | None = None
@@ -249,6 +202,7 @@ class Suite(SuiteModel):
 
     _source_path: Path | None = PrivateAttr(None)
     _judgments: tuple[Judgment, ...] = PrivateAttr(())
+    _warnings: tuple[str, ...] = PrivateAttr(())
 
     @property
     def source_path(self) -> Path | None:
@@ -259,6 +213,11 @@ class Suite(SuiteModel):
     def judgments_rows(self) -> tuple[Judgment, ...]:
         """Every judgment of every source, in file order."""
         return self._judgments
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """What loading noticed but did not refuse, one line each (the CLI prints `warning: `)."""
+        return self._warnings
 
     @field_validator("name")
     @classmethod
@@ -321,23 +280,24 @@ class Suite(SuiteModel):
         base = Path(context.get("base_dir") or Path.cwd())
         self._source_path = context.get("source")
         self._check_target_and_modes()
-        query_ids = self._gather_queries(base)
-        self._judgments = tuple(self._read_judgments(base, query_ids))
+        file_lines = self._gather_queries(base)
+        self._pair_modes_and_queries(file_lines)
+        self._judgments = tuple(self._read_judgments(base, {q.id for q in self.queries}))
         return self
 
     def _check_target_and_modes(self) -> None:
         if self.base_url is not None and self.dataset_id is None:
             raise fail("a base_url needs a dataset_id (the dataset to search)", "base_url")
         if not self.modes:
-            raise fail("no modes: name at least one (caption, fts, semantic)", "modes")
+            raise fail("no modes: name at least one (caption, fts, semantic, visual)", "modes")
         seen: dict[tuple[str, str | None], str] = {}
         for name, mode in self.modes.items():
             twin = seen.setdefault((mode.via, mode.op), name)
             if twin != name:
                 raise fail(f"sends the same requests as mode {twin!r}", "modes", name)
 
-    def _gather_queries(self, base: Path) -> set[str]:
-        """Check inline ids, append the queries of `queries_file`; every query id."""
+    def _gather_queries(self, base: Path) -> dict[str, tuple[str, int]]:
+        """Check inline ids, append the queries of `queries_file`; (file, line) of those."""
         queries = list(self.queries)
         first: dict[str, int] = {}
         for i, query in enumerate(queries):
@@ -346,6 +306,7 @@ class Suite(SuiteModel):
                 raise fail(f"duplicate query id {query.id!r} {also}", "queries", i, "id")
             first[query.id] = i
         inline = dict(first)
+        file_lines: dict[str, tuple[str, int]] = {}
         if self.queries_file is not None:
             path = existing(self.queries_file, base, "queries_file")
             for line, query in read_queries(path):
@@ -358,6 +319,7 @@ class Suite(SuiteModel):
                     reason = f"duplicate query id {query.id!r}"
                     raise SuiteError(reason, path=where, line=line, key="id")
                 first[query.id] = len(queries)
+                file_lines[query.id] = (display(path), line)
                 queries.append(query)
             # Validation finishes building the suite: the file's queries and the resolved path
             # are part of it, so every reader sees one complete, frozen suite.
@@ -365,9 +327,37 @@ class Suite(SuiteModel):
             object.__setattr__(self, "queries", tuple(queries))
         if not queries:
             raise fail("no queries: give queries or queries_file", "queries")
-        return set(first)
+        return file_lines
+
+    def _pair_modes_and_queries(self, file_lines: Mapping[str, tuple[str, int]]) -> None:
+        """Every mode has queries to send, and every query a mode that sends it.
+
+        A suite that names no modes gets the text modes when a query gives a text, and
+        `visual` when one gives an anchor.
+        """
+        if "modes" not in self.model_fields_set:
+            names = [*(TEXT_MODES if any(q.text for q in self.queries) else ())]
+            names += ["visual"] if any(q.anchor for q in self.queries) else []
+            object.__setattr__(self, "modes", {name: BUILTIN_MODES[name] for name in names})
+        for name, mode in self.modes.items():
+            if not any(_gives(query, mode.sends) for query in self.queries):
+                what = "an anchor (a media id)" if mode.sends == "anchor" else "a text"
+                raise fail(f"no query gives {what} for this mode to send", "modes", name)
+        sent = {mode.sends for mode in self.modes.values()}
+        for i, query in enumerate(self.queries):
+            if any(_gives(query, what) for what in sent):
+                continue
+            what = "an anchor" if query.anchor else "a text"
+            fix = "add a mode with via: anchor (e.g. visual)" if query.anchor else "add a text mode"
+            reason = f"query {query.id!r} gives {what}, but no mode sends one: {fix}"
+            key = "anchor" if query.anchor else "text"
+            if query.id in file_lines:
+                where, line = file_lines[query.id]
+                raise SuiteError(reason, path=where, line=line, key=key)
+            raise fail(reason, "queries", i, key)
 
     def _read_judgments(self, base: Path, query_ids: set[str]) -> Iterator[Judgment]:
+        """by_labels, then qrels (grades merged by `on_conflict`), then labels files."""
         for qid, labels in self.judgments.by_labels.items():
             if qid not in query_ids:
                 at = ("judgments", "by_labels", qid)
@@ -382,10 +372,16 @@ class Suite(SuiteModel):
         )
         object.__setattr__(self.judgments, "qrels", qrels)  # resolved, as above
         object.__setattr__(self.judgments, "labels_file", labels_files)
-        for path in qrels:
-            yield from read_qrels(path, base)
-        for path in labels_files:
-            yield from read_labels(path, base)
+        graded = [Judged(display(p), j) for p in qrels for j in read_qrels(p, base)]
+        labelled = [Judged(display(p), j) for p in labels_files for j in read_labels(p, base)]
+        warning = foreign_queries(graded + labelled, query_ids)
+        self._warnings += (warning,) if warning else ()
+        yield from merge_grades(graded, self.judgments.on_conflict)
+        yield from (row.judgment for row in labelled)
+
+
+def _gives(query: Query, what: Literal["text", "anchor"]) -> bool:
+    return (query.anchor if what == "anchor" else query.text) is not None
 
 
 # --- the front door ---------------------------------------------------------------------------
@@ -398,8 +394,13 @@ def load_suite(path: str | os.PathLike[str], *, env: Mapping[str, str] | None = 
     """
     file = Path(path)
     try:
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        data = file.read_bytes()
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        reason = f"not UTF-8 text (byte 0x{data[exc.start]:02x}); save the file as UTF-8"
+        raise SuiteError(reason, path=str(path), line=line) from None
+    except OSError as exc:
         reason = (
             "no such file"
             if isinstance(exc, FileNotFoundError)
@@ -420,36 +421,3 @@ def parse_suite(
         return Suite.model_validate(doc.data, context=context)
     except ValidationError as exc:
         raise place_error(exc, doc, str(path), Suite) from None
-
-
-def suite_hash(suite: Suite) -> str:
-    """16 hex digits over what the suite asks and how it is judged; stable across machines.
-
-    Independent of key order, of query order and of where the files lie; the rate limit,
-    concurrency, retries, timeouts, auth and base_url are not part of it.
-    """
-    content = {
-        "version": 1,
-        "name": suite.name,
-        "dataset_id": suite.dataset_id,
-        "defaults": suite.defaults.model_dump(),
-        "pagination": suite.pagination.model_dump(),
-        "modes": {name: mode.model_dump() for name, mode in suite.modes.items()},
-        "sweep": suite.sweep.model_dump(),
-        "queries": sorted([q.id, q.text, list(q.labels or ())] for q in suite.queries),
-        "judgments": sorted([j.query_id, j.kind, j.value, j.grade] for j in suite.judgments_rows),
-    }
-    return hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
-
-
-def judgments_table(suite: Suite) -> pa.Table:
-    """Every judgment of the suite as a table in `JUDGMENTS_SCHEMA` (the run copies it in)."""
-    rows = suite.judgments_rows
-    columns = {
-        "query_id": [j.query_id for j in rows],
-        "kind": [j.kind for j in rows],
-        "value": [j.value for j in rows],
-        "grade": [j.grade for j in rows],
-        "source": [j.source for j in rows],
-    }
-    return pa.Table.from_pydict(columns, schema=JUDGMENTS_SCHEMA)

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ValidationError
 
 from runner.errors import SuiteError
 from runner.suite.fields import ENV_NAME, FAIL_TYPE, mask_userinfo, show
+from runner.suite.yaml_aliases import BoundedLoader
 
 __all__ = ["Document", "Interpolation", "KeyPath", "load_yaml", "place_error"]
 
@@ -96,13 +97,18 @@ def load_yaml(text: str, where: str, env: Mapping[str, str]) -> Document:
     """Parse one YAML mapping, recording lines and interpolating `${VAR}` from `env`.
 
     `where` names the text in errors. Raises `SuiteError` for text that is not YAML, is not a
-    mapping, repeats a key, or names an unset variable with no default.
+    mapping, repeats a key, names an unset variable with no default, or has aliases that repeat
+    too much (`runner.suite.yaml_aliases`).
     """
-    loader = yaml.SafeLoader(text)
+    loader = BoundedLoader(text)
     try:
         root = loader.get_single_node()
         if root is None:
             raise SuiteError("the suite is empty", path=where, line=1)
+        problem = loader.alias_problem()  # before anything walks what the aliases repeat
+        if problem is not None:
+            reason, line, at = problem
+            raise SuiteError(reason, path=where, line=line, key=_key(at))
         doc = Document(None, {(): root.start_mark.line + 1}, {})
         _walk(root, (), doc, where, env, loader, {})
         doc.data = loader.construct_document(root)
@@ -128,7 +134,7 @@ def _walk(
     doc: Document,
     where: str,
     env: Mapping[str, str],
-    loader: yaml.SafeLoader,
+    loader: BoundedLoader,
     done: dict[int, Interpolation | None],
 ) -> None:
     """Record the line of every key and item, refuse duplicate keys, interpolate scalars.
