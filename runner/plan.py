@@ -43,6 +43,7 @@ __all__ = [
     "parse_shard",
     "shard",
     "summarise",
+    "wire_params",
 ]
 
 # The key namespace of a suite that names no dataset (the embedded server's demo dataset).
@@ -59,7 +60,7 @@ def _digest(*parts: str) -> str:
     return hashlib.sha256("\0".join((_KEY_VERSION, *parts)).encode()).hexdigest()[:16]
 
 
-def _wire_params(
+def wire_params(
     text: str,
     op: Literal["fts", "semantic"] | None,
     entity_type: str,
@@ -113,7 +114,7 @@ class RequestSpec:
     def params(self) -> dict[str, str]:
         """The exact query-string parameters, VQL JSON-encoded (page_number not included)."""
         op = None if self.via == "caption" else self.op
-        return _wire_params(
+        return wire_params(
             self.query_text, op, self.entity_type, self.threshold, self.cutoff, self.labels_filter
         )
 
@@ -201,7 +202,7 @@ def expand(suite: Suite) -> Plan:
         for name, mode in suite.modes.items():
             op = None if mode.via == "caption" else mode.op
             for setting, cutoff, granularity in grids[name]:
-                params = _wire_params(query.text, op, entity_type, granularity, cutoff, labels)
+                params = wire_params(query.text, op, entity_type, granularity, cutoff, labels)
                 canonical = orjson.dumps(params, option=orjson.OPT_SORT_KEYS).decode()
                 wire_key = _digest(dataset, canonical)
                 spec = RequestSpec(

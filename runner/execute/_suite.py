@@ -17,6 +17,7 @@ from runner import __version__
 from runner.api.client import ExploreClient, TokenSource
 from runner.api.pacer import Pacer
 from runner.errors import RunError, UsageError
+from runner.execute._contract import record_contract
 from runner.execute._preflight import preflight
 from runner.execute._schedule import run_plan
 from runner.execute._types import (
@@ -82,9 +83,12 @@ async def run_suite(
             seed=seed,
         )
         with writer:
-            return await run_plan(
+            result = await run_plan(
                 plan, writer, client=client, options=options, control=control, progress=progress
             )
+    if result.status != "failed":
+        await asyncio.to_thread(record_contract, result.run_dir)
+    return result
 
 
 @contextlib.asynccontextmanager
