@@ -46,6 +46,7 @@ __all__ = [
     "parse_shard",
     "shard",
     "summarise",
+    "wire_params",
 ]
 
 # The key namespace of a suite that names no dataset (the embedded server's demo dataset).
@@ -62,7 +63,7 @@ def _digest(*parts: str) -> str:
     return hashlib.sha256("\0".join((_KEY_VERSION, *parts)).encode()).hexdigest()[:16]
 
 
-def _wire_params(
+def wire_params(
     text: str,
     op: Literal["fts", "semantic"] | None,
     entity_type: str,
@@ -127,7 +128,7 @@ class RequestSpec:
     def params(self) -> dict[str, str]:
         """The exact query-string parameters, VQL JSON-encoded (page_number not included)."""
         op = None if self.via == "caption" else self.op
-        return _wire_params(
+        return wire_params(
             self.query_text,
             op,
             self.entity_type,
@@ -226,7 +227,7 @@ def expand(suite: Suite) -> Plan:
                 continue
             op = None if mode.via == "caption" else mode.op
             for setting, cutoff, granularity in grids[name]:
-                params = _wire_params(text, op, entity_type, granularity, cutoff, labels, anchor)
+                params = wire_params(text, op, entity_type, granularity, cutoff, labels, anchor)
                 canonical = orjson.dumps(params, option=orjson.OPT_SORT_KEYS).decode()
                 wire_key = _digest(dataset, canonical)
                 spec = RequestSpec(

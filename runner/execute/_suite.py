@@ -19,6 +19,7 @@ from runner.api.client import ExploreClient
 from runner.api.pacer import Pacer
 from runner.api.retry import RetryPolicy
 from runner.errors import RunError, RunInterrupted, UsageError
+from runner.execute._contract import record_contract
 from runner.execute._preflight import Preflight, preflight
 from runner.execute._schedule import run_plan
 from runner.execute._types import (
@@ -82,9 +83,12 @@ async def run_suite(
             seed=seed,
         )
         with writer:
-            return await run_plan(
+            result = await run_plan(
                 plan, writer, client=client, options=options, control=control, progress=progress
             )
+    if result.status != "failed":
+        await asyncio.to_thread(record_contract, result.run_dir)
+    return result
 
 
 @contextlib.asynccontextmanager
