@@ -34,7 +34,9 @@ def judge(
     ] = None,
     qrels: Annotated[
         list[Path] | None,
-        typer.Option("--qrels", help="Extra TREC qrels file (repeatable): hits it judges are done."),
+        typer.Option(
+            "--qrels", help="Extra TREC qrels file (repeatable): hits it judges are done."
+        ),
     ] = None,
 ) -> None:
     """Grade the run's unjudged top-k hits in a local web page; print its URL; Ctrl-C closes it.
@@ -60,7 +62,9 @@ def judge(
         what = "graded by another rater" if overlap else "left unjudged"
         typer.echo(f"nothing to judge: no hit in the top {k} is {what}", err=True)
         return
-    typer.echo(f"{total} hits to judge ({done} already graded by {rater}); Ctrl-C to stop", err=True)
+    typer.echo(
+        f"{total} hits to judge ({done} already graded by {rater}); Ctrl-C to stop", err=True
+    )
     try:
         run_judge(session, port=port, ready=lambda url: typer.echo(url))
     except OSError as exc:

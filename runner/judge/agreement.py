@@ -8,7 +8,7 @@ disagree about (expected disagreement 0).
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -46,7 +46,7 @@ def krippendorff_alpha_ordinal(units: Sequence[Sequence[int]]) -> float | None:
     α = 1 − (n − 1) · Σ o_ck δ²_ck / Σ_{c,k} n_c n_k δ²_ck (Krippendorff 2011).
     """
     pairable = [list(u) for u in units if len(u) >= 2]
-    coincidence: Counter[tuple[int, int]] = Counter()
+    coincidence: dict[tuple[int, int], float] = defaultdict(float)
     for grades in pairable:
         m = len(grades)
         for i, c in enumerate(grades):
@@ -54,7 +54,7 @@ def krippendorff_alpha_ordinal(units: Sequence[Sequence[int]]) -> float | None:
                 if i != j:
                     coincidence[(c, k)] += 1.0 / (m - 1)
     values = sorted({c for c, _ in coincidence})
-    n_c = {c: sum(coincidence[(c, k)] for k in values) for c in values}
+    n_c = {c: sum(coincidence.get((c, k), 0.0) for k in values) for c in values}
     n = sum(n_c.values())
     if n <= 1 or len(values) < 2:
         return None

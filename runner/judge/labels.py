@@ -53,6 +53,7 @@ __all__ = [
     "compact",
     "consensus",
     "rater_stacks",
+    "qrels_text",
     "read_log",
     "standing_labels",
     "store_dir",
@@ -71,7 +72,7 @@ SOURCE: Final = "vlbench judge"
 
 _RATER: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _LOG_SCHEMA: Final = pl.Schema(
-    {
+    {  # type: ignore[arg-type]  # polars' stubs do not take a Struct in a dict literal
         "time": pl.Datetime("ms", "UTC"),
         "rater": pl.String,
         "op": pl.String,
@@ -249,7 +250,7 @@ def consensus(standing: pl.DataFrame) -> pl.DataFrame:
 
 
 def store_judgments(run_dir: Path | str, *, rater: str | None = None) -> pl.DataFrame:
-    """The store's labels as JUDGMENTS_SCHEMA rows (kind media_id): the consensus, or one rater's."""
+    """The store's labels as JUDGMENTS_SCHEMA rows (kind media_id): consensus, or one rater's."""
     standing = standing_labels(read_log(store_dir(run_dir)))
     if rater is not None:
         grades = standing.filter(pl.col("rater") == rater).drop("rater")
@@ -267,7 +268,8 @@ def store_judgments(run_dir: Path | str, *, rater: str | None = None) -> pl.Data
     )
 
 
-def _qrels_text(grades: pl.DataFrame) -> bytes:
+def qrels_text(grades: pl.DataFrame) -> bytes:
+    """Grades (`query_id, media_id, grade`) as the lines of a TREC qrels file."""
     lines = [f"{q} 0 {m} {g}" for q, m, g in grades.select("query_id", "media_id", "grade").rows()]
     return ("\n".join(lines) + "\n" if lines else "").encode()
 
@@ -283,6 +285,6 @@ def compact(store: Path) -> pl.DataFrame:
     os.replace(temp, store / PARQUET_FILE)
     (store / QRELS_DIR).mkdir(exist_ok=True)
     for (rater,), grades in standing.group_by("rater"):
-        atomic_write_bytes(store / QRELS_DIR / f"{rater}.qrels", _qrels_text(grades))
-    atomic_write_bytes(store / CONSENSUS_FILE, _qrels_text(consensus(standing)))
+        atomic_write_bytes(store / QRELS_DIR / f"{rater}.qrels", qrels_text(grades))
+    atomic_write_bytes(store / CONSENSUS_FILE, qrels_text(consensus(standing)))
     return standing

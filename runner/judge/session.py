@@ -201,9 +201,7 @@ def _items(
             caption=row["caption"],
             best_rank=row["best_rank"],
             ranks=ranks.get((row["query_id"], row["media_id"]), {}),
-            thumb=_thumb(
-                thumbs.get((row["query_id"], row["media_id"])), row["file_name"], images
-            ),
+            thumb=_thumb(thumbs.get((row["query_id"], row["media_id"])), row["file_name"], images),
         )
         for row in todo.iter_rows(named=True)
     ]
@@ -217,9 +215,11 @@ def _select(todo: pl.DataFrame, standing: pl.DataFrame, rater: str, overlap: boo
     if overlap:
         return todo.join(others, on=keys, how="semi")
     fresh = todo.join(others, on=keys, how="anti")
-    return pl.concat([fresh, todo.join(own, on=keys, how="semi")]).unique(
-        keys, keep="first", maintain_order=True
-    ).sort("query_id", "best_rank", "media_id")
+    return (
+        pl.concat([fresh, todo.join(own, on=keys, how="semi")])
+        .unique(keys, keep="first", maintain_order=True)
+        .sort("query_id", "best_rank", "media_id")
+    )
 
 
 def open_session(
