@@ -14,7 +14,6 @@ __all__ = ["app", "main"]
 
 # Command groups, each a module of this package that registers on `app` when imported.
 _COMMAND_MODULES = ("serve", "dataset", "token", "plan", "run", "evaluate", "export", "history")
-_COMMAND_MODULES += ("judge",)
 
 for _name in _COMMAND_MODULES:
     importlib.import_module(f"runner.cli.{_name}")
