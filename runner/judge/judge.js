@@ -135,30 +135,35 @@ async function undo() {
   }
 }
 
+function actionFor(key) {
+  if (/^[0-9]$/.test(key)) return () => grade(Number(key)); // the server refuses 4-9
+  if (key === "u" || key === "U") return undo;
+  const last = state.flat.length - 1;
+  if (key === "ArrowRight") return () => { state.pos = Math.min(state.pos + 1, last); };
+  if (key === "ArrowLeft") return () => { state.pos = Math.max(state.pos - 1, 0); };
+  if (key === "ArrowDown") return () => moveQuery(1);
+  if (key === "ArrowUp") return () => moveQuery(-1);
+  return null;
+}
+
 async function onKey(event) {
-  if (event.ctrlKey || event.metaKey || event.altKey || !state.flat.length || state.busy) return;
-  const key = event.key;
-  let action = null;
-  if (/^[0-9]$/.test(key)) action = () => grade(Number(key));
-  else if (key === "u" || key === "U") action = undo;
-  else if (key === "ArrowRight") action = () => { state.pos = Math.min(state.pos + 1, state.flat.length - 1); };
-  else if (key === "ArrowLeft") action = () => { state.pos = Math.max(state.pos - 1, 0); };
-  else if (key === "ArrowDown") action = () => moveQuery(1);
-  else if (key === "ArrowUp") action = () => moveQuery(-1);
-  if (!action) return;
-  event.preventDefault();
-  state.busy = true;
-  try {
-    await action();
-    $("status").textContent = "";
-  } catch (err) {
-    $("status").textContent = err.message;
-  } finally {
-    state.busy = false;
-    render();
-    // How many keys were handled: tests wait on it rather than on time.
-    document.body.dataset.handled = String(Number(document.body.dataset.handled || 0) + 1);
+  const modified = event.ctrlKey || event.metaKey || event.altKey;
+  const action = modified || !state.flat.length || state.busy ? null : actionFor(event.key);
+  if (action) {
+    event.preventDefault();
+    state.busy = true;
+    try {
+      await action();
+      $("status").textContent = "";
+    } catch (err) {
+      $("status").textContent = err.message;
+    } finally {
+      state.busy = false;
+      render();
+    }
   }
+  // How many keys were handled (acted on or not): tests wait on it rather than on time.
+  document.body.dataset.handled = String(Number(document.body.dataset.handled || 0) + 1);
 }
 
 async function start() {

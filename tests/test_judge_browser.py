@@ -1,0 +1,181 @@
+"""The judging page in headless Chromium: keys grade, reload resumes, two raters, qrels as typed.
+
+Set VLBENCH_SCREENSHOTS=1 to also save reports/screenshots/judge.png (for the README);
+VLBENCH_SCREENSHOT_RUN=<run dir> takes it of that run (e.g. the demo's) instead.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from run_builder import build_run, hit, judgment
+from selenium.webdriver.chrome.webdriver import WebDriver
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.ui import WebDriverWait
+from test_browser_report import SCREENSHOTS, _screenshot, _severe, driver  # noqa: F401
+
+from runner.judge.app import JudgeThread
+from runner.judge.labels import compact, read_log, standing_labels, store_dir
+from runner.judge.session import open_session
+
+pytestmark = pytest.mark.browser
+
+PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010802000000907753de"
+    "0000000c4944415408d763f8cfc000000301010018dd8db00000000049454e44ae426082"
+)
+
+
+def _run(tmp_path: Path) -> Path:
+    hits = [hit("q1", f"m{i}", caption=f"a caption of m{i}") for i in range(1, 5)]
+    hits += [hit("q1", "m3", mode="fts"), hit("q1", "m9", mode="fts", caption="only fts")]
+    hits += [hit("q2", f"n{i}", caption=f"<b>n{i}</b>") for i in range(1, 4)]
+    return build_run(tmp_path, hits=hits, judgments=[judgment("q1", "m1", 2)])
+
+
+def _open(driver: WebDriver, url: str) -> None:
+    driver.get(url)
+    WebDriverWait(driver, 30).until(
+        lambda d: d.execute_script("return document.body.dataset.ready") == "true"
+    )
+
+
+def _press(driver: WebDriver, *keys: str) -> None:
+    """Press keys one at a time, each after the page handled the one before."""
+    for key in keys:
+        before = int(driver.execute_script("return document.body.dataset.handled || 0"))
+        driver.find_element(By.TAG_NAME, "body").send_keys(key)
+        WebDriverWait(driver, 30).until(
+            lambda d, n=before: int(d.execute_script("return document.body.dataset.handled || 0"))
+            > n
+        )
+
+
+def _current(driver: WebDriver) -> tuple[str, str]:
+    query = driver.find_element(By.ID, "query-id").text
+    return query, driver.find_element(By.CSS_SELECTOR, ".card.current").get_attribute("data-media")
+
+
+def _progress(driver: WebDriver) -> tuple[int, int]:
+    bar = driver.find_element(By.ID, "progress")
+    return int(bar.get_attribute("data-done")), int(bar.get_attribute("data-total"))
+
+
+def test_keys_grade_reload_resumes_undo_and_qrels_equal_what_was_typed(
+    driver: WebDriver, tmp_path: Path
+) -> None:
+    run = _run(tmp_path)
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "m3.jpg").write_bytes(PNG)
+    session = open_session(run, rater="ana", k=5, images=images)
+    typed: dict[tuple[str, str], int] = {}
+    with JudgeThread(session) as url:
+        _open(driver, url)
+        assert _progress(driver) == (0, 7)
+        assert driver.find_element(By.ID, "query-text").text == "text of q1"
+        # The hit with an image shows it; the others show their caption and file name.
+        card = driver.find_element(By.CSS_SELECTOR, '.card[data-media="m3"]')
+        width = driver.execute_script("return arguments[0].querySelector('img').naturalWidth", card)
+        assert width == 1
+        text = driver.find_element(By.CSS_SELECTOR, '.card[data-media="m9"]').text
+        assert "only fts" in text and "m9.jpg" in text and "fts #2" in text
+        for grade in ("2", "0", "3"):
+            typed[_current(driver)] = int(grade)
+            _press(driver, grade)
+        assert _progress(driver) == (3, 7)
+        driver.refresh()  # reload: the grades are there and the page resumes at the next hit
+        _open(driver, url)
+        assert _progress(driver) == (3, 7)
+        for key, grade in typed.items():
+            if key[0] == driver.find_element(By.ID, "query-id").text:
+                selector = f'.card[data-media="{key[1]}"]'
+                assert driver.find_element(By.CSS_SELECTOR, selector).get_attribute(
+                    "data-grade"
+                ) == str(grade)
+        assert _current(driver) not in typed
+        typed[_current(driver)] = 1
+        _press(driver, "1")
+        last = _current(driver)
+        _press(driver, "u")  # takes back the 1 and goes back to it
+        del typed[next(reversed(typed))]
+        assert _progress(driver) == (3, 7) and _current(driver) != last
+        _press(driver, Keys.ARROW_DOWN)  # the next query
+        assert driver.find_element(By.ID, "query-id").text == "q2"
+        assert "<b>n1</b>" in driver.find_element(By.ID, "hits").text  # text, not markup
+        typed[_current(driver)] = 3
+        _press(driver, "3", Keys.ARROW_UP)
+        assert driver.find_element(By.ID, "query-id").text == "q1"
+        _press(driver, "7")  # not on the scale: the server's message, nothing recorded
+        assert driver.find_element(By.ID, "status").text.startswith("grade: 7 is not on the scale")
+        _press(driver, "x")  # not a key of the page
+        assert _progress(driver) == (4, 7)
+        resources = driver.execute_script(
+            "return performance.getEntriesByType('resource').map(e => e.name)"
+        )
+        assert all(r.startswith(url) for r in resources), resources
+        assert [e["message"] for e in _severe(driver)] == [
+            f"{url}api/grade - Failed to load resource: the server responded with a status of "
+            "400 (Bad Request)"
+        ]  # the 7, and nothing else
+    standing = standing_labels(read_log(store_dir(run)))
+    assert {(q, m): g for _, q, m, g in standing.rows()} == typed
+    assert (store_dir(run) / "qrels" / "ana.qrels").read_text() == "".join(
+        f"{q} 0 {m} {g}\n" for (q, m), g in sorted(typed.items())
+    )
+
+
+def test_a_second_rater_overlaps_without_seeing_the_grades(
+    driver: WebDriver, tmp_path: Path
+) -> None:
+    run = _run(tmp_path)
+    ana = open_session(run, rater="ana", k=5)
+    for item, grade in zip(ana.items[:3], (3, 0, 2), strict=False):
+        ana.grade(item.query_id, item.media_id, grade)
+    graded = {(i.query_id, i.media_id) for i in ana.items[:3]}
+    bo = open_session(run, rater="bo", k=5, overlap=True)
+    with JudgeThread(bo) as url:
+        _open(driver, url)
+        assert _progress(driver) == (0, 3)
+        cards = driver.find_elements(By.CSS_SELECTOR, ".card")
+        assert all(c.get_attribute("data-grade") is None for c in cards)
+        assert "not graded" in driver.find_element(By.ID, "hits").text
+        seen = set()
+        for grade in ("3", "1", "2"):
+            seen.add(_current(driver))
+            _press(driver, grade)
+        assert _progress(driver) == (3, 3)
+        assert driver.find_element(By.ID, "done").is_displayed()
+        if os.environ.get("VLBENCH_SCREENSHOTS") and not os.environ.get("VLBENCH_SCREENSHOT_RUN"):
+            _press(driver, Keys.ARROW_LEFT)
+            _screenshot(driver, SCREENSHOTS / "judge.png")
+    assert seen == graded
+    raters = standing_labels(read_log(store_dir(run)))["rater"].to_list()
+    assert raters.count("ana") == 3 and raters.count("bo") == 3
+
+
+def test_bad_input_shows_the_servers_message(driver: WebDriver, tmp_path: Path) -> None:
+    run = _run(tmp_path)
+    with JudgeThread(open_session(run, rater="ana", k=5)) as url:
+        _open(driver, url)
+        _press(driver, "u")  # nothing to undo yet
+        assert driver.find_element(By.ID, "status").text == "undo: nothing to undo"
+        _press(driver, "1")
+        assert driver.find_element(By.ID, "status").text == ""
+
+
+@pytest.mark.skipif(
+    not os.environ.get("VLBENCH_SCREENSHOT_RUN"), reason="set VLBENCH_SCREENSHOT_RUN=<run dir>"
+)
+def test_screenshot_of_a_real_run(driver: WebDriver, tmp_path: Path) -> None:
+    run = Path(os.environ["VLBENCH_SCREENSHOT_RUN"])
+    session = open_session(run, rater="readme", k=5)
+    session.store = tmp_path / "store"  # grade into a scratch store, not the suite's
+    with JudgeThread(session) as url:
+        _open(driver, url)
+        _press(driver, Keys.ARROW_DOWN, "2", "2", "0", "3", "1", "0", Keys.ARROW_LEFT)
+        _screenshot(driver, SCREENSHOTS / "judge.png")
+    compact(session.store)
