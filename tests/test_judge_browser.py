@@ -15,7 +15,12 @@ from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
-from test_browser_report import SCREENSHOTS, _screenshot, _severe, driver  # noqa: F401
+from test_browser_report import (
+    SCREENSHOTS,
+    _screenshot,
+    _severe,
+    driver,  # noqa: F401  (the fixture)
+)
 
 from runner.judge.app import JudgeThread
 from runner.judge.labels import compact, read_log, standing_labels, store_dir
@@ -36,36 +41,43 @@ def _run(tmp_path: Path) -> Path:
     return build_run(tmp_path, hits=hits, judgments=[judgment("q1", "m1", 2)])
 
 
-def _open(driver: WebDriver, url: str) -> None:
-    driver.get(url)
-    WebDriverWait(driver, 30).until(
+def _open(page: WebDriver, url: str) -> None:
+    page.get(url)
+    WebDriverWait(page, 30).until(
         lambda d: d.execute_script("return document.body.dataset.ready") == "true"
     )
 
 
-def _press(driver: WebDriver, *keys: str) -> None:
+def _handled(page: WebDriver) -> int:
+    return int(page.execute_script("return document.body.dataset.handled || 0"))
+
+
+def _press(page: WebDriver, *keys: str) -> None:
     """Press keys one at a time, each after the page handled the one before."""
     for key in keys:
-        before = int(driver.execute_script("return document.body.dataset.handled || 0"))
-        driver.find_element(By.TAG_NAME, "body").send_keys(key)
-        WebDriverWait(driver, 30).until(
-            lambda d, n=before: int(d.execute_script("return document.body.dataset.handled || 0"))
-            > n
-        )
+        _press_one(page, key)
 
 
-def _current(driver: WebDriver) -> tuple[str, str]:
-    query = driver.find_element(By.ID, "query-id").text
-    return query, driver.find_element(By.CSS_SELECTOR, ".card.current").get_attribute("data-media")
+def _press_one(page: WebDriver, key: str) -> None:
+    before = _handled(page)
+    page.find_element(By.TAG_NAME, "body").send_keys(key)
+    WebDriverWait(page, 30).until(lambda d: _handled(d) > before)
 
 
-def _progress(driver: WebDriver) -> tuple[int, int]:
-    bar = driver.find_element(By.ID, "progress")
-    return int(bar.get_attribute("data-done")), int(bar.get_attribute("data-total"))
+def _current(page: WebDriver) -> tuple[str, str]:
+    query = page.find_element(By.ID, "query-id").text
+    media = page.find_element(By.CSS_SELECTOR, ".card.current").get_attribute("data-media")
+    return query, str(media)
+
+
+def _progress(page: WebDriver) -> tuple[int, int]:
+    bar = page.find_element(By.ID, "progress")
+    return int(str(bar.get_attribute("data-done"))), int(str(bar.get_attribute("data-total")))
 
 
 def test_keys_grade_reload_resumes_undo_and_qrels_equal_what_was_typed(
-    driver: WebDriver, tmp_path: Path
+    driver: WebDriver,  # noqa: F811  (the fixture imported above)
+    tmp_path: Path,
 ) -> None:
     run = _run(tmp_path)
     images = tmp_path / "images"
@@ -90,12 +102,12 @@ def test_keys_grade_reload_resumes_undo_and_qrels_equal_what_was_typed(
         driver.refresh()  # reload: the grades are there and the page resumes at the next hit
         _open(driver, url)
         assert _progress(driver) == (3, 7)
-        for key, grade in typed.items():
+        for key, given in typed.items():
             if key[0] == driver.find_element(By.ID, "query-id").text:
                 selector = f'.card[data-media="{key[1]}"]'
                 assert driver.find_element(By.CSS_SELECTOR, selector).get_attribute(
                     "data-grade"
-                ) == str(grade)
+                ) == str(given)
         assert _current(driver) not in typed
         typed[_current(driver)] = 1
         _press(driver, "1")
@@ -129,7 +141,8 @@ def test_keys_grade_reload_resumes_undo_and_qrels_equal_what_was_typed(
 
 
 def test_a_second_rater_overlaps_without_seeing_the_grades(
-    driver: WebDriver, tmp_path: Path
+    driver: WebDriver,  # noqa: F811  (the fixture imported above)
+    tmp_path: Path,
 ) -> None:
     run = _run(tmp_path)
     ana = open_session(run, rater="ana", k=5)
@@ -144,9 +157,9 @@ def test_a_second_rater_overlaps_without_seeing_the_grades(
         assert all(c.get_attribute("data-grade") is None for c in cards)
         assert "not graded" in driver.find_element(By.ID, "hits").text
         seen = set()
-        for grade in ("3", "1", "2"):
+        for key in ("3", "1", "2"):
             seen.add(_current(driver))
-            _press(driver, grade)
+            _press(driver, key)
         assert _progress(driver) == (3, 3)
         assert driver.find_element(By.ID, "done").is_displayed()
         if os.environ.get("VLBENCH_SCREENSHOTS") and not os.environ.get("VLBENCH_SCREENSHOT_RUN"):
@@ -157,7 +170,10 @@ def test_a_second_rater_overlaps_without_seeing_the_grades(
     assert raters.count("ana") == 3 and raters.count("bo") == 3
 
 
-def test_bad_input_shows_the_servers_message(driver: WebDriver, tmp_path: Path) -> None:
+def test_bad_input_shows_the_servers_message(
+    driver: WebDriver,  # noqa: F811  (the fixture imported above)
+    tmp_path: Path,
+) -> None:
     run = _run(tmp_path)
     with JudgeThread(open_session(run, rater="ana", k=5)) as url:
         _open(driver, url)
@@ -170,7 +186,10 @@ def test_bad_input_shows_the_servers_message(driver: WebDriver, tmp_path: Path) 
 @pytest.mark.skipif(
     not os.environ.get("VLBENCH_SCREENSHOT_RUN"), reason="set VLBENCH_SCREENSHOT_RUN=<run dir>"
 )
-def test_screenshot_of_a_real_run(driver: WebDriver, tmp_path: Path) -> None:
+def test_screenshot_of_a_real_run(
+    driver: WebDriver,  # noqa: F811  (the fixture imported above)
+    tmp_path: Path,
+) -> None:
     run = Path(os.environ["VLBENCH_SCREENSHOT_RUN"])
     session = open_session(run, rater="readme", k=5)
     session.store = tmp_path / "store"  # grade into a scratch store, not the suite's

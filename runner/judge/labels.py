@@ -8,7 +8,7 @@ A run outside a `suite=` directory keeps its own store in `<run>/_judgments/`.
 What (one file is the truth, the others are derived from it):
 - `labels.jsonl`: the append-only log, one JSON object a line: `time`, `rater`, `op` ("grade",
   or "undo": take back that rater's latest grade still standing), `run_id`, `query_id`,
-  `media_id`, `grade`, `best_rank` and `ranks` (mode -> best rank in that mode). Each line is
+  `media_id`, `grade`, `best_rank` and `ranks` (`[{mode, rank}]`, best in each mode). Each line is
   one `write` on an `O_APPEND` descriptor followed by `fsync`, so a crash loses at most the
   label being given, and several raters (processes) append to one log without interleaving.
   A line torn by a crash (the last one, without its newline) is ignored when read.
@@ -27,12 +27,13 @@ ordinal scale has no mean; on a tie the more conservative grade).
 from __future__ import annotations
 
 import datetime as dt
+import io
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import orjson
 import polars as pl
@@ -84,6 +85,10 @@ _LOG_SCHEMA: Final = pl.Schema(
         "ranks": pl.List(pl.Struct({"mode": pl.String, "rank": pl.Int32})),
     }
 )
+# As the log spells it: the time is ISO 8601 text, parsed after reading.
+_JSON_SCHEMA: Final = pl.Schema(
+    [(name, pl.String() if name == "time" else kind) for name, kind in _LOG_SCHEMA.items()]
+)
 STANDING_SCHEMA: Final = pl.Schema(
     {"rater": pl.String, "query_id": pl.String, "media_id": pl.String, "grade": pl.Int32}
 )
@@ -114,7 +119,7 @@ class Label:
             "media_id": self.media_id,
             "grade": self.grade,
             "best_rank": self.best_rank,
-            "ranks": dict(self.ranks),
+            "ranks": [{"mode": m, "rank": r} for m, r in sorted(self.ranks.items())],
         }
         return orjson.dumps(record) + b"\n"
 
@@ -162,47 +167,38 @@ def append_label(store: Path, label: Label) -> None:
         os.close(fd)
 
 
-def _records(path: Path) -> Iterable[dict[str, Any]]:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return
-    except OSError as exc:
-        raise RunError(f"{path}: cannot read the judgments log: {exc}") from exc
-    lines = data.split(b"\n")
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+def _bad_line(path: Path, data: bytes) -> RunError:
+    """The error naming the first line of `data` that is not a JSON object."""
+    for number, line in enumerate(data.split(b"\n"), start=1):
         try:
-            record = orjson.loads(line)
+            ok = not line.strip() or isinstance(orjson.loads(line), dict)
         except orjson.JSONDecodeError:
-            if number == len(lines):  # the last line, torn by a crash: the label being given
-                continue
-            raise RunError(f"{path}:{number}: not a JSON object") from None
-        if not isinstance(record, dict):
-            raise RunError(f"{path}:{number}: not a JSON object")
-        yield record
+            ok = False
+        if not ok:
+            return RunError(f"{path}:{number}: not a JSON object")
+    return RunError(f"{path}: lines whose fields have the wrong types")
 
 
 def read_log(store: Path) -> pl.DataFrame:
     """Every line of the log, in order (columns: time, rater, op, ..., ranks)."""
-    rows = []
-    for r in _records(store / LOG_FILE):
-        ranks = r.get("ranks") or {}
-        rows.append(
-            {
-                "time": dt.datetime.fromisoformat(str(r["time"])),
-                "rater": r.get("rater"),
-                "op": r.get("op", "grade"),
-                "run_id": r.get("run_id"),
-                "query_id": r.get("query_id"),
-                "media_id": r.get("media_id"),
-                "grade": r.get("grade"),
-                "best_rank": r.get("best_rank"),
-                "ranks": [{"mode": m, "rank": k} for m, k in sorted(ranks.items())],
-            }
-        )
-    return pl.DataFrame(rows, schema=_LOG_SCHEMA)
+    path = store / LOG_FILE
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return pl.DataFrame(schema=_LOG_SCHEMA)
+    except OSError as exc:
+        raise RunError(f"{path}: cannot read the judgments log: {exc}") from exc
+    # A last line without its newline was torn by a crash: the label being given, never answered.
+    whole = data[: data.rfind(b"\n") + 1]
+    if not whole.strip():
+        return pl.DataFrame(schema=_LOG_SCHEMA)
+    try:
+        log = pl.read_ndjson(io.BytesIO(whole), schema=_JSON_SCHEMA)
+    except pl.exceptions.PolarsError:
+        raise _bad_line(path, whole) from None
+    return log.with_columns(
+        pl.col("time").str.to_datetime("%Y-%m-%dT%H:%M:%S%.f%:z", time_unit="ms", time_zone="UTC")
+    ).cast(_LOG_SCHEMA)
 
 
 def rater_stacks(log: pl.DataFrame) -> dict[str, list[tuple[str, str, int]]]:
