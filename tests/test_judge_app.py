@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from run_builder import build_run, hit, judgment, request
 from typer.testing import CliRunner
@@ -124,6 +126,36 @@ def test_a_form_post_from_another_site_is_refused(judge_url: tuple[str, Path]) -
     assert read_log(store_dir(run)).is_empty()
 
 
+def test_another_host_name_is_refused(judge_url: tuple[str, Path]) -> None:
+    url, _ = judge_url
+    port = url.rstrip("/").rsplit(":", 1)[1]
+    req = urllib.request.Request(url + "api/state", headers={"Host": f"evil.example:{port}"})
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(req, timeout=30)
+    assert caught.value.code == 400
+    assert json.loads(caught.value.read())["error"].startswith("Host: 'evil.example:")
+    caught.value.close()
+    local = urllib.request.Request(url + "api/state", headers={"Host": f"localhost:{port}"})
+    with urllib.request.urlopen(local, timeout=30) as response:
+        assert response.status == 200
+
+
+def test_thumbnails_come_from_the_runs_media_thumb_uri(tmp_path: Path) -> None:
+    run = _run(tmp_path)
+    image = tmp_path / "m4 thumb.png"
+    image.write_bytes(PNG)
+    hits = pq.read_table(run / "hits.parquet")
+    uris = {"m2": "https://cdn.example.com/m2/thumb.webp", "m4": image.as_uri()}
+    column = pa.array([uris.get(m) for m in hits["media_id"].to_pylist()], pa.string())
+    pq.write_table(hits.append_column("media_thumb_uri", column), run / "hits.parquet")
+    with JudgeThread(open_session(run, rater="ana", k=5)) as url:
+        _, state = _call(url + "api/state")
+        thumbs = {i["media_id"]: i["thumb"] for i in state["queries"][0]["items"]}
+        assert thumbs == {"m2": uris["m2"], "m4": "/thumb/1", "m3": None}
+        with urllib.request.urlopen(url + "thumb/1", timeout=30) as response:
+            assert response.read() == PNG
+
+
 def test_raters_split_the_work_and_overlap_hides_grades(tmp_path: Path) -> None:
     run = _run(tmp_path)
     ana = open_session(run, rater="ana", k=5)
@@ -179,6 +211,12 @@ def test_the_command_refuses_a_run_without_hits(tmp_path: Path) -> None:
 def test_the_command_refuses_bad_options(tmp_path: Path, args: list[str], message: str) -> None:
     result = _cli(str(_run(tmp_path)), "--rater", "ana", *args)
     assert result.exit_code == 2 and message in result.stderr
+
+
+def test_nothing_to_overlap_is_said_and_is_no_error(tmp_path: Path) -> None:
+    result = _cli(str(_run(tmp_path)), "--rater", "bo", "--overlap")
+    assert result.exit_code == 0
+    assert "nothing to judge: no hit in the top 10 is graded by another rater" in result.stderr
 
 
 def test_the_command_refuses_an_unknown_run(tmp_path: Path) -> None:

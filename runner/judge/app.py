@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import signal
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import resources
 from pathlib import Path
 from types import TracebackType
@@ -44,6 +44,9 @@ _ASSETS: Final = {
     "/judge.js": ("judge.js", "text/javascript"),
     "/judge.css": ("judge.css", "text/css"),
 }
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_LOCAL_NAMES: Final = frozenset({"127.0.0.1", "localhost"})
 _SESSION: Final = web.AppKey("session", JudgeSession)
 _LOCK: Final = web.AppKey("lock", asyncio.Lock)
 
@@ -139,9 +142,19 @@ async def _thumb(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(thumb, headers={"Cache-Control": "max-age=3600"})
 
 
+@web.middleware
+async def _local_host(request: web.Request, handler: Handler) -> web.StreamResponse:
+    # A page of another site whose name was re-pointed at 127.0.0.1 (DNS rebinding) would be
+    # same-origin; its requests still carry its own host name, so only loopback names pass.
+    name = request.host.rsplit(":", 1)[0]
+    if name not in _LOCAL_NAMES:
+        return _json({"error": f"Host: {request.host!r} is not this machine"}, status=400)
+    return await handler(request)
+
+
 def build_app(session: JudgeSession) -> web.Application:
     """The aiohttp application of one judging session."""
-    app = web.Application(client_max_size=64 * 1024)
+    app = web.Application(client_max_size=64 * 1024, middlewares=[_local_host])
     app[_SESSION] = session
     app[_LOCK] = asyncio.Lock()
     for path in _ASSETS:

@@ -20,7 +20,7 @@ import polars as pl
 
 from runner.errors import RunError, UsageError
 from runner.evaluate.run import load_run_judgments
-from runner.evaluate.unjudged import judge_todo
+from runner.evaluate.unjudged import judge_todo, query_texts
 from runner.judge.labels import (
     GRADE_NAMES,
     GRADES,
@@ -34,7 +34,7 @@ from runner.judge.labels import (
     standing_labels,
     store_dir,
 )
-from runner.store import open_run, scan_requests
+from runner.store import open_run
 
 __all__ = ["Item", "JudgeSession", "open_session"]
 
@@ -65,15 +65,19 @@ class JudgeSession:
     store: Path
     items: list[Item]
     texts: dict[str, str]
-    _stack: list[tuple[str, str, int]] = field(default_factory=list)
+    # This rater's standing grades, oldest first, as `rater_stacks` replays them from the log;
+    # kept in step with every label this session appends (undo pops the last).
+    stack: list[tuple[str, str, int]] = field(default_factory=list)
     _index: dict[tuple[str, str], int] = field(default_factory=dict)
+    _queries: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         self._index = {(it.query_id, it.media_id): i for i, it in enumerate(self.items)}
+        self._queries = frozenset(it.query_id for it in self.items)
 
     def grades(self) -> dict[tuple[str, str], int]:
         """This rater's standing grade of each item graded (in this run's items or not)."""
-        return {(q, m): g for q, m, g in self._stack}
+        return {(q, m): g for q, m, g in self.stack}
 
     def progress(self) -> tuple[int, int]:
         """(items of this session graded by this rater, items of this session)."""
@@ -82,7 +86,7 @@ class JudgeSession:
 
     def item(self, query_id: object, media_id: object) -> Item:
         """The item of that query and media, or UsageError naming the parameter."""
-        if not isinstance(query_id, str) or not any(q == query_id for q, _ in self._index):
+        if not isinstance(query_id, str) or query_id not in self._queries:
             raise UsageError(f"query_id: {query_id!r} is not a query of this judging session")
         found = self._index.get((query_id, media_id)) if isinstance(media_id, str) else None
         if found is None:
@@ -105,14 +109,14 @@ class JudgeSession:
                 ranks=it.ranks,
             ),
         )
-        self._stack.append((it.query_id, it.media_id, value))
+        self.stack.append((it.query_id, it.media_id, value))
         return it
 
     def undo(self) -> tuple[str, str] | None:
         """Take back this rater's latest standing grade; the (query, media) it was, or None."""
-        if not self._stack:
+        if not self.stack:
             return None
-        query_id, media_id, _ = self._stack[-1]
+        query_id, media_id, _ = self.stack[-1]
         append_label(
             self.store,
             Label(
@@ -124,7 +128,7 @@ class JudgeSession:
                 run_id=self.run_id,
             ),
         )
-        self._stack.pop()
+        self.stack.pop()
         return query_id, media_id
 
     def close(self) -> None:
@@ -251,21 +255,13 @@ def open_session(
     log = read_log(store)
     standing = standing_labels(log)
     todo = _select(judge_todo(hits, qrels, k=k), standing, rater, overlap)
-    texts = dict(
-        scan_requests(info.path)
-        .group_by("query_id")
-        .agg(pl.col("query_text").drop_nulls().first())
-        .collect()
-        .iter_rows()
-    )
-    session = JudgeSession(
+    return JudgeSession(
         run_id=info.run_id,
         rater=rater,
         k=k,
         overlap=overlap,
         store=store,
         items=_items(hits, todo, image_dir, has_thumbs),
-        texts=texts,
+        texts=query_texts(info.path),
+        stack=rater_stacks(log).get(rater, []),
     )
-    session._stack = rater_stacks(log).get(rater, [])
-    return session
