@@ -1,7 +1,8 @@
 """The judging page in headless Chromium: keys grade, reload resumes, two raters, qrels as typed.
 
-Set VLBENCH_SCREENSHOTS=1 to also save reports/screenshots/judge.png (for the README);
-VLBENCH_SCREENSHOT_RUN=<run dir> takes it of that run (e.g. the demo's) instead.
+VLBENCH_SCREENSHOT_RUN=<run dir> saves reports/screenshots/judge.png of that run's page (the
+README's is of a `make demo` run, graded into a scratch store); VLBENCH_SCREENSHOTS=1 saves
+judge-report.png, the report's raters section.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from test_browser_report import (
 from runner.judge.app import JudgeThread
 from runner.judge.labels import compact, read_log, standing_labels, store_dir
 from runner.judge.session import open_session
+from runner.report import report_run
 
 pytestmark = pytest.mark.browser
 
@@ -162,9 +164,6 @@ def test_a_second_rater_overlaps_without_seeing_the_grades(
             _press(driver, key)
         assert _progress(driver) == (3, 3)
         assert driver.find_element(By.ID, "done").is_displayed()
-        if os.environ.get("VLBENCH_SCREENSHOTS") and not os.environ.get("VLBENCH_SCREENSHOT_RUN"):
-            _press(driver, Keys.ARROW_LEFT)
-            _screenshot(driver, SCREENSHOTS / "judge.png")
     assert seen == graded
     raters = standing_labels(read_log(store_dir(run)))["rater"].to_list()
     assert raters.count("ana") == 3 and raters.count("bo") == 3
@@ -198,3 +197,28 @@ def test_screenshot_of_a_real_run(
         _press(driver, Keys.ARROW_DOWN, "2", "2", "0", "3", "1", "0", Keys.ARROW_LEFT)
         _screenshot(driver, SCREENSHOTS / "judge.png")
     compact(session.store)
+
+
+def test_the_reports_raters_section_renders_offline(
+    driver: WebDriver,  # noqa: F811  (the fixture imported above)
+    tmp_path: Path,
+) -> None:
+    run = _run(tmp_path)
+    for rater, shift in (("ana", 0), ("bo", 1), ("cy", 2)):
+        session = open_session(run, rater=rater, k=5, overlap=rater != "ana")
+        for i, item in enumerate(session.items):
+            session.grade(item.query_id, item.media_id, (i + shift * (i % 2)) % 4)
+    html = report_run(run).html
+    driver.get(html.as_uri())
+    box = driver.execute_script(
+        "const r = document.querySelector('#raters svg.plot').getBoundingClientRect();"
+        "return [r.width, r.height]"
+    )
+    assert box[0] > 100 and box[1] > 100
+    text = driver.find_element(By.ID, "raters").text
+    assert "Krippendorff" in text and "ana vs bo (" in text  # the plot's text is text
+    assert driver.execute_script("return performance.getEntriesByType('resource').length") == 0
+    assert _severe(driver) == []
+    if os.environ.get("VLBENCH_SCREENSHOTS"):
+        driver.execute_script("document.getElementById('raters').scrollIntoView()")
+        driver.save_screenshot(str(SCREENSHOTS / "judge-report.png"))

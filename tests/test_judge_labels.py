@@ -188,6 +188,8 @@ def test_the_report_shows_agreement_and_each_rater_alone(tmp_path: Path) -> None
     assert alone[("ana", "fts", "nDCG@10")]["alone"] == pytest.approx(mean)
     html = paths.html.read_text()
     assert 'id="raters"' in html and "Krippendorff" in html and 'href="#raters"' in html
+    section = html[html.index('<section id="raters">') :]
+    assert '<svg class="plot" role="img" aria-label="Grades given to the same media' in section
     assert "## Raters and agreement" in paths.markdown.read_text()
 
 

@@ -27,6 +27,7 @@ from runner.judge.labels import (
     standing_labels,
     store_dir,
 )
+from runner.judge.plot import grade_matrices
 from runner.report.content import primary_measure
 from runner.report.sections import ExtraSection
 from runner.report.tables import Table, fmt
@@ -187,6 +188,7 @@ def agreement_section(
         "the lower median of their grades.",
     ]
     tables: list[tuple[str, Table]] = [("Raters", _raters_table(standing, log))]
+    plots: list[str] = []
     alone: list[dict[str, Any]] = []
     if len(result.raters) >= 2:
         notes.append(
@@ -194,6 +196,7 @@ def agreement_section(
             "raters (unweighted), Krippendorff's α with the ordinal metric for any number; "
             "a dash where it is undefined (fewer than two items, or no variation)."
         )
+        plots = [svg for svg in (grade_matrices(standing),) if svg is not None]
         tables.append(("Agreement", _agreement_table(result)))
         tables.append(("Agreement per query", _per_query_table(result, texts)))
         alone = _alone(Path(run_dir), ev, standing, extra_judgments)
@@ -214,6 +217,7 @@ def agreement_section(
         key="raters",
         title="Raters and agreement",
         notes=tuple(notes),
+        plots=tuple(plots),
         tables=tuple(tables),
         summary=summary,
     )

@@ -142,7 +142,7 @@ def _section(key: str, body: Iterable[str]) -> str:
 
 
 def _extra(section: ExtraSection) -> str:
-    parts = [_note(text) for text in section.notes]
+    parts = [_note(text) for text in section.notes] + list(section.plots)
     for heading, table in section.tables:
         parts += [f"<h3>{_e(heading)}</h3>"] if heading else []
         parts.append(render_table(table))

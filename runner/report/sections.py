@@ -2,8 +2,9 @@
 
 A maker is a function `(run_dir, ev, extra_judgments) -> ExtraSection | None` (None: nothing to
 show for this run), named in `MAKERS` as `"module:function"` and imported only when a report is
-written. Each section is notes and tables, so the HTML and Markdown renderers format it as they
-format their own, and a JSON-ready `summary` that `summary.json` holds under `extras.<key>`.
+written. Each section is notes, plots (SVG, in report.html) and tables, so the HTML and Markdown
+renderers format it as they format their own, and a JSON-ready `summary` that `summary.json`
+holds under `extras.<key>`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class ExtraSection:
     key: str
     title: str
     notes: tuple[str, ...] = ()
+    plots: tuple[str, ...] = ()  # inline SVG (report.html only), e.g. from runner.report.plots
     tables: tuple[tuple[str, Table], ...] = ()  # (heading, or "" for none; table)
     summary: Mapping[str, Any] = field(default_factory=dict)
 
