@@ -118,8 +118,9 @@ def write_judge_todo(
 ) -> int:
     """Write the run's unjudged top-k media as a TREC qrels file to label; return their number.
 
-    Judgments are the run's own plus `extra_judgments` (qrels files), as `evaluate_run` reads
-    them, so labelling the file and passing it back leaves nothing to do. The file is written
+    Judgments are the run's own plus `extra_judgments` (qrels files) plus the labels given in
+    `vlbench judge`, as `evaluate_run` reads them, so labelling the file and passing it back
+    leaves nothing to do. The file is written
     atomically.
     """
     from runner.evaluate.run import load_run_judgments  # late: run imports this module
