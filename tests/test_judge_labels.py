@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import threading
 from pathlib import Path
 
 import polars as pl
@@ -61,6 +63,44 @@ def test_undo_pops_the_latest_grade_and_a_regrade_is_undone_to_the_old_one(tmp_p
         append_label(store, label)
     standing = standing_labels(read_log(store))
     assert standing.rows() == [("ana", "q1", "m1", 1), ("bo", "q1", "m1", 0)]
+
+
+def test_each_label_is_synced_before_grade_returns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = _run(tmp_path)
+    session = open_session(run, rater="ana", k=5)
+    log = store_dir(run) / LOG_FILE
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(log.read_bytes().count(b"\n"))  # lines written when the sync is asked
+        real_fsync(fd)
+
+    monkeypatch.setattr("runner.judge.labels.os.fsync", fsync)
+    session.grade("q1", "m2", 1)
+    assert synced == [1]
+    session.grade("q1", "m3", 0)
+    session.undo()
+    assert synced == [1, 2, 3]
+
+
+def test_raters_appending_at_once_never_interleave(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+
+    def give(rater: str) -> None:
+        for i in range(300):
+            append_label(store, Label(rater, "q1", f"m{i}", i % 4, ranks={"fts": i + 1}))
+
+    threads = [threading.Thread(target=give, args=(name,)) for name in ("ana", "bo", "cy")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    log = read_log(store)  # every line whole: a torn one in the middle would raise
+    assert log.height == 900
+    assert sorted(log.group_by("rater").len().rows()) == [("ana", 300), ("bo", 300), ("cy", 300)]
 
 
 def test_a_torn_last_line_is_ignored_and_a_torn_middle_line_is_an_error(tmp_path: Path) -> None:
