@@ -10,7 +10,7 @@ two sets of grades can be compared (`runner.judge.agreement`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -135,8 +135,9 @@ class JudgeSession:
         """Compact the log into labels.parquet and the qrels files."""
         compact(self.store)
 
-    def state(self, thumb_url: Any) -> dict[str, Any]:
-        """Everything the page shows, as JSON-ready data; `thumb_url(index)` names a thumbnail."""
+    def state(self, thumb_url: Callable[[int, Item], str | None]) -> dict[str, Any]:
+        """Everything the page shows, as JSON-ready data; `thumb_url(index, item)` names the
+        thumbnail of an item that has one."""
         graded = self.grades()
         queries: list[dict[str, Any]] = []
         for i, it in enumerate(self.items):
