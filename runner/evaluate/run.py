@@ -42,6 +42,7 @@ from runner.evaluate.measures import DEFAULT_MEASURES, Measure, compute_measures
 from runner.evaluate.overlap import mode_overlap, wins_losses
 from runner.evaluate.sweep import SWEEP_MEASURES, choose_operating_point, threshold_sweep
 from runner.evaluate.unjudged import count_unjudged
+from runner.judge.labels import store_judgments
 from runner.store import read_manifest, scan_hits, scan_judgments, scan_requests
 
 __all__ = [
@@ -61,12 +62,21 @@ _MEDIA_POOL: Final = ""
 
 
 def load_run_judgments(
-    run_dir: Path, extra_judgments: Sequence[Path | str] | None = None
+    run_dir: Path,
+    extra_judgments: Sequence[Path | str] | None = None,
+    *,
+    judgments_store: bool = True,
 ) -> tuple[pl.LazyFrame, pl.DataFrame]:
-    """The run's hits (lazy) and its media-level qrels: `judgments.parquet` plus qrels files."""
+    """The run's hits (lazy) and its media-level qrels: `judgments.parquet` plus qrels files.
+
+    With `judgments_store`, the labels given in `vlbench judge` (the store beside the suite,
+    `runner.judge.labels`) are added too.
+    """
     hits = scan_hits(run_dir)
     sources = [scan_judgments(run_dir).collect().cast(empty_judgments().schema)]
     sources += [load_qrels(path) for path in extra_judgments or ()]
+    if judgments_store:
+        sources.append(store_judgments(run_dir))
     return hits, resolve_judgments(pl.concat(sources), hits)
 
 
@@ -190,19 +200,21 @@ def evaluate_run(
     objective: str = "f1",
     overlap_k: int = 10,
     judge_k: int = 10,
+    judgments_store: bool = True,
 ) -> Evaluation:
     """Measure one run from its directory alone (no network): see `Evaluation` for the frames.
 
     `extra_judgments` are TREC qrels files added to the run's own `judgments.parquet`;
     `objective` chooses the operating points ("f1" or "precision@recall>=0.5"); `overlap_k`
-    is the depth of Jaccard in the mode overlap, `judge_k` the depth of the unjudged counts.
+    is the depth of Jaccard in the mode overlap, `judge_k` the depth of the unjudged counts;
+    `judgments_store` adds the labels given in `vlbench judge` (see `load_run_judgments`).
 
     >>> ev = evaluate_run("reports/suite=demo/run_date=2024-11-24/run_id=...")  # doctest: +SKIP
     >>> ev.summary.filter(pl.col("measure") == "nDCG@10")  # doctest: +SKIP
     """
     run_dir = Path(run_dir)
     wanted = parse_measures(measures)
-    hits, qrels = load_run_judgments(run_dir, extra_judgments)
+    hits, qrels = load_run_judgments(run_dir, extra_judgments, judgments_store=judgments_store)
     requests = scan_requests(run_dir)
     systems = _systems(hits, requests)
     cells = _cells(hits, requests)

@@ -31,7 +31,7 @@ from runner.errors import RunError
 from runner.evaluate.evaluation import UNJUDGED_SCHEMA
 from runner.store import read_manifest, scan_requests
 
-__all__ = ["count_unjudged", "judge_todo", "write_judge_todo"]
+__all__ = ["count_unjudged", "judge_todo", "query_texts", "write_judge_todo"]
 
 _SPACE: Final = re.compile(r"\s+")
 _CAPTION_CHARS: Final = 120
@@ -86,6 +86,17 @@ def judge_todo(hits: pl.LazyFrame, qrels: pl.DataFrame, *, k: int = 10) -> pl.Da
     )
 
 
+def query_texts(run_dir: Path | str) -> dict[str, str]:
+    """Each query's text, as the run's requests sent it."""
+    return dict(
+        scan_requests(run_dir)
+        .group_by("query_id")
+        .agg(pl.col("query_text").drop_nulls().first())
+        .collect()
+        .iter_rows()
+    )
+
+
 def _one_line(text: str | None) -> str:
     flat = _SPACE.sub(" ", text or "").strip()
     return flat if len(flat) <= _CAPTION_CHARS else flat[: _CAPTION_CHARS - 1] + "…"
@@ -107,8 +118,9 @@ def write_judge_todo(
 ) -> int:
     """Write the run's unjudged top-k media as a TREC qrels file to label; return their number.
 
-    Judgments are the run's own plus `extra_judgments` (qrels files), as `evaluate_run` reads
-    them, so labelling the file and passing it back leaves nothing to do. The file is written
+    Judgments are the run's own plus `extra_judgments` (qrels files) plus the labels given in
+    `vlbench judge`, as `evaluate_run` reads them, so labelling the file and passing it back
+    leaves nothing to do. The file is written
     atomically.
     """
     from runner.evaluate.run import load_run_judgments  # late: run imports this module
@@ -116,13 +128,7 @@ def write_judge_todo(
     run_dir = Path(run_dir)
     hits, qrels = load_run_judgments(run_dir, extra_judgments)
     todo = judge_todo(hits, qrels, k=k)
-    texts = dict(
-        scan_requests(run_dir)
-        .group_by("query_id")
-        .agg(pl.col("query_text").drop_nulls().first())
-        .collect()
-        .iter_rows()
-    )
+    texts = query_texts(run_dir)
     run_id = read_manifest(run_dir).get("run_id", run_dir.name)
     lines = [
         f"# vlbench judge-todo: run {run_id} (top {k} of every mode and setting)",

@@ -24,6 +24,7 @@ from runner.evaluate.compare import Comparison, Gate, GateFailure
 from runner.evaluate.evaluation import Evaluation
 from runner.evaluate.measures import parse_measure
 from runner.evaluate.run import load_run_judgments
+from runner.report.sections import ExtraSection, extra_sections
 from runner.store import read_manifest
 
 __all__ = [
@@ -101,6 +102,7 @@ class ReportContent:
     comparison: Comparison | None = None
     gates: tuple[Gate, ...] = ()
     failures: tuple[GateFailure, ...] = ()
+    extras: tuple[ExtraSection, ...] = ()  # sections of other features (runner.report.sections)
 
     def best_settings(self) -> dict[str, str]:
         """Each mode's best setting by the primary measure (media); its loosest when unjudged."""
@@ -323,4 +325,5 @@ def gather(
         comparison=comparison,
         gates=tuple(gates),
         failures=tuple(failures),
+        extras=extra_sections(run_dir, ev, extra_judgments),
     )

@@ -18,6 +18,7 @@ import polars as pl
 from runner.evaluate.compare import describe_pairs
 from runner.report import tables
 from runner.report.content import ReportContent
+from runner.report.sections import ExtraSection
 from runner.report.tables import Table
 
 __all__ = ["CSP", "CSS", "SECTIONS", "Plots", "render_html", "render_table"]
@@ -140,6 +141,14 @@ def _section(key: str, body: Iterable[str]) -> str:
     return f'<section id="{key}"><h2>{_e(title)}</h2>{"".join(body)}</section>'
 
 
+def _extra(section: ExtraSection) -> str:
+    parts = [_note(text) for text in section.notes] + list(section.plots)
+    for heading, table in section.tables:
+        parts += [f"<h3>{_e(heading)}</h3>"] if heading else []
+        parts.append(render_table(table))
+    return f'<section id="{_e(section.key)}"><h2>{_e(section.title)}</h2>{"".join(parts)}</section>'
+
+
 def _note(text: str) -> str:
     return f'<p class="note">{_e(text)}</p>'
 
@@ -175,9 +184,10 @@ def _header(content: ReportContent) -> str:
     )
 
 
-def _nav(keys: Sequence[str]) -> str:
-    titles = dict(SECTIONS)
-    links = "".join(f'<a href="#{k}">{_e(titles[k])}</a>' for k in keys)
+def _nav(keys: Sequence[str], extras: Sequence[ExtraSection] = ()) -> str:
+    titles = dict(SECTIONS) | {s.key: s.title for s in extras}
+    keys = [*keys, *(s.key for s in extras)]
+    links = "".join(f'<a href="#{_e(k)}">{_e(titles[k])}</a>' for k in keys)
     return f"<nav>{links}</nav>"
 
 
@@ -295,7 +305,7 @@ def render_html(content: ReportContent, plots: Plots) -> str:
     ev = content.ev
     best = content.best_settings()
     keys = [k for k, _ in SECTIONS if k != "comparison" or content.comparison is not None]
-    body = [_header(content), _nav(keys)]
+    body = [_header(content), _nav(keys, content.extras)]
     if content.comparison is not None:
         body.append(_comparison(content, plots))
     body.append(_headline(content))
@@ -373,6 +383,7 @@ def render_html(content: ReportContent, plots: Plots) -> str:
             ],
         )
     )
+    body += [_extra(section) for section in content.extras]
     footer = (
         f"<footer>Written by vlbench {_e(content.run.get('tool_version') or '')} at "
         f"{_e(content.generated_at)} from {_e(content.run.get('path') or '')}.</footer>"

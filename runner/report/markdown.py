@@ -114,5 +114,11 @@ def render_markdown(content: ReportContent) -> str:
             md_table(tables.top_hits_table(q)) if q.hits else "_Returned nothing._\n",
         ]
     out += ["## Unjudged hits", "", md_table(tables.unjudged_table(ev)), ""]
+    for section in content.extras:
+        out += [f"## {_cell(section.title)}", ""]
+        out += [line for text in section.notes for line in (_cell(text), "")]
+        for heading, table in section.tables:
+            out += [f"### {_cell(heading)}", ""] if heading else []
+            out += [md_table(table), ""]
     out += ["Plots: see `report.html` next to this file.", ""]
     return "\n".join(out)

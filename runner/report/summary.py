@@ -117,6 +117,8 @@ def build_summary(content: ReportContent) -> dict[str, Any]:
         },
         "overlap": _rows(overlap),
     }
+    if content.extras:
+        summary["extras"] = {section.key: dict(section.summary) for section in content.extras}
     comparison = _comparison(content)
     if comparison is not None:
         summary["comparison"] = comparison
