@@ -24,6 +24,7 @@ from runner.evaluate.compare import Comparison, Gate, GateFailure
 from runner.evaluate.evaluation import Evaluation
 from runner.evaluate.measures import parse_measure
 from runner.evaluate.run import load_run_judgments
+from runner.report.sections.quality import Quality, QualityOptions, gather_quality
 from runner.store import read_manifest
 
 __all__ = [
@@ -100,6 +101,7 @@ class ReportContent:
     comparison: Comparison | None = None
     gates: tuple[Gate, ...] = ()
     failures: tuple[GateFailure, ...] = ()
+    quality: Quality | None = None  # intervals, fusions, cut-off advice (runner.report.sections)
 
     def best_settings(self) -> dict[str, str]:
         """Each mode's best setting by the primary measure (media); its loosest when unjudged."""
@@ -291,6 +293,7 @@ def gather(
     worst_queries: int = 5,
     top_hits: int = 5,
     now: dt.datetime | None = None,
+    quality: QualityOptions | None = None,
 ) -> ReportContent:
     """Collect what the report of `run_dir` shows (see the module docstring)."""
     run_dir = Path(run_dir)
@@ -322,4 +325,5 @@ def gather(
         comparison=comparison,
         gates=tuple(gates),
         failures=tuple(failures),
+        quality=gather_quality(run_dir, ev, primary, best, quality),
     )

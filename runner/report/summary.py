@@ -117,6 +117,10 @@ def build_summary(content: ReportContent) -> dict[str, Any]:
         },
         "overlap": _rows(overlap),
     }
+    if content.quality is not None:
+        from runner.report.sections.render import quality_summary
+
+        summary.update(quality_summary(content.quality))
     comparison = _comparison(content)
     if comparison is not None:
         summary["comparison"] = comparison
