@@ -158,6 +158,7 @@ class RunWriter:
         shard: str | None = None,
         judgments: pa.Table | Rows | None = None,
         run_id: str | None = None,
+        fusions: Any = None,
         started_at: dt.datetime | None = None,
         roll_rows: int = DEFAULT_ROLL_ROWS,
         fsync_units: bool = False,
@@ -190,6 +191,8 @@ class RunWriter:
             "shard": shard,
             "resumed_at": [],
         }
+        if fusions:  # the suite's fusions, for the report (runner.evaluate.fusion)
+            manifest["fusions"] = fusions
         try:
             orjson.dumps(manifest)
         except TypeError as exc:
