@@ -90,6 +90,17 @@ CURVE_SCHEMA: Final = pl.Schema(
     }
 )
 
+_PR_SCHEMA: Final = pl.Schema(
+    {
+        "mode": pl.String,
+        "setting": pl.String,
+        "cutoff": pl.Float64,
+        "query_id": pl.String,
+        "P": pl.Float64,
+        "R": pl.Float64,
+    }
+)
+
 SHIFT_SCHEMA: Final = pl.Schema(
     {
         "mode": pl.String,
@@ -140,13 +151,15 @@ def setting_pr(
         cells=asked.with_columns(pool),
         judged=qrels.select("query_id").unique(),
     )
-    wide = values.filter(pl.col("judged")).pivot(
-        on="measure", index=["mode", "setting", "query_id"], values="value"
-    )
+    judged = values.filter(pl.col("judged"))
+    if judged.is_empty():  # no judgments: no precision or recall to advise on
+        return pl.DataFrame(schema=_PR_SCHEMA)
+    wide = judged.pivot(on="measure", index=["mode", "setting", "query_id"], values="value")
     return (
         wide.join(cutoffs, on=["mode", "setting"], how="inner")
         .filter(pl.col("cutoff").is_not_null())
-        .select("mode", "setting", "cutoff", "query_id", "P", "R")
+        .select(_PR_SCHEMA.names())
+        .cast(_PR_SCHEMA)
         .sort("mode", "cutoff", "setting", "query_id")
     )
 
