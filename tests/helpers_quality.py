@@ -44,6 +44,7 @@ def served_run(
     queries: Sequence[tuple[str, str, str]] = LABEL_QUERIES,
 ) -> Path:
     """Run the suite against `server` into `folder` (no report) and return the run directory."""
+    folder.mkdir(parents=True, exist_ok=True)
     extra: dict[str, Any] = {"fusions": list(fusions)} if fusions else {}
     suite = write_suite(
         folder,

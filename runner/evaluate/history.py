@@ -340,7 +340,8 @@ def _holm_by_family(paired: pl.DataFrame) -> dict[tuple[Any, ...], tuple[int, fl
         families.setdefault(key[:4], []).append(key)  # run_id, mode, setting, unit
     out = {}
     for keys in families.values():
-        adjusted = holm([math.nan if raw[k][1] is None else float(raw[k][1]) for k in keys])
+        pvalues = [raw[k][1] for k in keys]
+        adjusted = holm([math.nan if p is None else float(p) for p in pvalues])
         out.update({k: (raw[k][0], raw[k][1], adj) for k, adj in zip(keys, adjusted, strict=True)})
     return out
 

@@ -28,6 +28,7 @@ import polars as pl
 from runner.errors import UsageError
 from runner.evaluate.compare.gates import Gate, GateFailure, check_gates, parse_gate
 from runner.evaluate.compare.runs import Comparison
+from runner.evaluate.compare.significance import differences
 from runner.evaluate.evaluation import Evaluation
 
 __all__ = ["NOISE_SCHEMA", "Z", "HeldBack", "check_gates_with_noise", "noise_floor"]
@@ -92,8 +93,10 @@ def noise_floor(evaluations: Sequence[Evaluation]) -> pl.DataFrame:
     frames = [ev.per_query.select(cols).drop_nulls("value") for ev in evaluations]
     stats: dict[tuple[str, ...], list[tuple[float, float, int]]] = {}
     for a, b in itertools.combinations(frames, 2):
-        joined = a.join(b, on=[*_KEYS, "query_id"], suffix="_b").with_columns(
-            (pl.col("value_b") - pl.col("value")).alias("d")
+        joined = a.join(b, on=[*_KEYS, "query_id"], suffix="_b")
+        # The same value summed in another order is no noise: `differences` zeroes float noise.
+        joined = joined.with_columns(
+            pl.Series("d", differences(joined["value"].to_numpy(), joined["value_b"].to_numpy()))
         )
         grouped = joined.group_by(_KEYS).agg(
             pl.col("d").mean().alias("mean"),
