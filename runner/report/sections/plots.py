@@ -27,7 +27,7 @@ def interval_forest(intervals: pl.DataFrame, colours: Mapping[str, str]) -> str 
     rows = intervals.filter(pl.col("value").is_not_null()).sort("measure", "mode")
     if rows.height == 0:
         return None
-    title = "Means with 95% bootstrap intervals (each mode at its best setting, media)"
+    title = "Means and 95% bootstrap intervals (best settings)"
     fig = _figure(6.8, 0.9 + 0.24 * rows.height)
     (ax,) = _axes_row(fig, 1)
     with matplotlib.rc_context(_RC):
@@ -60,7 +60,7 @@ def fusion_bars(
     rows = systems.filter(pl.col("value").is_not_null()).sort("value", descending=True)
     if rows.height == 0:
         return None
-    title = f"Hybrid what-if: {measure} of each fusion and each mode alone (95% intervals)"
+    title = f"{measure}: each fusion and each mode alone (95% intervals)"
     fig = _figure(6.8, 0.9 + 0.26 * rows.height)
     (ax,) = _axes_row(fig, 1)
     with matplotlib.rc_context(_RC):

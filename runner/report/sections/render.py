@@ -102,7 +102,7 @@ def advice_table(q: Quality) -> Table:
     for r in q.advice.iter_rows(named=True):
         other = "recall" if r["target"] == "precision" else "precision"
         if r["setting"] is None:
-            advice = f"no setting reaches {r['target']} {r['level']:g}"
+            advice = f"no setting reaches {r['target']} {r['level']:g}{_best_reach(q, r)}"
             rows.append([r["mode"], f"{r['target']} ≥ {r['level']:g}", advice] + ["–"] * 5)
             continue
         rows.append(
@@ -119,6 +119,15 @@ def advice_table(q: Quality) -> Table:
         )
     headers = ["mode", "target", "advice", "cut-off", "95% CI", "P", "R", "same pick"]
     return Table(tuple(headers), tuple(tuple(r) for r in rows), frozenset(range(3, 8)))
+
+
+def _best_reach(q: Quality, row: Mapping[str, Any]) -> str:
+    """Where a target is out of reach: the most of it any setting gets, and where."""
+    curve = q.curves.filter(pl.col("mode") == row["mode"]).sort(row["target"], descending=True)
+    if curve.is_empty():
+        return ""
+    best = curve.row(0, named=True)
+    return f" (best {best[row['target']]:.3f} at {best['setting']})"
 
 
 def shift_table(shift: pl.DataFrame) -> Table:
