@@ -277,8 +277,11 @@ def compare(
     Example: vlbench compare A B --noise AA1 --noise AA2 --fail-on "nDCG@10<-0.02"
     """
     from runner.evaluate.compare import check_gates, compare_run_dirs, parse_gate
-    from runner.evaluate.compare.noise import HeldBack, check_gates_with_noise, noise_floor
-    from runner.evaluate.run import evaluate_run
+    from runner.evaluate.compare.noise import (
+        HeldBack,
+        check_gates_with_noise,
+        noise_floor_of_runs,
+    )
     from runner.report import write_report
 
     held: list[HeldBack] = []
@@ -286,6 +289,7 @@ def compare(
     try:
         gates = [parse_gate(text) for text in fail_on or ()]  # bad gates fail before any work
         pairing = _pairing(setting_a, setting_b, mode, across_settings)
+        floor = noise_floor_of_runs(noise, extra_judgments=qrels) if noise else None
         ev_a, ev_b, cmp = compare_run_dirs(
             run_a,
             run_b,
@@ -297,9 +301,7 @@ def compare(
             pairing=pairing,
             shared_pool=shared_pool,
         )
-        floor = None
-        if noise:
-            floor = noise_floor([evaluate_run(d, extra_judgments=qrels) for d in noise])
+        if floor is not None:
             failures, held = check_gates_with_noise(cmp, gates, floor)
         else:
             failures = check_gates(cmp, gates)

@@ -20,6 +20,7 @@ import itertools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final
 
 import numpy as np
@@ -31,7 +32,14 @@ from runner.evaluate.compare.runs import Comparison
 from runner.evaluate.compare.significance import differences
 from runner.evaluate.evaluation import Evaluation
 
-__all__ = ["NOISE_SCHEMA", "Z", "HeldBack", "check_gates_with_noise", "noise_floor"]
+__all__ = [
+    "NOISE_SCHEMA",
+    "Z",
+    "HeldBack",
+    "check_gates_with_noise",
+    "noise_floor",
+    "noise_floor_of_runs",
+]
 
 Z: Final = 1.959963984540054  # the 97.5th percentile of the standard normal
 _KEYS: Final = ["mode", "setting", "unit", "measure"]
@@ -115,6 +123,21 @@ def noise_floor(evaluations: Sequence[Evaluation]) -> pl.DataFrame:
             (*key, runs, min(n for _, _, n in pairs), max_delta, band, max(max_delta, band))
         )
     return pl.DataFrame(rows, schema=NOISE_SCHEMA, orient="row")
+
+
+def noise_floor_of_runs(
+    run_dirs: Sequence[Path | str], *, extra_judgments: Sequence[Path | str] | None = None
+) -> pl.DataFrame:
+    """`noise_floor` of A/A run directories, each evaluated with its own judgments and `extra`.
+
+    Raises `UsageError` for fewer than two runs (before reading any), `RunError` for a
+    directory that is not a readable run.
+    """
+    if len(run_dirs) < 2:
+        raise UsageError(f"--noise needs two or more A/A runs, got {len(run_dirs)}")
+    from runner.evaluate.run import evaluate_run
+
+    return noise_floor([evaluate_run(d, extra_judgments=extra_judgments) for d in run_dirs])
 
 
 def _floor_of(noise: pl.DataFrame, row: dict[str, object]) -> float | None:
