@@ -103,7 +103,8 @@ def _severe(driver: WebDriver) -> list[dict[str, object]]:
     return [entry for entry in logs if entry.get("level") == "SEVERE"]
 
 
-@pytest.mark.parametrize("which, n_plots", [("report", 4), ("compare", 5)])
+# Four core plots, and the quality sections' three (intervals, fusion, cut-offs).
+@pytest.mark.parametrize("which, n_plots", [("report", 7), ("compare", 8)])
 def test_plots_render_and_nothing_is_fetched(
     driver: WebDriver, reports: dict[str, Path], which: str, n_plots: int
 ) -> None:
@@ -136,7 +137,7 @@ def test_renders_with_the_network_off(driver: WebDriver, reports: dict[str, Path
     )
     driver.get(reports["compare"].as_uri())
     boxes = _svg_boxes(driver)
-    assert len(boxes) == 5 and all(b["width"] > 100 and b["paths"] > 0 for b in boxes)
+    assert len(boxes) == 8 and all(b["width"] > 100 and b["paths"] > 0 for b in boxes)
     assert _severe(driver) == []
     text = driver.execute_script("return document.body.innerText")
     assert "<script>alert('x')</script>" in text  # the caption is shown as text, not run

@@ -218,8 +218,9 @@ def test_html_has_every_section(written: Written, compared: tuple[Comparison, Re
     assert "comparison" not in page.ids
     assert parse(compared[1].html).ids >= {k for k, _ in SECTIONS}
     html = written.paths.html.read_text(encoding="utf-8")
-    # PR curves, hits per setting, score histograms, overlap heat map: four inline plots.
-    assert html.count('<svg class="plot"') == 4
+    # PR curves, hits per setting, score histograms, overlap heat map, and the quality
+    # sections' intervals, fusion and cut-off curves: seven inline plots.
+    assert html.count('<svg class="plot"') == 7
     for heading in ("caption", "semantic", "fts", "Operating points", "Worst queries"):
         assert heading in html
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -19,6 +19,7 @@ from runner.errors import VlbenchError
 if TYPE_CHECKING:
     from runner.evaluate.compare import Comparison, GateFailure, Pairing
     from runner.evaluate.evaluation import Evaluation
+    from runner.report.sections.quality import QualityOptions
     from runner.report.tables import Table
 
 __all__ = ["compare", "judge_todo", "report"]
@@ -29,27 +30,63 @@ QrelsOpt = Annotated[
     typer.Option("--qrels", help="Extra TREC qrels file (repeatable), added to the run's own."),
 ]
 OutOpt = Annotated[Path | None, typer.Option("--out", help="Directory to write the report into.")]
+FuseOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--fuse",
+        help="Fuse modes from the stored hits, e.g. 'rrf(fts,semantic)', 'rrf(fts,semantic,k=10)',"
+        " 'combsum(caption,fts)', 'combmnz(...)' (repeatable; default: the suite's, else all).",
+    ),
+]
+TargetPOpt = Annotated[
+    float, typer.Option("--target-p", help="Cut-off advice: precision to reach, most recall.")
+]
+TargetROpt = Annotated[
+    float, typer.Option("--target-r", help="Cut-off advice: recall to reach, most precision.")
+]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 @app.command()
-def report(run: RunArg, qrels: QrelsOpt = None, out: OutOpt = None) -> None:
+def report(
+    run: RunArg,
+    qrels: QrelsOpt = None,
+    out: OutOpt = None,
+    fuse: FuseOpt = None,
+    target_p: TargetPOpt = 0.8,
+    target_r: TargetROpt = 0.9,
+) -> None:
     """Evaluate a run and write its report; print the path of report.html.
 
     Writes metrics.parquet and distributions.parquet into the run directory (or --out) and
-    summary.json, report.md and a self-contained report.html (it fetches nothing).
+    summary.json, report.md and a self-contained report.html (it fetches nothing), with
+    bootstrap intervals, the best fusion of modes against each mode, and cut-off advice.
     Example: vlbench report reports/suite=demo/run_date=2024-11-24/run_id=0200 --qrels more.qrels
+    Example: vlbench report RUN --fuse 'rrf(fts,semantic)' --target-p 0.7
     """
     from runner.report import report_run
 
     try:
-        paths = report_run(run, extra_judgments=qrels, out_dir=out)
+        options = _quality_options(fuse, target_p, target_r)
+        paths = report_run(run, extra_judgments=qrels, out_dir=out, quality=options)
     except VlbenchError as exc:
         fail(exc)
     except OSError as exc:
         fail(VlbenchError(f"cannot write the report: {exc}"))
     typer.echo(str(paths.html))
+
+
+def _quality_options(
+    fuse: list[str] | None, target_p: float, target_r: float, **more: Any
+) -> QualityOptions:
+    """The report's quality options from the command line (bad values: `UsageError`)."""
+    from runner.evaluate.fusion import parse_fusion
+    from runner.report.sections.quality import QualityOptions, check_targets
+
+    check_targets(target_p, target_r)
+    fusions = tuple(parse_fusion(text) for text in fuse) if fuse else None
+    return QualityOptions(fusions=fusions, target_p=target_p, target_r=target_r, **more)
 
 
 def render_text_table(table: Table) -> str:
@@ -214,6 +251,16 @@ def compare(
             " are pooled from each run's own hits), or each against its own.",
         ),
     ] = True,
+    noise: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--noise",
+            help="An A/A run of the same suite (repeat, two or more): gates then trip only when"
+            " a delta is significant after Holm AND above the noise floor these runs show.",
+        ),
+    ] = None,
+    target_p: TargetPOpt = 0.8,
+    target_r: TargetROpt = 0.9,
 ) -> None:
     """Compare run B with run A: deltas, paired significance, regressions, drift; gate on them.
 
@@ -227,13 +274,22 @@ def compare(
     Example: vlbench compare RUN_LAST_NIGHT RUN_TONIGHT --fail-on "nDCG@10<-0.02"
     Example: vlbench compare RUN RUN --setting-a tst=0.4 --setting-b tst=0.6 --mode caption
     Example: vlbench compare RUN_DEMO_STRICT RUN_DEMO_LOOSE --across-settings
+    Example: vlbench compare A B --noise AA1 --noise AA2 --fail-on "nDCG@10<-0.02"
     """
     from runner.evaluate.compare import check_gates, compare_run_dirs, parse_gate
+    from runner.evaluate.compare.noise import (
+        HeldBack,
+        check_gates_with_noise,
+        noise_floor_of_runs,
+    )
     from runner.report import write_report
+
+    held: list[HeldBack] = []
 
     try:
         gates = [parse_gate(text) for text in fail_on or ()]  # bad gates fail before any work
         pairing = _pairing(setting_a, setting_b, mode, across_settings)
+        floor = noise_floor_of_runs(noise, extra_judgments=qrels) if noise else None
         ev_a, ev_b, cmp = compare_run_dirs(
             run_a,
             run_b,
@@ -245,7 +301,20 @@ def compare(
             pairing=pairing,
             shared_pool=shared_pool,
         )
-        failures = check_gates(cmp, gates)
+        if floor is not None:
+            failures, held = check_gates_with_noise(cmp, gates, floor)
+        else:
+            failures = check_gates(cmp, gates)
+        options = _quality_options(
+            None,
+            target_p,
+            target_r,
+            baseline=run_a,
+            noise=floor,
+            noise_runs=tuple(d.name.removeprefix("run_id=") for d in noise or ()),
+            held=tuple(held),
+            extra_judgments=tuple(qrels or ()),
+        )
         out_dir = out if out is not None else _out_dir(run_b, cmp)
         paths = write_report(
             run_b,
@@ -255,6 +324,7 @@ def compare(
             gates=gates,
             failures=failures,
             extra_judgments=qrels,
+            quality=options,
         )
     except VlbenchError as exc:
         fail(exc)
@@ -262,6 +332,8 @@ def compare(
         typer.echo(note, err=True)
     same_run = run_a.resolve() == run_b.resolve()
     typer.echo(_verdict(cmp, failures, [str(g) for g in gates], ev_b.measures, same_run=same_run))
+    for item in held:
+        typer.echo(f"  held back {item}")
     typer.echo(f"report: {paths.html}")
     if failures:
         raise typer.Exit(code=1)

@@ -48,7 +48,12 @@ def export(
     out: Annotated[str, typer.Option("--out", "-o", help="Output file; - is stdout.")] = "-",
     fmt: Annotated[
         str | None,
-        typer.Option("--format", "-f", help="csv, jsonl, parquet or txt (default: from --out)."),
+        typer.Option(
+            "--format",
+            "-f",
+            help="csv, jsonl, parquet or txt (default: from --out); trec: a TREC run file per"
+            " mode and setting, and qrels.txt, into the directory --out.",
+        ),
     ] = None,
     group_by: Annotated[
         str, typer.Option("--group-by", "-g", help=f"One of: {', '.join(GROUPINGS)}.")
@@ -98,8 +103,12 @@ def export(
     Example: vlbench export reports/suite=demo/run_date=2024-11-24/run_id=... -o ids.csv
     Also:    vlbench export RUN --mode semantic --min-score 0.6 -f txt | wc -l
     Live:    vlbench export --live queries/demo.yaml -o all.parquet --verify
+    TREC:    vlbench export RUN --format trec --out trec/   (trec_eval trec/qrels.txt trec/*.run)
     """
     try:
+        if fmt == "trec":
+            _export_trec(source, out, mode, live=live)
+            return
         chosen = _format(fmt, out)
         target: Path | IO[bytes] = sys.stdout.buffer if out == "-" else Path(out)
         if live:
@@ -159,6 +168,20 @@ def export(
     except VlbenchError as exc:
         fail(exc)
     typer.echo(f"{done.rows} rows to {done.path or 'stdout'}", err=True)
+
+
+def _export_trec(source: str, out: str, modes: list[str] | None, *, live: bool) -> None:
+    """`--format trec`: the run's rankings as TREC run files, one a mode and setting."""
+    from runner.export.trec import write_trec_runs
+
+    if live or out == "-":
+        raise UsageError(
+            "--format trec writes a file per mode and setting: give a run and --out DIR (no --live)"
+        )
+    paths = write_trec_runs(source, out, modes=modes)
+    typer.echo(f"{len(paths) - 1} TREC run files and {paths[-1].name} in {out}", err=True)
+    for path in paths:
+        typer.echo(str(path))
 
 
 @app.command()

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from runner.cli._app import app, fail
-from runner.errors import VlbenchError
+from runner.errors import UsageError, VlbenchError
 
 __all__ = ["history"]
 
@@ -42,20 +42,33 @@ def history(
     min_delta: Annotated[float, typer.Option("--min-delta", help="Smallest move.")] = 0.01,
     min_history: Annotated[int, typer.Option("--min-history", help="Nights for sigma.")] = 3,
     nights: Annotated[int, typer.Option("--nights", help="Nights shown in the table.")] = 30,
+    rule_name: Annotated[
+        str,
+        typer.Option(
+            "--rule",
+            help="noise: significant after Holm AND above the noise floor of quiet nights (as"
+            " compare --noise); either: |delta| > k x sigma OR significant.",
+        ),
+    ] = "noise",
 ) -> None:
     """Show each measure over time per mode, flag the nights that moved, write an HTML page.
 
     Reads every run's metrics.parquet through DuckDB (hive-partitioned, in place). A night
-    moved when |delta| >= --min-delta and |delta| > k x the standard deviation of the earlier
-    nights, or a paired t-test against the previous night gives p < --alpha.
+    moved when |delta| >= --min-delta, a paired t-test against the previous night gives
+    p < --alpha after Holm, and |delta| is above the noise floor of the earlier quiet nights
+    (the band shown); --rule either: |delta| > k x sigma of the earlier nights OR significant.
     Example: vlbench history reports/suite=demo --measure nDCG@10 --html history.html
     """
     # Imported here: DuckDB, SciPy and matplotlib would slow every other command's start.
     from runner.evaluate.history import HistoryRule, load_history, render_text, write_history_html
     from runner.store.locations import is_remote
 
-    rule = HistoryRule(k=k, min_history=min_history, alpha=alpha, min_delta=min_delta)
     try:
+        if rule_name not in ("noise", "either"):
+            raise UsageError(f"--rule {rule_name}: use noise or either")
+        rule = HistoryRule(
+            k=k, min_history=min_history, alpha=alpha, min_delta=min_delta, rule=rule_name
+        )
         result = load_history(
             suite_dir,
             suite=suite,

@@ -14,7 +14,13 @@ queries, `query_id` null) and, for the paired test, per-query values of consecut
 read; no file is loaded whole into Python. Only `complete` runs are plotted; others are named in
 `notes`. A "night" is one run, in (run_date, run_id) order.
 
-The rule for a night that MOVED (`HistoryRule`; per series = mode, setting, unit, measure):
+The rule for a night that MOVED (`HistoryRule`; per series = mode, setting, unit, measure) is by
+default that of `vlbench compare --noise` (`HistoryRule.rule == "noise"`): |delta| >= `min_delta`,
+the paired t-test against the previous night significant after Holm across the measures of the
+series' mode and setting, and |delta| above the noise floor of the earlier nights that did not
+move (max of their largest |delta| and 1.96 standard errors of their paired differences; with
+fewer than `min_history` quiet nights there is no floor yet and significance alone decides).
+The older rule (`rule="either"`):
 1. history: |value - previous night's value| > k × σ, where σ is the sample standard deviation
    of the series' values over all EARLIER nights (at least `min_history` of them), or
 2. paired: the per-query values of this night and the previous one, paired by query id (at
@@ -73,8 +79,21 @@ class HistoryRule:
     alpha: float = 0.01
     min_pairs: int = 5
     min_delta: float = 0.01
+    # "noise": the rule of `vlbench compare --noise` (runner.evaluate.compare.noise): moved when
+    # the paired test is significant after Holm (across the measures of a mode and setting that
+    # night) AND |Δ| is above the noise floor of the earlier nights that did not move;
+    # "either": the older rule, |Δ| > kσ OR a significant paired test.
+    rule: str = "noise"
 
     def describe(self) -> str:
+        if self.rule == "noise":
+            return (
+                f"A night moved when |Δ| ≥ {self.min_delta:g}, a paired t-test over at least "
+                f"{self.min_pairs} queries against the previous night gives p < {self.alpha:g} "
+                f"after Holm across measures, and |Δ| is above the noise floor: the larger of "
+                f"the biggest |Δ| and 1.96 standard errors of the earlier nights that did not "
+                f"move (needs {self.min_history} of them; the band is the previous value ± it)."
+            )
         return (
             f"A night moved when |Δ| ≥ {self.min_delta:g} and either |Δ| > {self.k:g}σ "
             f"(σ: standard deviation over at least {self.min_history} earlier nights) or a "
@@ -89,7 +108,8 @@ class History:
 
     `runs`: run_date, run_id, status, metrics ("present", "evaluated", "missing", "skipped").
     `series`: run_date, run_id, night (0-based), mode, setting, unit, measure, value, n_queries,
-    delta, hist_std, n_history, n_pairs, p_value, moved (bool), why (str, empty if not moved).
+    delta, hist_std, n_history, n_pairs, p_value, moved (bool), why (str, empty if not moved),
+    floor, band_lo, band_hi (the noise band of the night; null with too few quiet nights).
     """
 
     suite_dir: str
@@ -307,25 +327,60 @@ def _p_value(n: int, mean_d: float | None, sd_d: float | None) -> float | None:
     return min(1.0, 2.0 * float(stats.t.sf(abs(t), df=n - 1)))
 
 
-def _flag(summary: pl.DataFrame, paired: pl.DataFrame, rule: HistoryRule) -> pl.DataFrame:
-    tests: dict[tuple[Any, ...], tuple[int, float | None]] = {}
+def _holm_by_family(paired: pl.DataFrame) -> dict[tuple[Any, ...], tuple[int, float | None, float]]:
+    """(run_id, *series) -> (n_pairs, p, p after Holm across the measures of its family)."""
+    from runner.evaluate.compare.significance import holm
+
+    raw: dict[tuple[Any, ...], tuple[int, float | None]] = {}
     for row in paired.iter_rows(named=True):
         key = (row["run_id"], *(row[c] for c in _SERIES))
-        tests[key] = (
-            int(row["n_pairs"]),
-            _p_value(int(row["n_pairs"]), row["mean_d"], row["sd_d"]),
-        )
+        raw[key] = (int(row["n_pairs"]), _p_value(int(row["n_pairs"]), row["mean_d"], row["sd_d"]))
+    families: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
+    for key in raw:
+        families.setdefault(key[:4], []).append(key)  # run_id, mode, setting, unit
+    out = {}
+    for keys in families.values():
+        pvalues = [raw[k][1] for k in keys]
+        adjusted = holm([math.nan if p is None else float(p) for p in pvalues])
+        out.update({k: (raw[k][0], raw[k][1], adj) for k, adj in zip(keys, adjusted, strict=True)})
+    return out
+
+
+def _floor(quiet: Sequence[tuple[float, float | None, int]], rule: HistoryRule) -> float | None:
+    """The noise floor from earlier quiet nights' (delta, sd of paired differences, n)."""
+    if len(quiet) < rule.min_history:
+        return None
+    from runner.evaluate.compare.noise import Z
+
+    largest = max(abs(d) for d, _, _ in quiet)
+    variances = [(sd or 0.0) ** 2 / n for _, sd, n in quiet if n > 0]
+    band = Z * math.sqrt(sum(variances) / len(variances)) if variances else 0.0
+    return max(largest, band)
+
+
+def _flag(summary: pl.DataFrame, paired: pl.DataFrame, rule: HistoryRule) -> pl.DataFrame:
+    tests = _holm_by_family(paired)
+    spread = {
+        (row["run_id"], *(row[c] for c in _SERIES)): row["sd_d"]
+        for row in paired.iter_rows(named=True)
+    }
     out: list[dict[str, Any]] = []
     for _, group in summary.group_by(list(_SERIES), maintain_order=True):
         earlier: list[float] = []
+        quiet: list[tuple[float, float | None, int]] = []  # nights that did not move
         for row in group.sort("night").iter_rows(named=True):
             value = row["value"]
             prev = earlier[-1] if earlier else None
             delta = value - prev if value is not None and prev is not None else None
             finite = [v for v in earlier if v is not None and math.isfinite(v)]
             std = _std(finite) if len(finite) >= rule.min_history else None
-            n_pairs, p = tests.get((row["run_id"], *(row[c] for c in _SERIES)), (0, None))
-            why = _why(delta, std, len(finite), n_pairs, p, rule)
+            key = (row["run_id"], *(row[c] for c in _SERIES))
+            n_pairs, p, p_holm = tests.get(key, (0, None, math.nan))
+            floor = _floor(quiet, rule)
+            if rule.rule == "noise":
+                why = _why_noise(delta, std, len(finite), n_pairs, p_holm, floor, rule)
+            else:
+                why = _why(delta, std, len(finite), n_pairs, p, rule)
             out.append(
                 {
                     **row,
@@ -336,8 +391,13 @@ def _flag(summary: pl.DataFrame, paired: pl.DataFrame, rule: HistoryRule) -> pl.
                     "p_value": p,
                     "moved": bool(why),
                     "why": why,
+                    "floor": floor,
+                    "band_lo": prev - floor if prev is not None and floor is not None else None,
+                    "band_hi": prev + floor if prev is not None and floor is not None else None,
                 }
             )
+            if delta is not None and math.isfinite(delta) and not why:
+                quiet.append((delta, spread.get(key), n_pairs))
             earlier.append(value)
     schema: dict[str, Any] = {
         **dict(summary.schema),
@@ -348,8 +408,34 @@ def _flag(summary: pl.DataFrame, paired: pl.DataFrame, rule: HistoryRule) -> pl.
         "p_value": pl.Float64,
         "moved": pl.Boolean,
         "why": pl.String,
+        "floor": pl.Float64,  # the noise floor the night was held to (None: too few nights)
+        "band_lo": pl.Float64,  # previous value - floor
+        "band_hi": pl.Float64,
     }
     return pl.DataFrame(out, schema=schema)
+
+
+def _why_noise(
+    delta: float | None,
+    std: float | None,
+    n_history: int,
+    n_pairs: int,
+    p_holm: float,
+    floor: float | None,
+    rule: HistoryRule,
+) -> str:
+    """The noise rule (see `HistoryRule.rule`): significant after Holm AND above the floor."""
+    if delta is None or not math.isfinite(delta) or abs(delta) < rule.min_delta:
+        return ""
+    if n_pairs < rule.min_pairs or math.isnan(p_holm) or p_holm >= rule.alpha:
+        return ""
+    if floor is not None and abs(delta) <= floor:
+        return ""
+    sigma = f"; σ {std:.3g} over {n_history} nights" if std is not None else ""
+    above = (
+        f"|Δ| {abs(delta):.3g} > noise floor {floor:.3g}" if floor is not None else "no floor yet"
+    )
+    return f"paired t-test p(Holm) {p_holm:.2g} over {n_pairs} queries; {above}{sigma}"
 
 
 def _std(values: Sequence[float]) -> float:
@@ -433,6 +519,24 @@ def _tables(history: History, max_nights: int) -> list[tuple[str, Table]]:
     return tables
 
 
+def _bands(history: History, measure: str) -> str:
+    """Each series' noise floor on its last night: how far a quiet night may move it."""
+    last = (
+        _labelled(history.series.filter(pl.col("measure") == measure))
+        .sort("night")
+        .group_by("label", maintain_order=True)
+        .last()
+        .sort("label")
+    )
+    parts = [
+        f"{r['label']} ±{r['floor']:.3f}"
+        if r["floor"] is not None
+        else f"{r['label']} (no band yet)"
+        for r in last.iter_rows(named=True)
+    ]
+    return "band: " + ", ".join(parts)
+
+
 def render_text(history: History, *, max_nights: int = 30) -> str:
     """Plain-text tables, one per measure: nights down, series across, ▲/▼ where a night moved."""
     lines = [f"history of {history.suite_dir} ({len(history.runs)} runs)", history.rule.describe()]
@@ -451,6 +555,7 @@ def render_text(history: History, *, max_nights: int = 30) -> str:
             lines.append("  ".join(cells))
         if table.note:
             lines.append(f"({table.note})")
+        lines.append(_bands(history, measure))
     moved = history.moved
     lines.append("")
     lines.append(f"{moved.height} series-nights moved")
@@ -507,6 +612,16 @@ def history_plot(history: History) -> str | None:
                     label=label,
                     color=colours[label],
                 )
+                banded = line.filter(pl.col("band_lo").is_not_null())
+                if not banded.is_empty():  # the noise band each night was held to
+                    ax.fill_between(
+                        banded["night"],
+                        banded["band_lo"],
+                        banded["band_hi"],
+                        color=colours[label],
+                        alpha=0.12,
+                        linewidth=0,
+                    )
                 moved = line.filter(pl.col("moved"))
                 if not moved.is_empty():
                     ax.scatter(

@@ -219,6 +219,7 @@ def _open_writer(
         requests_planned=len(plan.specs),
         modes={name: mode.model_dump(mode="json") for name, mode in suite.modes.items()},
         sweep=suite.sweep.model_dump(mode="json"),
+        fusions=[f.model_dump(mode="json") for f in suite.fusions],
         shard=plan.shard_label,
         judgments=judgments_table(suite),
         dataset_status=found.dataset.status,

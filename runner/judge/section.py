@@ -29,7 +29,7 @@ from runner.judge.labels import (
 )
 from runner.judge.plot import grade_matrices
 from runner.report.content import primary_measure
-from runner.report.sections import ExtraSection
+from runner.report.sections.extra import ExtraSection
 from runner.report.tables import Table, fmt
 
 __all__ = ["agreement_section"]

@@ -24,7 +24,8 @@ from runner.evaluate.compare import Comparison, Gate, GateFailure
 from runner.evaluate.evaluation import Evaluation
 from runner.evaluate.measures import parse_measure
 from runner.evaluate.run import load_run_judgments
-from runner.report.sections import ExtraSection, extra_sections
+from runner.report.sections.extra import ExtraSection, extra_sections
+from runner.report.sections.quality import Quality, QualityOptions, gather_quality
 from runner.store import read_manifest
 
 __all__ = [
@@ -102,7 +103,10 @@ class ReportContent:
     comparison: Comparison | None = None
     gates: tuple[Gate, ...] = ()
     failures: tuple[GateFailure, ...] = ()
-    extras: tuple[ExtraSection, ...] = ()  # sections of other features (runner.report.sections)
+    extras: tuple[
+        ExtraSection, ...
+    ] = ()  # sections of other features (runner.report.sections.extra)
+    quality: Quality | None = None  # intervals, fusions, cut-off advice (runner.report.sections)
 
     def best_settings(self) -> dict[str, str]:
         """Each mode's best setting by the primary measure (media); its loosest when unjudged."""
@@ -294,6 +298,7 @@ def gather(
     worst_queries: int = 5,
     top_hits: int = 5,
     now: dt.datetime | None = None,
+    quality: QualityOptions | None = None,
 ) -> ReportContent:
     """Collect what the report of `run_dir` shows (see the module docstring)."""
     run_dir = Path(run_dir)
@@ -326,4 +331,5 @@ def gather(
         gates=tuple(gates),
         failures=tuple(failures),
         extras=extra_sections(run_dir, ev, extra_judgments),
+        quality=gather_quality(run_dir, ev, primary, best, quality),
     )

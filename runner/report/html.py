@@ -18,7 +18,7 @@ import polars as pl
 from runner.evaluate.compare import describe_pairs
 from runner.report import tables
 from runner.report.content import ReportContent
-from runner.report.sections import ExtraSection
+from runner.report.sections.extra import ExtraSection
 from runner.report.tables import Table
 
 __all__ = ["CSP", "CSS", "SECTIONS", "Plots", "render_html", "render_table"]
@@ -29,6 +29,9 @@ CSP: Final = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 SECTIONS: Final = (
     ("comparison", "Comparison with run A"),
     ("headline", "Headline"),
+    ("intervals", "Confidence intervals"),
+    ("fusion", "Hybrid what-if"),
+    ("cutoffs", "Cut-off advice"),
     ("pr-curves", "Precision and recall across thresholds"),
     ("hits", "Hits per setting"),
     ("distributions", "Score distributions"),
@@ -252,6 +255,10 @@ def _comparison(content: ReportContent, plots: Plots) -> str:
         )
     )
     parts.append(render_table(tables.drift_table(cmp)))
+    if content.quality is not None:
+        from runner.report.sections.page import comparison_html
+
+        parts.append(comparison_html(content.quality))
     return _section("comparison", parts)
 
 
@@ -305,10 +312,18 @@ def render_html(content: ReportContent, plots: Plots) -> str:
     ev = content.ev
     best = content.best_settings()
     keys = [k for k, _ in SECTIONS if k != "comparison" or content.comparison is not None]
+    if content.quality is None:
+        keys = [k for k in keys if k not in ("intervals", "fusion", "cutoffs")]
     body = [_header(content), _nav(keys, content.extras)]
     if content.comparison is not None:
         body.append(_comparison(content, plots))
     body.append(_headline(content))
+    if content.quality is not None:
+        from runner.report.plots import mode_colours
+        from runner.report.sections.page import html_sections
+
+        colours = mode_colours(content.modes)
+        body += html_sections(content.quality, content.primary, colours, dict(SECTIONS))
     body.append(
         _section(
             "pr-curves",

@@ -90,6 +90,10 @@ def render_markdown(content: ReportContent) -> str:
         if h.unit == "media":
             out += [f"### {_cell(h.mode)}", "", md_table(tables.headline_table(h)), ""]
     out += ["### Operating points", "", md_table(tables.operating_points_table(ev)), ""]
+    if content.quality is not None:
+        from runner.report.sections.page import markdown_lines
+
+        out += markdown_lines(content.quality, content.primary)
     best = content.best_settings()
     out += ["## Full-text versus semantic", ""]
     out += [f"At each mode's best setting by {content.primary}:", ""]

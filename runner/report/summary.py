@@ -119,6 +119,10 @@ def build_summary(content: ReportContent) -> dict[str, Any]:
     }
     if content.extras:
         summary["extras"] = {section.key: dict(section.summary) for section in content.extras}
+    if content.quality is not None:
+        from runner.report.sections.render import quality_summary
+
+        summary.update(quality_summary(content.quality))
     comparison = _comparison(content)
     if comparison is not None:
         summary["comparison"] = comparison

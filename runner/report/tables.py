@@ -25,6 +25,7 @@ __all__ = [
     "drift_table",
     "fmt",
     "fmt_p",
+    "interval",
     "headline_table",
     "operating_points_table",
     "overlap_table",
@@ -414,6 +415,7 @@ def verdict_table(cmp: Comparison, unit: str = "media", order: Sequence[str] = (
                 fmt(r["mean_a"]),
                 fmt(r["mean_b"]),
                 _delta_cell(delta, sig),
+                interval(r.get("ci_lo"), r.get("ci_hi")),
                 fmt_p(r["p_randomisation_holm"]),
                 fmt_p(r["p_t_holm"]),
                 fmt(r["effect_size"], 2),
@@ -421,7 +423,7 @@ def verdict_table(cmp: Comparison, unit: str = "media", order: Sequence[str] = (
                 f"{r['n_only_a']} / {r['n_only_b']}",
             ]
         )
-        marks.append(["", "", "", "", "", direction, "", "", "", "", ""])
+        marks.append(["", "", "", "", "", direction, "", "", "", "", "", ""])
     headers = [
         "mode",
         "setting",
@@ -429,13 +431,21 @@ def verdict_table(cmp: Comparison, unit: str = "media", order: Sequence[str] = (
         "A",
         "B",
         "Δ (B − A)",
+        "95% CI of Δ",
         "p randomisation (Holm)",
         "p t-test (Holm)",
         "d_z",
         "pairs",
         "unpaired A / B",
     ]
-    return _table(headers, rows, numeric=range(3, 11), marks=marks)
+    return _table(headers, rows, numeric=range(3, 12), marks=marks)
+
+
+def interval(lo: float | None, hi: float | None, digits: int = 3) -> str:
+    """A confidence interval as "[lo, hi]", a dash when either bound is missing."""
+    if lo is None or hi is None or math.isnan(lo) or math.isnan(hi):
+        return DASH
+    return f"[{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
 def regressions_table(

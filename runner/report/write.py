@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ from runner.report import plots
 from runner.report.content import ReportContent, gather
 from runner.report.html import Plots, render_html
 from runner.report.markdown import render_markdown
+from runner.report.sections.quality import QualityOptions
 from runner.report.summary import build_summary, dumps
 
 __all__ = ["ReportPaths", "render_plots", "report_run", "write_report"]
@@ -84,6 +86,7 @@ def write_report(
     failures: Sequence[GateFailure] = (),
     extra_judgments: Sequence[Path | str] | None = None,
     now: dt.datetime | None = None,
+    quality: QualityOptions | None = None,
 ) -> ReportPaths:
     """Write `summary.json`, `report.md` and `report.html` for the run `ev` evaluated.
 
@@ -109,6 +112,7 @@ def write_report(
         failures=failures,
         extra_judgments=extra_judgments,
         now=now,
+        quality=quality,
     )
     paths = ReportPaths(
         html=out / HTML_FILE, markdown=out / MARKDOWN_FILE, summary=out / SUMMARY_FILE
@@ -127,6 +131,7 @@ def report_run(
     *,
     extra_judgments: Sequence[Path | str] | None = None,
     out_dir: Path | str | None = None,
+    quality: QualityOptions | None = None,
 ) -> ReportPaths:
     """Evaluate a run, store its metrics and distributions, and write its report.
 
@@ -143,4 +148,8 @@ def report_run(
     except OSError as exc:
         raise RunError(f"{out}: cannot create the report directory: {exc}") from exc
     write_evaluation(ev, out)
-    return write_report(run_dir, ev, out_dir=out, extra_judgments=extra)
+    if quality is not None and extra:
+        quality = dataclasses.replace(quality, extra_judgments=tuple(extra))
+    elif extra:
+        quality = QualityOptions(extra_judgments=tuple(extra))
+    return write_report(run_dir, ev, out_dir=out, extra_judgments=extra, quality=quality)

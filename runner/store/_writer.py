@@ -160,6 +160,7 @@ class RunWriter:
         dataset_status: str | None = None,
         dataset_caveat: str | None = None,
         run_id: str | None = None,
+        fusions: Any = None,
         started_at: dt.datetime | None = None,
         roll_rows: int = DEFAULT_ROLL_ROWS,
         fsync_units: bool = False,
@@ -196,6 +197,8 @@ class RunWriter:
             "dataset_status": dataset_status,
             "dataset_caveat": dataset_caveat,
         }
+        if fusions:  # the suite's fusions, for the report (runner.evaluate.fusion)
+            manifest["fusions"] = fusions
         try:
             orjson.dumps(manifest)
         except TypeError as exc:

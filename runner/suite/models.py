@@ -70,6 +70,7 @@ __all__ = [
     "BUILTIN_MODES",
     "Auth",
     "Defaults",
+    "FusionSpec",
     "Judgment",
     "Judgments",
     "Mode",
@@ -143,6 +144,23 @@ class Defaults(SuiteModel):
         return self.granularity
 
 
+class FusionSpec(SuiteModel):
+    """A fusion the report evaluates from the stored hits (`runner.evaluate.fusion`).
+
+    `fusions: [{method: rrf, modes: [fts, semantic], k: 60}]`; methods rrf, combsum, combmnz.
+    """
+
+    method: Literal["rrf", "combsum", "combmnz"]
+    modes: tuple[ModeName, ...]
+    k: PositiveInt = 60
+
+    @model_validator(mode="after")
+    def _two_modes(self) -> FusionSpec:
+        if len(set(self.modes)) < 2 or len(set(self.modes)) != len(self.modes):
+            raise fail("a fusion needs two or more different modes", "modes")
+        return self
+
+
 class Judgments(SuiteModel):
     """Where relevance judgments come from; any number of each.
 
@@ -199,6 +217,7 @@ class Suite(SuiteModel):
     queries: tuple[Query, ...] = ()
     queries_file: Path | None = None
     judgments: Judgments = Field(default_factory=Judgments)
+    fusions: tuple[FusionSpec, ...] = ()  # report only: not part of suite_hash
 
     _source_path: Path | None = PrivateAttr(None)
     _judgments: tuple[Judgment, ...] = PrivateAttr(())
@@ -295,6 +314,13 @@ class Suite(SuiteModel):
             twin = seen.setdefault((mode.via, mode.op), name)
             if twin != name:
                 raise fail(f"sends the same requests as mode {twin!r}", "modes", name)
+        for i, fusion in enumerate(self.fusions):
+            for j, mode_name in enumerate(fusion.modes):
+                if mode_name not in self.modes:
+                    known = ", ".join(self.modes)
+                    raise fail(
+                        f"unknown mode {mode_name!r} (modes: {known})", "fusions", i, "modes", j
+                    )
 
     def _gather_queries(self, base: Path) -> dict[str, tuple[str, int]]:
         """Check inline ids, append the queries of `queries_file`; (file, line) of those."""

@@ -13,6 +13,7 @@ import numpy as np
 import polars as pl
 
 from runner.errors import UsageError
+from runner.evaluate.bootstrap import bootstrap_intervals
 from runner.evaluate.compare.rankings import (
     DISPLACEMENT_SCHEMA,
     DRIFT_SCHEMA,
@@ -56,6 +57,8 @@ COMPARISON_SCHEMA: Final = pl.Schema(
         "mean_a": pl.Float64,  # over the paired queries
         "mean_b": pl.Float64,
         "delta": pl.Float64,  # mean_b - mean_a (the mean of the per-query differences)
+        "ci_lo": pl.Float64,  # paired bootstrap interval of delta (runner.evaluate.bootstrap)
+        "ci_hi": pl.Float64,
         "t": pl.Float64,
         "p_t": pl.Float64,
         "p_randomisation": pl.Float64,
@@ -168,7 +171,8 @@ def _verdicts(
         )
         rows.append({key: row[key] for key in _KEYS})
     p_rand = randomisation_tests(arrays, n_permutations=n_permutations, seed=seed)
-    for row, (a, b), p_r in zip(rows, arrays, p_rand, strict=True):
+    intervals = bootstrap_intervals([differences(a, b) for a, b in arrays], seed=seed)
+    for row, (a, b), p_r, (lo, hi) in zip(rows, arrays, p_rand, intervals, strict=True):
         t, p_t = paired_t_test(a, b)
         row.update(
             n_pairs=a.size,
@@ -176,6 +180,8 @@ def _verdicts(
             mean_b=float(b.mean()) if b.size else math.nan,
             # The mean of the per-query differences: mean_b - mean_a without the float noise.
             delta=float(differences(a, b).mean()) if a.size else math.nan,
+            ci_lo=lo,
+            ci_hi=hi,
             t=t,
             p_t=p_t,
             p_randomisation=p_r,
@@ -189,6 +195,8 @@ def _verdicts(
             "mean_a": pl.Float64,
             "mean_b": pl.Float64,
             "delta": pl.Float64,
+            "ci_lo": pl.Float64,
+            "ci_hi": pl.Float64,
             "t": pl.Float64,
             "p_t": pl.Float64,
             "p_randomisation": pl.Float64,
