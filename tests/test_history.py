@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from runner.cli import app
 from runner.errors import RunError
 from runner.evaluate import METRICS_SCHEMA
-from runner.evaluate.history import HistoryRule, load_history, render_text, write_history_html
+from runner.evaluate.history import HistoryRule, load_history
+from runner.report.history import render_text, write_history_html
 
 QUERIES = [f"q{i}" for i in range(1, 9)]
 BASE = {q: 0.4 + 0.05 * i for i, q in enumerate(QUERIES)}  # per-query nDCG@10 of a normal night

@@ -18,7 +18,9 @@ from runner.cli import app
 from runner.errors import RunError
 from runner.evaluate.history import load_history
 from runner.export.ids import export_run
-from runner.store.locations import find_run_locations, push_run, read_run_manifest, resolve
+from runner.store.location import resolve
+from runner.store.push import push_run
+from runner.store.reader import find_run_locations, read_manifest
 
 BUCKET = "vlbench-test"
 ENV = {
@@ -88,7 +90,7 @@ def test_push_keeps_the_hive_layout(s3: str, tmp_path: Path) -> None:
     assert _objects(s3) == [f"{rel}/{name}" for name in sorted(p.name for p in run.iterdir())]
     assert result.files[-1] == "manifest.json"  # uploaded last
     assert result.bytes == sum(p.stat().st_size for p in run.iterdir())
-    assert read_run_manifest(result.uri)["run_id"] == "test-run"
+    assert read_manifest(result.uri)["run_id"] == "test-run"
     assert [loc.uri for loc in find_run_locations(s3)] == [result.uri]
 
 

@@ -1,14 +1,19 @@
-"""The Typer application and the few helpers every command shares."""
+"""The Typer application, the one error decorator, and the few helpers every command shares."""
 
 from __future__ import annotations
 
-from typing import NoReturn
+import functools
+from collections.abc import Callable
+from typing import NoReturn, ParamSpec, TypeVar
 
 import typer
 
 from runner.errors import VlbenchError
 
-__all__ = ["app", "fail"]
+__all__ = ["app", "command", "fail"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 app = typer.Typer(
     name="vlbench",
@@ -23,3 +28,27 @@ def fail(exc: VlbenchError) -> NoReturn:
     """Print `error: <message>` on stderr and exit with the error's code."""
     typer.echo(f"error: {exc}", err=True)
     raise typer.Exit(code=exc.exit_code)
+
+
+def command(name: str | None = None) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Register a command on `app`; a `VlbenchError` it raises becomes `fail(exc)`.
+
+    The one place the CLI maps errors to messages and exit codes:
+
+        @command("judge-todo")
+        def judge_todo(run: RunArg) -> None:
+            typer.echo(write_judge_todo(run, ...))   # no try/except in the command
+    """
+
+    def register(fn: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(fn)  # Typer reads the options from the wrapped signature
+        def run(*args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                return fn(*args, **kwargs)
+            except VlbenchError as exc:
+                fail(exc)
+
+        app.command(name)(run)
+        return run
+
+    return register

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from runner.report.write import ReportPaths, report_run, write_report
+from runner.report.write import ReportPaths, comparison_dir, report_run, write_report
 
-__all__ = ["ReportPaths", "report_run", "write_report"]
+__all__ = ["ReportPaths", "comparison_dir", "report_run", "write_report"]

@@ -4,7 +4,8 @@ Each function takes Evaluation frames and returns one `<svg>` element as a strin
 there is nothing to draw (no judgments, one mode only, ...). Text stays text (`svg.fonttype`
 "none"), ids are salted per plot so several plots live in one HTML page, and the RDF metadata
 block (with its purl.org URLs) is dropped: the SVG references nothing outside itself.
-Every mode has the same colour in every plot: `mode_colours`.
+Every mode has the same colour in every plot: `mode_colours`. Other pages (`report.history`)
+draw in the same style with `new_figure`, `axes_column` and `to_svg`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from matplotlib.typing import RcKeyType
 
 __all__ = [
     "RELEVANCE_COLOURS",
+    "axes_column",
+    "new_figure",
+    "to_svg",
     "comparison_deltas",
     "hits_per_setting",
     "mode_colours",
@@ -69,11 +73,11 @@ _METADATA: Final = re.compile(r"<metadata>.*?</metadata>\s*", re.DOTALL)
 
 
 def mode_colours(modes: Sequence[str]) -> dict[str, str]:
-    """A colour per mode, by the modes' sorted order: the same run gives the same colours."""
+    """A colour per mode (or any label), by sorted order: the same run gives the same colours."""
     return {mode: _PALETTE[i % len(_PALETTE)] for i, mode in enumerate(sorted(modes))}
 
 
-def _svg(fig: Figure, name: str, title: str, *, tight: bool = False) -> str:
+def to_svg(fig: Figure, name: str, title: str, *, tight: bool = False) -> str:
     """Render `fig` as an `<svg>` element with ids unique to `name` and an accessible title.
 
     Constrained layout fits most figures; `tight` adds a second pass (text extents are slow)
@@ -91,7 +95,7 @@ def _svg(fig: Figure, name: str, title: str, *, tight: bool = False) -> str:
     return text.replace("<svg ", f'<svg class="plot" role="img" aria-label="{label}" ', 1)
 
 
-def _figure(width: float, height: float) -> Figure:
+def new_figure(width: float, height: float) -> Figure:
     with matplotlib.rc_context(_RC):
         return Figure(figsize=(width, height), layout="constrained")
 
@@ -100,6 +104,13 @@ def _axes_row(fig: Figure, n: int) -> list[Axes]:
     with matplotlib.rc_context(_RC):
         axes = fig.subplots(1, n, squeeze=False)
     return list(axes[0])
+
+
+def axes_column(fig: Figure, n: int) -> list[Axes]:
+    """`n` panels stacked in the report's style, sharing their x axis."""
+    with matplotlib.rc_context(_RC):
+        axes = fig.subplots(n, 1, squeeze=False, sharex=True)
+    return list(axes[:, 0])
 
 
 def _sorted(frame: pl.DataFrame) -> pl.DataFrame:
@@ -117,7 +128,7 @@ def pr_curves(
     if media.height == 0:
         return None
     title = "Precision–recall across thresholds (media)"
-    fig = _figure(6.4, 4.4)
+    fig = new_figure(6.4, 4.4)
     (ax,) = _axes_row(fig, 1)
     with matplotlib.rc_context(_RC):
         for i, mode in enumerate(sorted(set(media["mode"].to_list()))):
@@ -160,7 +171,7 @@ def pr_curves(
         ax.set_xlabel("Recall (mean over judged queries)")
         ax.set_ylabel("Precision (mean over judged queries)")
         ax.set_title(title)
-    return _svg(fig, "pr", title)
+    return to_svg(fig, "pr", title)
 
 
 def hits_per_setting(sweep: pl.DataFrame, colours: Mapping[str, str]) -> str | None:
@@ -172,7 +183,7 @@ def hits_per_setting(sweep: pl.DataFrame, colours: Mapping[str, str]) -> str | N
     sizes = [media.filter(pl.col("mode") == m).height for m in modes]
     title = "Hits returned per setting (media, all queries)"
     # Panels as wide as their number of settings, so bars and labels keep one width.
-    fig = _figure(min(11.0, max(4.0, 1.2 * len(modes) + 0.75 * sum(sizes))), 3.6)
+    fig = new_figure(min(11.0, max(4.0, 1.2 * len(modes) + 0.75 * sum(sizes))), 3.6)
     with matplotlib.rc_context(_RC):
         axes = fig.subplots(
             1, len(modes), squeeze=False, width_ratios=[max(s, 1.5) for s in sizes]
@@ -188,7 +199,7 @@ def hits_per_setting(sweep: pl.DataFrame, colours: Mapping[str, str]) -> str | N
             ax.set_xlabel("setting")
             ax.set_ylabel("hits")
         fig.suptitle(title)
-    return _svg(fig, "hits", title)
+    return to_svg(fig, "hits", title)
 
 
 def _edges(bins: pl.DataFrame) -> tuple[list[float], list[float]]:
@@ -240,7 +251,7 @@ def score_histograms(
         .first()
     )
     title = "Score distributions by judgment (raw scores)"
-    fig = _figure(max(4.2, 3.4 * totals.height), 3.4)
+    fig = new_figure(max(4.2, 3.4 * totals.height), 3.4)
     axes = _axes_row(fig, totals.height)
     with matplotlib.rc_context(_RC):
         for ax, (mode, setting, _) in zip(axes, totals.iter_rows(), strict=True):
@@ -275,7 +286,7 @@ def score_histograms(
             ax.set_title(f"{mode} @ {setting}", color=colours.get(mode, "#333333"))
             ax.legend(loc="best")
         fig.suptitle(title)
-    return _svg(fig, "scores", title)
+    return to_svg(fig, "scores", title)
 
 
 def overlap_heatmaps(overlap: pl.DataFrame) -> str | None:
@@ -285,7 +296,7 @@ def overlap_heatmaps(overlap: pl.DataFrame) -> str | None:
     means = overlap.group_by("mode_a", "mode_b", "setting_a", "setting_b").agg(pl.col("rbo").mean())
     pairs = means.select("mode_a", "mode_b").unique().sort("mode_a", "mode_b").rows()
     title = "Rank-biased overlap between modes (mean over queries, media)"
-    fig = _figure(max(4.2, 3.6 * len(pairs)), 3.6)
+    fig = new_figure(max(4.2, 3.6 * len(pairs)), 3.6)
     axes = _axes_row(fig, len(pairs))
     with matplotlib.rc_context(_RC):
         mesh = None
@@ -321,7 +332,7 @@ def overlap_heatmaps(overlap: pl.DataFrame) -> str | None:
             if bar.solids is not None:
                 bar.solids.set_rasterized(False)  # vector, like the rest: no embedded PNG
         fig.suptitle(title)
-    return _svg(fig, "overlap", title, tight=True)
+    return to_svg(fig, "overlap", title, tight=True)
 
 
 def _nan(value: float | None) -> float:
@@ -338,7 +349,7 @@ def comparison_deltas(
     if rows.height == 0:
         return None
     title = f"Change in {measure}, run B − run A (media)"
-    fig = _figure(6.4, max(2.0, 0.34 * rows.height + 1.2))
+    fig = new_figure(6.4, max(2.0, 0.34 * rows.height + 1.2))
     (ax,) = _axes_row(fig, 1)
     with matplotlib.rc_context(_RC):
         labels = [f"{m} @ {s}" for m, s in rows.select("mode", "setting").rows()]
@@ -359,4 +370,4 @@ def comparison_deltas(
         ax.set_xlim(-1.35 * span, 1.35 * span)
         ax.set_xlabel(f"Δ {measure} (mean over paired queries; * Holm-adjusted p < {alpha:g})")
         ax.set_title(title)
-    return _svg(fig, "deltas", title)
+    return to_svg(fig, "deltas", title)

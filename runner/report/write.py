@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
-from runner.errors import RunError
 from runner.evaluate.compare import Comparison, Gate, GateFailure
 from runner.evaluate.evaluation import Evaluation
 from runner.evaluate.run import evaluate_run, write_evaluation
@@ -19,12 +18,15 @@ from runner.report.content import ReportContent, gather
 from runner.report.html import Plots, render_html
 from runner.report.markdown import render_markdown
 from runner.report.summary import build_summary, dumps
+from runner.store.atomic import atomic_write, write_error
+from runner.store.reader import RunRef, local_dir, open_run
 
-__all__ = ["ReportPaths", "render_plots", "report_run", "write_report"]
+__all__ = ["ReportPaths", "comparison_dir", "render_plots", "report_run", "write_report"]
 
 HTML_FILE = "report.html"
 MARKDOWN_FILE = "report.md"
 SUMMARY_FILE = "summary.json"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,62 +70,54 @@ def render_plots(content: ReportContent) -> Plots:
 
 
 def _write_text(path: Path, text: str) -> None:
-    # Write beside and rename: a reader never sees half a report.
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text(text, encoding="utf-8")
-    os.replace(temp, path)
+    with atomic_write(path) as out:  # a reader never sees half a report
+        out.write(text.encode("utf-8"))
+
+
+def _make_dir(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise write_error(out, exc) from exc
 
 
 def write_report(
-    run_dir: Path | str,
+    run: RunRef,
     ev: Evaluation,
     *,
     comparison: Comparison | None = None,
     out_dir: Path | str | None = None,
     gates: Sequence[Gate] = (),
     failures: Sequence[GateFailure] = (),
-    extra_judgments: Sequence[Path | str] | None = None,
     now: dt.datetime | None = None,
 ) -> ReportPaths:
     """Write `summary.json`, `report.md` and `report.html` for the run `ev` evaluated.
 
-    `out_dir` defaults to the run directory. With `comparison` (run B = this run against run
-    A) the report opens with the deltas and their significance, and `gates` / `failures` say
-    which gates passed. `extra_judgments` are the qrels files the evaluation used, so the worst
-    queries' hits are marked relevant or not the same way.
+    `out_dir` defaults to the run directory (for a run on object storage: its local folder,
+    `store.reader.local_dir`). With `comparison` (run B = this run against run A) the report
+    opens with the deltas and their significance, and `gates` / `failures` say which gates
+    passed. The worst queries' hits are marked relevant from `ev.qrels`, the judgments the
+    evaluation used. Each file is written atomically; a full disk is a `WriteError` naming the
+    file, and leaves the earlier report (if any) as it was.
 
     >>> paths = write_report(run_dir, evaluate_run(run_dir))
     >>> paths.html  # open in a browser; it fetches nothing
     """
-    run_dir = Path(run_dir)
-    out = Path(out_dir) if out_dir is not None else run_dir
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RunError(f"{out}: cannot create the report directory: {exc}") from exc
-    content = gather(
-        run_dir,
-        ev,
-        comparison=comparison,
-        gates=gates,
-        failures=failures,
-        extra_judgments=extra_judgments,
-        now=now,
-    )
+    info = open_run(run)
+    out = Path(out_dir) if out_dir is not None else local_dir(info)
+    _make_dir(out)
+    content = gather(info, ev, comparison=comparison, gates=gates, failures=failures, now=now)
     paths = ReportPaths(
         html=out / HTML_FILE, markdown=out / MARKDOWN_FILE, summary=out / SUMMARY_FILE
     )
-    try:
-        _write_text(paths.summary, dumps(build_summary(content)))
-        _write_text(paths.markdown, render_markdown(content))
-        _write_text(paths.html, render_html(content, render_plots(content)))
-    except OSError as exc:
-        raise RunError(f"{out}: cannot write the report: {exc}") from exc
+    _write_text(paths.summary, dumps(build_summary(content)))
+    _write_text(paths.markdown, render_markdown(content))
+    _write_text(paths.html, render_html(content, render_plots(content)))
     return paths
 
 
 def report_run(
-    run_dir: Path | str,
+    run: RunRef,
     *,
     extra_judgments: Sequence[Path | str] | None = None,
     out_dir: Path | str | None = None,
@@ -132,15 +126,25 @@ def report_run(
 
     The one call behind `vlbench report` and the report a finished `vlbench run` prints:
     `metrics.parquet` and `distributions.parquet` go beside the report (the run directory
-    unless `out_dir` is given).
+    unless `out_dir` is given; a run on object storage is read in place and reported into its
+    local folder, `reports/suite=…/run_date=…/run_id=…/`).
     """
-    run_dir = Path(run_dir)
-    extra = [Path(p) for p in extra_judgments] if extra_judgments else None
-    ev = evaluate_run(run_dir, extra_judgments=extra)
-    out = Path(out_dir) if out_dir is not None else run_dir
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RunError(f"{out}: cannot create the report directory: {exc}") from exc
+    info = open_run(run)
+    ev = evaluate_run(info, extra_judgments=extra_judgments)
+    out = Path(out_dir) if out_dir is not None else local_dir(info)
+    _make_dir(out)
     write_evaluation(ev, out)
-    return write_report(run_dir, ev, out_dir=out, extra_judgments=extra)
+    return write_report(info, ev, out_dir=out)
+
+
+def comparison_dir(run_b: RunRef, cmp: Comparison) -> Path:
+    """Where a comparison's report goes by default: compare-<run A>[-<crossed pairs>] in run B.
+
+    Each pairing gets its own folder, so comparing other settings never overwrites a report.
+    """
+    name = f"compare-{cmp.run_a}"
+    if cmp.crossed:
+        name += "-" + "+".join(
+            f"{p.mode}_{p.setting_a}_to_{p.setting_b}" for p in cmp.pairs if p.crossed
+        )
+    return local_dir(open_run(run_b)) / _UNSAFE.sub("_", name)[:120]

@@ -38,7 +38,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from runner.errors import RunError
+from runner.errors import RunError, WriteError
 from runner.schema import (
     HITS_FILE,
     HITS_SCHEMA,
@@ -54,13 +54,10 @@ from runner.store._layout import (
     JOURNAL_DIR,
     LOCK_FILE,
     PARTS_DIR,
-    atomic_write_bytes,
-    fsync_dir,
     new_run_id,
     part_path,
     run_dir_for,
     segment_path,
-    temp_path,
 )
 from runner.store._manifest import (
     RunCounts,
@@ -69,8 +66,9 @@ from runner.store._manifest import (
     utc_now_iso,
     write_manifest,
 )
-from runner.store._readers import RunInfo, open_run
 from runner.store._rows import Rows, check_rank_order, to_batch
+from runner.store.atomic import atomic_write_bytes, fsync_dir, temp_path
+from runner.store.reader import RunInfo, open_run
 
 __all__ = ["DEFAULT_ROLL_ROWS", "FINISH_STATUSES", "Recovery", "RunWriter"]
 
@@ -406,7 +404,7 @@ class RunWriter:
         seq = self._seq
         try:
             _files.write_part(self._dir, seq, self._requests_buf, self._hits_buf)
-        except OSError as exc:
+        except (OSError, WriteError) as exc:
             # The units are safe in the journal; the part is retried at the next roll.
             raise RunError(f"{self._dir}: cannot write a Parquet part: {exc}") from exc
         self._parts.append(seq)

@@ -28,7 +28,15 @@ from runner.errors import WriteError
 if TYPE_CHECKING:
     from runner.store.location import Location
 
-__all__ = ["atomic_path", "atomic_write", "atomic_write_bytes", "fsync_dir", "temp_path"]
+__all__ = [
+    "atomic_path",
+    "atomic_write",
+    "atomic_write_bytes",
+    "fsync_dir",
+    "fsync_file",
+    "temp_path",
+    "write_error",
+]
 
 # Rust-backed writers (polars, pyarrow) report an OS failure as text: "... (os error 28)".
 _OS_ERROR_TEXT = re.compile(r"os error (\d+)")
@@ -48,7 +56,8 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _fsync_file(path: Path) -> None:
+def fsync_file(path: Path) -> None:
+    """Make a file's bytes durable."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -77,7 +86,7 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = temp_path(path)
     try:
         yield tmp
-        _fsync_file(tmp)
+        fsync_file(tmp)
         os.replace(tmp, path)
         fsync_dir(path.parent)
     except BaseException as exc:

@@ -29,11 +29,19 @@ from runner.evaluate.compare.significance import (
     randomisation_tests,
 )
 from runner.evaluate.evaluation import Evaluation
+from runner.evaluate.judgments import load_run_judgments
 from runner.evaluate.measures import parse_measure
-from runner.evaluate.run import evaluate_run, load_run_judgments
-from runner.store import scan_hits
+from runner.evaluate.run import evaluate_run
+from runner.store.reader import RunInfo, RunRef, open_run, scan_hits
 
-__all__ = ["COMPARISON_SCHEMA", "PAIRED_SCHEMA", "Comparison", "compare_run_dirs", "compare_runs"]
+__all__ = [
+    "COMPARISON_SCHEMA",
+    "PAIRED_SCHEMA",
+    "Comparison",
+    "compare_run_dirs",
+    "compare_runs",
+    "same_run",
+]
 
 _KEYS: Final = ["mode", "setting", "unit", "measure"]
 
@@ -324,8 +332,8 @@ def compare_runs(
 
 
 def compare_run_dirs(
-    run_a: Path | str,
-    run_b: Path | str,
+    run_a: RunRef,
+    run_b: RunRef,
     *,
     measures: Sequence[str] | None = None,
     extra_judgments: Sequence[Path | str] | None = None,
@@ -347,8 +355,8 @@ def compare_run_dirs(
     settings. Raises `RunError` for a directory that is not a readable run, `UsageError` for
     a pairing the runs cannot meet.
     """
-    dirs = (Path(run_a), Path(run_b))
-    same = dirs[0].resolve() == dirs[1].resolve()
+    dirs = (open_run(run_a), open_run(run_b))
+    same = same_run(dirs[0], dirs[1])
     extra = list(extra_judgments or ())
     with tempfile.TemporaryDirectory(prefix="vlbench-compare-") as tmp:
         if shared_pool and not same:
@@ -376,7 +384,14 @@ def compare_run_dirs(
     return ev_a, ev_b, comparison
 
 
-def _write_pool(dirs: Sequence[Path], extra: Sequence[Path | str], path: Path) -> Path:
+def same_run(a: RunInfo, b: RunInfo) -> bool:
+    """Whether two opened runs are one and the same run directory (however each was named)."""
+    if a.location.remote or b.location.remote:
+        return a.location.uri.rstrip("/") == b.location.uri.rstrip("/")
+    return a.path.resolve() == b.path.resolve()
+
+
+def _write_pool(dirs: Sequence[RunInfo], extra: Sequence[Path | str], path: Path) -> Path:
     """Both runs' media-level qrels, merged by the maximum grade, as a TREC qrels file."""
     pooled = (
         pl.concat([load_run_judgments(run_dir, extra)[1] for run_dir in dirs])
