@@ -30,8 +30,11 @@ def fail(exc: VlbenchError) -> NoReturn:
     raise typer.Exit(code=exc.exit_code)
 
 
-def command(name: str | None = None) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """Register a command on `app`; a `VlbenchError` it raises becomes `fail(exc)`.
+def command(
+    name: str | None = None, *, group: typer.Typer | None = None
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Register a command on `app` (or on the sub-command `group`); a `VlbenchError` it raises
+    becomes `fail(exc)`.
 
     The one place the CLI maps errors to messages and exit codes:
 
@@ -48,7 +51,7 @@ def command(name: str | None = None) -> Callable[[Callable[P, R]], Callable[P, R
             except VlbenchError as exc:
                 fail(exc)
 
-        app.command(name)(run)
+        (group or app).command(name)(run)
         return run
 
     return register

@@ -115,32 +115,80 @@ def load_history(
     suite_loc = _suite_location(location, suite)
     notes: list[str] = []
     runs = _runs(suite_loc, evaluate_missing, notes)
-    usable = runs.filter(pl.col("metrics").is_in(["present", "evaluated"]))
-    if usable.is_empty():
-        raise RunError(
-            f"{suite_loc.uri}: no complete run has metrics.parquet "
-            "(run `vlbench report RUN` on them, or pass --evaluate)"
-        )
-    ordered = usable.sort("run_date", "run_id").with_columns(
-        pl.int_range(pl.len()).alias("night"),
-        pl.col("run_id").shift(1).alias("prev_run_id"),
-    )
     try:
-        with duckdb.connect() as con:
-            con.execute("SET threads = 2")
-            _register_metrics(con, suite_loc, usable)
-            con.register(
-                "runs", ordered.select("run_date", "run_id", "night", "prev_run_id").to_arrow()
-            )
-            summary = _summary(con, unit, measures, modes)
-            paired = _paired(con, unit, measures, modes)
+        summary, paired = _read(suite_loc, _usable(suite_loc, runs, notes), unit, measures, modes)
     except (duckdb.Error, pa.ArrowException, OSError) as exc:
-        # Damage past a sound footer (a page that does not decompress) shows only here.
-        raise RunError(f"{suite_loc.uri}: cannot read metrics.parquet: {scrub(str(exc))}") from None
+        # Damage past a sound footer (a page that does not decompress) shows only when read:
+        # find the nights it is in, leave them out like the others, and read again.
+        runs = _leave_out_unreadable(suite_loc, runs, notes)
+        try:
+            usable = _usable(suite_loc, runs, notes)
+            summary, paired = _read(suite_loc, usable, unit, measures, modes)
+        except (duckdb.Error, pa.ArrowException, OSError):
+            why = scrub(str(exc))
+            raise RunError(f"{suite_loc.uri}: cannot read metrics.parquet: {why}") from None
     series = _flag(summary, paired, rule)
     if series.is_empty():
         notes.append(f"no summary rows for unit {unit!r} and the chosen measures/modes")
     return History(suite_loc.uri, runs, series, rule, tuple(notes))
+
+
+def _usable(suite_loc: Location, runs: pl.DataFrame, notes: list[str]) -> pl.DataFrame:
+    """The nights to read, in order, with their night number and the previous night's run id."""
+    usable = runs.filter(pl.col("metrics").is_in(["present", "evaluated"]))
+    if usable.is_empty():
+        corrupt = [n for n in notes if "corrupt" in n or "columns" in n]
+        why = f"; {corrupt[0]}" if corrupt else ""
+        raise RunError(
+            f"{suite_loc.uri}: no complete run has metrics.parquet "
+            f"(run `vlbench report RUN` on them, or pass --evaluate){why}"
+        )
+    return usable.sort("run_date", "run_id").with_columns(
+        pl.int_range(pl.len()).alias("night"),
+        pl.col("run_id").shift(1).alias("prev_run_id"),
+    )
+
+
+def _read(
+    suite_loc: Location,
+    usable: pl.DataFrame,
+    unit: str,
+    measures: Sequence[str] | None,
+    modes: Sequence[str] | None,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(summary rows, paired differences) of the usable nights, through DuckDB."""
+    with duckdb.connect() as con:
+        con.execute("SET threads = 2")
+        _register_metrics(con, suite_loc, usable)
+        con.register("runs", usable.select("run_date", "run_id", "night", "prev_run_id").to_arrow())
+        return _summary(con, unit, measures, modes), _paired(con, unit, measures, modes)
+
+
+def _leave_out_unreadable(
+    suite_loc: Location, runs: pl.DataFrame, notes: list[str]
+) -> pl.DataFrame:
+    """`runs` with each night whose metrics values cannot be read marked "corrupt" (and noted)."""
+    bad = set()
+    for run_date, run_id in (
+        runs.filter(pl.col("metrics").is_in(["present", "evaluated"]))
+        .select("run_date", "run_id")
+        .iter_rows()
+    ):
+        metrics = suite_loc.child(f"run_date={run_date}", f"run_id={run_id}", METRICS_FILE)
+        try:
+            pq.read_table(metrics.path, columns=list(_COLUMNS), filesystem=metrics.fs)
+        except (OSError, pa.ArrowException) as exc:
+            bad.add(run_id)
+            notes.append(
+                f"run {run_id} ({run_date}) left out: {metrics.uri}: corrupt Parquet file "
+                f"({scrub(str(exc))})"
+            )
+    return runs.with_columns(
+        pl.when(pl.col("run_id").is_in(list(bad)))
+        .then(pl.lit("corrupt"))
+        .otherwise(pl.col("metrics"))
+        .alias("metrics")
+    )
 
 
 # -- finding runs ---------------------------------------------------------------------------------
