@@ -56,6 +56,7 @@ import pyarrow.parquet as pq
 
 from runner.errors import RunError, UsageError, VlbenchError
 from runner.store.atomic import atomic_path
+from runner.store.location import scrub
 from runner.store.reader import RunRef, open_run, scan_hits, scan_requests
 
 __all__ = [
@@ -188,7 +189,7 @@ def _check_known(
     try:
         known = requests.select("mode", "query_id").unique().collect()
     except pl.exceptions.PolarsError as exc:
-        raise RunError(f"{run}: requests.parquet cannot be read ({_one_line(exc)})") from None
+        raise RunError(f"{run}: requests.parquet cannot be read ({scrub(str(exc))})") from None
     for what, asked, column in (("mode", modes, "mode"), ("query", queries, "query_id")):
         have = set(known[column].to_list())
         unknown = sorted(set(asked or ()) - have)
@@ -275,7 +276,7 @@ def _aggregated(
         try:
             aggregate_ids(mine, group_by).sink_parquet(part)
         except (pl.exceptions.PolarsError, OSError) as exc:
-            raise RunError(f"cannot export: {_one_line(exc)}") from None
+            raise RunError(f"cannot export: {scrub(str(exc))}") from None
         parts.append(part)
     return _ordered(pl.scan_parquet(parts), group_by)
 
@@ -301,7 +302,7 @@ def _sink(frame: pl.LazyFrame, path: Path, fmt: ExportFormat) -> int:
     except VlbenchError:
         raise
     except (pl.exceptions.PolarsError, OSError) as exc:
-        raise RunError(f"cannot export: {_one_line(exc)}") from None
+        raise RunError(f"cannot export: {scrub(str(exc))}") from None
 
 
 def _count_lines(path: Path) -> int:
@@ -310,7 +311,3 @@ def _count_lines(path: Path) -> int:
         while chunk := f.read(_COPY_CHUNK):
             count += chunk.count(b"\n")
     return count
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:300]

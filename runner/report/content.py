@@ -14,7 +14,6 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
-from urllib.parse import urlsplit, urlunsplit
 
 import polars as pl
 
@@ -23,6 +22,7 @@ from runner.errors import RunError
 from runner.evaluate.compare import Comparison, Gate, GateFailure
 from runner.evaluate.evaluation import Evaluation
 from runner.evaluate.measures import parse_measure
+from runner.store import public_base_url
 from runner.store.reader import RunRef, open_run, scan_hits
 
 __all__ = [
@@ -124,13 +124,12 @@ def primary_measure(measures: Sequence[str]) -> str:
 
 
 def safe_url(url: str | None) -> str | None:
-    """The URL without user info, query or fragment: nothing secret reaches a report."""
-    if not url:
-        return url
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port is not None else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    """The URL without user info, query or fragment: nothing secret reaches a report.
+
+    The manifest's own rule (`store.public_base_url`), applied again because a
+    copied or hand-made manifest may not have gone through it.
+    """
+    return public_base_url(url) if url else url
 
 
 def _run_facts(run: RunRef, ev: Evaluation) -> dict[str, Any]:

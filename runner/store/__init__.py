@@ -10,7 +10,7 @@ Elsewhere in the room: `location` (where a run is), `push` (copy a run to a buck
 """
 
 from runner.store._layout import new_run_id, run_dir_for, safe_suite_name
-from runner.store._manifest import RunCounts, parse_manifest
+from runner.store._manifest import RunCounts, parse_manifest, public_base_url
 from runner.store._rows import Rows
 from runner.store._writer import DEFAULT_ROLL_ROWS, FINISH_STATUSES, Recovery, RunWriter
 from runner.store.atomic import atomic_path, atomic_write
@@ -50,6 +50,7 @@ __all__ = [
     "new_run_id",
     "open_run",
     "parse_manifest",
+    "public_base_url",
     "read_manifest",
     "resolve",
     "run_dir_for",

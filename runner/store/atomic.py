@@ -21,12 +21,12 @@ import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, cast
+from typing import IO, cast
+
+import pyarrow as pa
 
 from runner.errors import WriteError
-
-if TYPE_CHECKING:
-    from runner.store.location import Location
+from runner.store.location import Location, scrub
 
 __all__ = [
     "atomic_path",
@@ -38,8 +38,9 @@ __all__ = [
     "write_error",
 ]
 
-# Rust-backed writers (polars, pyarrow) report an OS failure as text: "... (os error 28)".
-_OS_ERROR_TEXT = re.compile(r"os error (\d+)")
+# Writers that wrap an OS failure report it as text: "... (os error 28)" (polars, Rust) or
+# "[Errno 28] ..." (a Python file object inside a C++ writer).
+_OS_ERROR_TEXT = re.compile(r"(?:os error|Errno) (\d+)")
 
 
 def temp_path(path: Path) -> Path:
@@ -71,7 +72,7 @@ def write_error(target: object, exc: BaseException) -> WriteError:
     if code is None:
         match = _OS_ERROR_TEXT.search(str(exc))
         code = int(match.group(1)) if match else None
-    cause = os.strerror(code).lower() if code else " ".join(str(exc).split())[:300]
+    cause = os.strerror(code).lower() if code else scrub(str(exc))
     return WriteError(f"{target}: cannot write: {cause}", path=str(target), errno=code)
 
 
@@ -105,8 +106,6 @@ def atomic_write(target: str | os.PathLike[str] | Location) -> Iterator[IO[bytes
     `target` is a local path or a `Location` (object storage or local, see `store.location`).
     Raises `WriteError` naming `target` and the cause; the temp file is gone either way.
     """
-    from runner.store.location import Location  # location never imports this module back
-
     if isinstance(target, Location) and target.remote:
         with _remote_write(target) as out:
             yield out
@@ -125,10 +124,6 @@ def atomic_write_bytes(target: str | os.PathLike[str] | Location, data: bytes) -
 
 @contextmanager
 def _remote_write(target: Location) -> Iterator[IO[bytes]]:
-    import pyarrow as pa
-
-    from runner.store.location import scrub
-
     parent, name = target.path.rsplit("/", 1)
     tmp = f"{parent}/.{name}.tmp-{secrets.token_hex(4)}"
     try:

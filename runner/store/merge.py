@@ -56,6 +56,7 @@ from runner.schema import (
 from runner.store._layout import new_run_id, run_dir_for
 from runner.store._manifest import RunCounts
 from runner.store.atomic import fsync_dir
+from runner.store.location import scrub
 from runner.store.reader import (
     RunInfo,
     RunRef,
@@ -241,7 +242,7 @@ def _write_table(
                 for batch in ordered.collect_batches(chunk_size=_ROW_GROUP):
                     writer.write_table(batch.to_arrow().cast(schema), row_group_size=_ROW_GROUP)
     except (pl.exceptions.PolarsError, pa.ArrowException, OSError) as exc:
-        reason = " ".join(str(exc).split())[:300]
+        reason = scrub(str(exc))
         raise RunError(f"merge of {table} (suite {first.suite_name}) failed: {reason}") from None
 
 
