@@ -20,8 +20,11 @@ An unsharded run's rows are in completion order (workers finish in any order); s
 `canonical_order` to compare. Timing columns (sent_at, latency_ms, attempts) naturally differ
 between two runs of a suite: everything else is the same.
 
-The merged run is written in a hidden directory beside its final place and renamed into place
-when complete, so a reader never sees half a merged run.
+The merged run is written in a hidden directory beside its final place, fsynced, and renamed
+into place when complete, so a reader never sees half a merged run (the directory-level form of
+`store.atomic`). Shards may be local or on `s3://` / `gs://` (read through `store.reader`); the
+merged run is local. On any failure nothing is left: not the hidden directory, nor the
+`suite=`/`run_date=` folders made for it.
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ from runner.schema import (
 )
 from runner.store._layout import new_run_id, run_dir_for
 from runner.store._manifest import RunCounts
-from runner.store.atomic import fsync_dir
+from runner.store.atomic import fsync_dir, fsync_file
 from runner.store.location import scrub
 from runner.store.reader import (
     RunInfo,
@@ -131,6 +134,9 @@ def merge_runs(
         counts = _summed(infos)
         manifest = _manifest(infos, new_id, counts, started, ended)
         (scratch / MANIFEST_FILE).write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
+        for written in scratch.iterdir():  # durable before the rename makes them visible
+            fsync_file(written)
+        fsync_dir(scratch)
         os.rename(scratch, final)
         fsync_dir(final.parent)
     except BaseException:
