@@ -45,7 +45,7 @@ from runner.evaluate.sweep import SWEEP_MEASURES, choose_operating_point, thresh
 from runner.evaluate.unjudged import count_unjudged
 from runner.store.atomic import atomic_path
 from runner.store.location import scrub
-from runner.store.reader import RunRef, open_run, run_location, scan_requests
+from runner.store.reader import RunRef, open_run, run_location, scan_hits, scan_requests
 
 __all__ = [
     "DISTRIBUTIONS_FILE",
@@ -179,6 +179,7 @@ def evaluate_run(
     *,
     measures: Sequence[Measure | str] = DEFAULT_MEASURES,
     extra_judgments: Sequence[Path | str] | None = None,
+    qrels: pl.DataFrame | None = None,
     objective: str = "f1",
     overlap_k: int = 10,
     judge_k: int = 10,
@@ -187,15 +188,20 @@ def evaluate_run(
 
     `run` is a run directory or a URI (`s3://…/run_id=…`), read through the one reader.
     `extra_judgments` are TREC qrels files added to the run's own `judgments.parquet`;
-    `objective` chooses the operating points ("f1" or "precision@recall>=0.5"); `overlap_k`
-    is the depth of Jaccard in the mode overlap, `judge_k` the depth of the unjudged counts.
+    `qrels`, media-level judgments resolved already (QRELS_SCHEMA, e.g. the shared pool of a
+    comparison), replace both; `objective` chooses the operating points ("f1" or
+    "precision@recall>=0.5"); `overlap_k` is the depth of Jaccard in the mode overlap,
+    `judge_k` the depth of the unjudged counts.
 
     >>> ev = evaluate_run("reports/suite=demo/run_date=2024-11-24/run_id=...")  # doctest: +SKIP
     >>> ev.summary.filter(pl.col("measure") == "nDCG@10")  # doctest: +SKIP
     """
     info = open_run(run)
     wanted = parse_measures(measures)
-    hits, qrels = load_run_judgments(info, extra_judgments)
+    if qrels is None:
+        hits, qrels = load_run_judgments(info, extra_judgments)
+    else:
+        hits = scan_hits(info)
     requests = scan_requests(info)
     systems = _systems(hits, requests)
     cells = _cells(hits, requests)
