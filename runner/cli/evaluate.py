@@ -120,43 +120,28 @@ def compare(
     Example: vlbench compare RUN RUN --setting-a tst=0.4 --setting-b tst=0.6 --mode caption
     Example: vlbench compare RUN_DEMO_STRICT RUN_DEMO_LOOSE --across-settings
     """
-    from runner.evaluate.compare import (
-        check_gates,
-        compare_run_dirs,
-        pairing_from_options,
-        parse_gate,
-        same_run,
-    )
-    from runner.report import comparison_dir, write_report
+    from runner.evaluate.compare import pairing_from_options
+    from runner.report import compare_and_report
     from runner.report.text import comparison_text, unpaired_notes
-    from runner.store import open_run
 
-    gates = [parse_gate(text) for text in fail_on or ()]  # bad gates fail before any work
-    pairing = pairing_from_options(setting_a, setting_b, mode, across_settings)
-    ev_a, ev_b, cmp = compare_run_dirs(
+    done = compare_and_report(
         run_a,
         run_b,
+        gates=fail_on or (),
+        out_dir=out,
         measures=measure,
         extra_judgments=qrels,
         n_permutations=permutations,
         seed=seed,
         alpha=alpha,
-        pairing=pairing,
+        pairing=pairing_from_options(setting_a, setting_b, mode, across_settings),
         shared_pool=shared_pool,
     )
-    failures = check_gates(cmp, gates)
-    out_dir = out if out is not None else comparison_dir(run_b, cmp)
-    paths = write_report(
-        run_b, ev_b, comparison=cmp, out_dir=out_dir, gates=gates, failures=failures
-    )
-    for note in unpaired_notes(ev_a, ev_b, cmp):
+    for note in unpaired_notes(done):
         typer.echo(note, err=True)
-    same = same_run(open_run(run_a), open_run(run_b))
-    typer.echo(
-        comparison_text(cmp, failures, [str(g) for g in gates], ev_b.measures, same_run=same)
-    )
-    typer.echo(f"report: {paths.html}")
-    if failures:
+    typer.echo(comparison_text(done))
+    typer.echo(f"report: {done.paths.html}")
+    if done.failures:
         raise typer.Exit(code=1)
 
 

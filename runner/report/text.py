@@ -6,17 +6,14 @@ print(comparison_text(cmp, failures, gates, ev_b.measures))
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from runner.evaluate.compare import (
     Comparison,
-    GateFailure,
     describe_pairs,
     unpaired_modes,
 )
-from runner.evaluate.evaluation import Evaluation
 from runner.report.compare_tables import verdict_table
 from runner.report.tables import Table
+from runner.report.write import ComparisonReport
 
 __all__ = ["comparison_text", "render_text_table", "unpaired_notes"]
 
@@ -48,21 +45,16 @@ def _pairs_lines(cmp: Comparison, same_run: bool) -> list[str]:
     return [f"{where} (A → B): {describe_pairs(cmp.pairs)}"]
 
 
-def comparison_text(
-    cmp: Comparison,
-    failures: Sequence[GateFailure],
-    gates: Sequence[str],
-    order: tuple[str, ...],
-    *,
-    same_run: bool = False,
-) -> str:
+def comparison_text(done: ComparisonReport) -> str:
     """The verdict `vlbench compare` prints: the media-level table, significance, each gate."""
+    cmp, failures, order = done.comparison, done.failures, done.ev_b.measures
+    gates = [str(g) for g in done.gates]
     media = cmp.measures.filter(cmp.measures["unit"] == "media")
     significant = int(media["significant"].sum())
     lines = [
         f"run B {cmp.run_b} against run A {cmp.run_a} (media level; * Holm-adjusted "
         f"p < {cmp.alpha:g}, paired randomisation test)",
-        *_pairs_lines(cmp, same_run),
+        *_pairs_lines(cmp, done.same_run),
         "",
         render_text_table(verdict_table(cmp, "media", order)),
         "",
@@ -75,10 +67,11 @@ def comparison_text(
     return "\n".join(lines)
 
 
-def unpaired_notes(ev_a: Evaluation, ev_b: Evaluation, cmp: Comparison) -> list[str]:
+def unpaired_notes(done: ComparisonReport) -> list[str]:
     """A note for each mode both runs hold that nothing compared (settings that differ)."""
     notes = []
-    for mode, (settings_a, settings_b) in unpaired_modes(ev_a, ev_b, cmp.pairs).items():
+    pairs = done.comparison.pairs
+    for mode, (settings_a, settings_b) in unpaired_modes(done.ev_a, done.ev_b, pairs).items():
         notes.append(
             f"note: mode {mode} was not compared: no setting in common (run A: "
             f"{', '.join(settings_a)}; run B: {', '.join(settings_b)}); pair them with "

@@ -7,10 +7,19 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
-from runner.evaluate.compare import Comparison, Gate, GateFailure
+from runner.evaluate.compare import (
+    Comparison,
+    Gate,
+    GateFailure,
+    check_gates,
+    compare_run_dirs,
+    parse_gate,
+    same_run,
+)
 from runner.evaluate.evaluation import Evaluation
 from runner.evaluate.run import evaluate_run, write_evaluation
 from runner.report import plots
@@ -21,7 +30,15 @@ from runner.report.summary import build_summary, dumps
 from runner.store.atomic import atomic_write, write_error
 from runner.store.reader import RunRef, local_dir, open_run
 
-__all__ = ["ReportPaths", "comparison_dir", "render_plots", "report_run", "write_report"]
+__all__ = [
+    "ComparisonReport",
+    "ReportPaths",
+    "compare_and_report",
+    "comparison_dir",
+    "render_plots",
+    "report_run",
+    "write_report",
+]
 
 HTML_FILE = "report.html"
 MARKDOWN_FILE = "report.md"
@@ -148,3 +165,37 @@ def comparison_dir(run_b: RunRef, cmp: Comparison) -> Path:
             f"{p.mode}_{p.setting_a}_to_{p.setting_b}" for p in cmp.pairs if p.crossed
         )
     return local_dir(open_run(run_b)) / _UNSAFE.sub("_", name)[:120]
+
+
+@dataclass(frozen=True, slots=True)
+class ComparisonReport:
+    """What `vlbench compare` did: both evaluations, the comparison, the gates that tripped,
+    where its report went, and whether A and B were one run."""
+
+    ev_a: Evaluation
+    ev_b: Evaluation
+    comparison: Comparison
+    gates: tuple[Gate, ...]
+    failures: tuple[GateFailure, ...]
+    paths: ReportPaths
+    same_run: bool
+
+
+def compare_and_report(
+    run_a: RunRef,
+    run_b: RunRef,
+    *,
+    gates: Sequence[str] = (),
+    out_dir: Path | str | None = None,
+    **options: Any,
+) -> ComparisonReport:
+    """Compare run B with run A, check `gates` (parsed before any work), write B's report with
+    the comparison (default folder: `comparison_dir`). `options` go to `compare_run_dirs`.
+    """
+    parsed = tuple(parse_gate(text) for text in gates)
+    info_a, info_b = open_run(run_a), open_run(run_b)
+    ev_a, ev_b, cmp = compare_run_dirs(info_a, info_b, **options)
+    failures = tuple(check_gates(cmp, list(parsed)))
+    out = out_dir if out_dir is not None else comparison_dir(info_b, cmp)
+    paths = write_report(info_b, ev_b, comparison=cmp, out_dir=out, gates=parsed, failures=failures)
+    return ComparisonReport(ev_a, ev_b, cmp, parsed, failures, paths, same_run(info_a, info_b))
