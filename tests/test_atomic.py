@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -21,7 +22,9 @@ from runner.store import atomic
 from runner.store.atomic import atomic_path, atomic_write, atomic_write_bytes
 
 
-def _mount_tmpfs(mount: Path, size: str) -> None:
+@contextmanager
+def _tmpfs(mount: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` at `mount`, unmounted after (needs root and `mount`; else skipped)."""
     mount.mkdir()
     if shutil.which("mount") is None or os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
@@ -30,28 +33,24 @@ def _mount_tmpfs(mount: Path, size: str) -> None:
     )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
 
 
 @pytest.fixture
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 64 KiB tmpfs (needs root and `mount`; skipped elsewhere, the patched tests still run)."""
-    mount = tmp_path / "disk"
-    _mount_tmpfs(mount, "64k")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
+    """A 64 KiB disk for one file (the patched tests run where this one is skipped)."""
+    with _tmpfs(tmp_path / "disk", "64k") as disk:
+        yield disk
 
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 2 MiB tmpfs for a whole report (needs root; skipped elsewhere)."""
-    mount = tmp_path / "disk"
-    _mount_tmpfs(mount, "2m")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
+    """A 2 MiB disk for a whole report."""
+    with _tmpfs(tmp_path / "disk", "2m") as disk:
+        yield disk
 
 
 def test_atomic_write_replaces_whole_file(tmp_path: Path) -> None:
