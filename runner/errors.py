@@ -6,6 +6,7 @@
       DatasetError        a dataset file that cannot be imported          exit 2
       RunError            a run directory that cannot be read or resumed  exit 2
         CredentialsError  the environment's credentials cannot be used   exit 2
+      WriteError          a file that cannot be written (a full disk)     exit 1
       ApiError            the API answered with an error (status, detail)
         AuthError         401/403
         Throttled         429, or any status with Retry-After
@@ -36,6 +37,7 @@ __all__ = [
     "TransportError",
     "UsageError",
     "VlbenchError",
+    "WriteError",
 ]
 
 
@@ -91,6 +93,18 @@ class RunError(VlbenchError):
     """A run directory that cannot be read, resumed, merged or exported."""
 
     exit_code = 2
+
+
+class WriteError(VlbenchError):
+    """A file that cannot be written: `path: cannot write: <the system's words>` (a full disk).
+
+    Exit 1: the input was fine, the machine was not; free the space and run the command again.
+    """
+
+    def __init__(self, message: str, *, path: str, errno: int | None = None) -> None:
+        self.path = path
+        self.errno = errno
+        super().__init__(message)
 
 
 class ApiError(VlbenchError):

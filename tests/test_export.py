@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 import runner.export.ids as export_module
 from runner.cli import app
-from runner.errors import RunError, UsageError
+from runner.errors import RunError, UsageError, WriteError
 from runner.export.ids import EXPORT_COLUMNS, GROUPINGS, export_run
 from runner.schema import HITS_FILE, normalise_score
 
@@ -241,7 +241,7 @@ def test_a_failure_at_the_rename_leaves_no_file(
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", broken_replace)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(WriteError, match="disk full"):
         export_run(run_dir, tmp_path / "ids.parquet", fmt="parquet")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
 

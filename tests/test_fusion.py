@@ -22,8 +22,9 @@ from runner.evaluate.fusion import (
     parse_fusion,
 )
 from runner.evaluate.fusion import fuse as vl_fuse
+from runner.evaluate.judgments import load_run_judgments
 from runner.evaluate.measures import compute_measures
-from runner.evaluate.run import evaluate_run, load_run_judgments
+from runner.evaluate.run import evaluate_run
 from runner.server.app import ServerThread
 from runner.suite import load_suite
 

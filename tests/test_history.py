@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import polars as pl
@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from runner.cli import app
 from runner.errors import RunError
 from runner.evaluate import METRICS_SCHEMA
-from runner.evaluate.history import HistoryRule, load_history, render_text, write_history_html
+from runner.evaluate.history import HistoryRule, load_history
+from runner.report.history import render_text, write_history_html
 
 QUERIES = [f"q{i}" for i in range(1, 9)]
 BASE = {q: 0.4 + 0.05 * i for i, q in enumerate(QUERIES)}  # per-query nDCG@10 of a normal night
@@ -175,3 +176,55 @@ def test_cli_history_refuses_a_missing_dir(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["history", str(tmp_path / "nowhere" / "suite=x")])
     assert result.exit_code == 2
     assert "error:" in result.output
+
+
+def _corrupt_middle(path: Path) -> None:
+    """Damage the data pages but keep the footer: only reading the values finds it."""
+    data = bytearray(path.read_bytes())
+    for i in range(8, len(data) // 2):
+        data[i] = 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda p: p.write_bytes(b"PAR1 not parquet at all PAR1"), id="garbage"),
+        pytest.param(lambda p: p.write_bytes(p.read_bytes()[:-30]), id="truncated"),
+        pytest.param(lambda p: pl.DataFrame({"x": [1]}).write_parquet(p), id="other-columns"),
+    ],
+)
+def test_a_corrupt_night_is_left_out_and_named(
+    nights: Path, damage: Callable[[Path], object]
+) -> None:
+    bad = nights / "run_date=2024-01-03" / "run_id=night-2" / "metrics.parquet"
+    damage(bad)
+    history = load_history(nights)
+    assert "night-2" not in set(history.series["run_id"])
+    assert len(set(history.series["run_id"])) == len(OFFSETS) - 1
+    assert any(str(bad) in note for note in history.notes)
+    result = CliRunner().invoke(app, ["history", str(nights), "--html", str(nights / "h.html")])
+    assert result.exit_code == 0, result.output
+    assert f"note: run night-2 (2024-01-03) left out: {bad}" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_history_of_only_corrupt_nights_exits_2_naming_a_file(tmp_path: Path) -> None:
+    bad = _night(tmp_path, 0, 0.0) / "metrics.parquet"
+    bad.write_bytes(b"not parquet")
+    result = CliRunner().invoke(app, ["history", str(tmp_path / "suite=test")])
+    assert result.exit_code == 2
+    assert f"{bad}: corrupt Parquet file" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_damage_past_a_sound_footer_is_found_and_left_out(nights: Path) -> None:
+    bad = nights / "run_date=2024-01-02" / "run_id=night-1" / "metrics.parquet"
+    _corrupt_middle(bad)
+    history = load_history(nights)
+    assert set(history.series["run_id"]) == {f"night-{n}" for n in (0, 2, 3, 4)}
+    assert any(f"{bad}: corrupt Parquet file" in note for note in history.notes)
+    result = CliRunner().invoke(app, ["history", str(nights)])
+    assert result.exit_code == 0, result.output
+    assert "night-1 (2024-01-02) left out" in result.output
+    assert "Traceback" not in result.output

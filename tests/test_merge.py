@@ -141,3 +141,34 @@ def test_cli_merge_and_refusal(runs: dict[str, RunResult], tmp_path: Path) -> No
     assert f"{runs['whole'].counts.hits} hits" in result.output
     result = cli.invoke(app, ["merge", shards[0], "--out", str(tmp_path / "x")])
     assert result.exit_code == 2 and "missing" in result.output
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda p: p.write_bytes(b"PAR1 not parquet PAR1"), id="garbage"),
+        pytest.param(lambda p: p.write_bytes(p.read_bytes()[:-40]), id="truncated"),
+    ],
+)
+def test_a_corrupt_shard_leaves_nothing_behind(
+    runs: dict[str, RunResult], tmp_path: Path, damage: Callable[[Path], object]
+) -> None:
+    two = _copy(runs["2/2"].run_dir, tmp_path)
+    damage(two / "hits.parquet")
+    out = tmp_path / "merged"
+    with pytest.raises(RunError, match=r"hits\.parquet: corrupt Parquet"):
+        merge_runs([runs["1/2"].run_dir, two], out)
+    assert not out.exists()  # no suite=/run_date= folders either
+
+
+def test_a_merge_failing_midway_leaves_nothing_behind(
+    runs: dict[str, RunResult], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def failing(*args: object) -> None:
+        raise RunError("merge of hits failed: unreadable row group")
+
+    monkeypatch.setattr(merge_module, "_write_table", failing)
+    (tmp_path / "merged").mkdir()  # a root that exists already stays
+    with pytest.raises(RunError, match="unreadable row group"):
+        merge_runs([runs["1/2"].run_dir, runs["2/2"].run_dir], tmp_path / "merged")
+    assert list((tmp_path / "merged").iterdir()) == []

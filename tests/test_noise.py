@@ -18,8 +18,9 @@ from runner.errors import UsageError
 from runner.evaluate.compare import compare_run_dirs
 from runner.evaluate.compare.noise import Z, check_gates_with_noise, noise_floor
 from runner.evaluate.evaluation import PER_QUERY_SCHEMA, Evaluation
-from runner.evaluate.history import HistoryRule, load_history, render_text
+from runner.evaluate.history import HistoryRule, load_history
 from runner.evaluate.run import evaluate_run
+from runner.report.history import render_text
 from runner.server.app import ServerThread
 
 

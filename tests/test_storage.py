@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 from moto.server import ThreadedMotoServer
 from pyarrow.fs import FileSelector, S3FileSystem
-from run_builder import build_run, hit
+from run_builder import build_run, hit, judgment
 from test_history import OFFSETS, _night
 from typer.testing import CliRunner
 
@@ -18,7 +18,10 @@ from runner.cli import app
 from runner.errors import RunError
 from runner.evaluate.history import load_history
 from runner.export.ids import export_run
-from runner.store.locations import find_run_locations, push_run, read_run_manifest, resolve
+from runner.store.location import resolve
+from runner.store.merge import merge_runs
+from runner.store.push import push_run
+from runner.store.reader import find_run_locations, read_manifest
 
 BUCKET = "vlbench-test"
 ENV = {
@@ -88,7 +91,7 @@ def test_push_keeps_the_hive_layout(s3: str, tmp_path: Path) -> None:
     assert _objects(s3) == [f"{rel}/{name}" for name in sorted(p.name for p in run.iterdir())]
     assert result.files[-1] == "manifest.json"  # uploaded last
     assert result.bytes == sum(p.stat().st_size for p in run.iterdir())
-    assert read_run_manifest(result.uri)["run_id"] == "test-run"
+    assert read_manifest(result.uri)["run_id"] == "test-run"
     assert [loc.uri for loc in find_run_locations(s3)] == [result.uri]
 
 
@@ -152,3 +155,74 @@ def test_cli_push_export_history_on_s3(s3: str, tmp_path: Path) -> None:
     result = cli.invoke(app, ["push", str(tmp_path / "nope"), s3])
     assert result.exit_code == 2 and "no such run directory" in result.output
     assert pl.read_parquet(night / "metrics.parquet").height > 0
+
+
+JUDGED = [judgment("q1", "m1"), judgment("q2", "m3", grade=2)]
+
+
+def _shard(root: Path, k: int) -> Path:
+    """Shard k/2 of a tiny suite: q1 in shard 1, q2 in shard 2, the same judgments."""
+    mine = [h for h in HITS if h["query_id"] == f"q{k}"]
+    return build_run(
+        root / f"w{k}", hits=mine, judgments=JUDGED, run_id=f"s{k}", manifest={"shard": f"{k}/2"}
+    )
+
+
+def test_report_compare_and_judge_todo_read_a_run_on_s3(
+    s3: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cli = CliRunner()
+    run = build_run(tmp_path / "local", hits=HITS, judgments=JUDGED)
+    remote = push_run(run, s3).uri
+    monkeypatch.chdir(tmp_path)  # a remote run is reported into ./reports/<its hive path>
+    result = cli.invoke(app, ["report", remote])
+    assert result.exit_code == 0, result.output
+    here = tmp_path / "reports/suite=test/run_date=2024-01-01/run_id=test-run"
+    assert result.stdout.strip() == str(
+        Path("reports/suite=test/run_date=2024-01-01/run_id=test-run/report.html")
+    )
+    assert cli.invoke(app, ["report", str(run)]).exit_code == 0
+    assert pl.read_parquet(here / "metrics.parquet").equals(
+        pl.read_parquet(run / "metrics.parquet")
+    )
+    result = cli.invoke(app, ["compare", str(run), remote, "--fail-on", "nDCG@10<-0.01"])
+    assert result.exit_code == 0, result.output  # the same rows: no delta trips the gate
+    assert (here / "compare-test-run" / "report.html").is_file()
+    todo_remote, todo_local = tmp_path / "remote.qrels", tmp_path / "local.qrels"
+    for source, out in ((remote, todo_remote), (str(run), todo_local)):
+        result = cli.invoke(app, ["judge-todo", source, "--out", str(out)])
+        assert result.exit_code == 0, result.output
+    assert todo_remote.read_bytes() == todo_local.read_bytes()
+    missing = f"{s3}/suite=test/run_date=2024-01-01/run_id=none"
+    for command in (["report", missing], ["judge-todo", missing], ["compare", missing, remote]):
+        result = cli.invoke(app, command)
+        assert result.exit_code == 2 and "no such run directory" in result.output, command
+    assert "testing" not in result.output
+
+
+def test_merge_reads_shards_on_s3(s3: str, tmp_path: Path) -> None:
+    shards = [_shard(tmp_path, k) for k in (1, 2)]
+    remote = [push_run(shard, s3).uri for shard in shards]
+    result = CliRunner().invoke(app, ["merge", *remote, "--out", str(tmp_path / "from-s3")])
+    assert result.exit_code == 0, result.output
+    local = merge_runs(shards, tmp_path / "from-disk", run_id="m")
+    merged = merge_runs(remote, tmp_path / "from-s3-lib", run_id="m")
+    for table in ("requests.parquet", "hits.parquet", "judgments.parquet"):
+        assert pl.read_parquet(merged.run_dir / table).equals(
+            pl.read_parquet(local.run_dir / table)
+        ), table
+    with pytest.raises(RunError, match="shards 2/2 missing"):
+        merge_runs(remote[:1], tmp_path / "nothing")
+    assert not (tmp_path / "nothing").exists()
+
+
+def test_push_copies_a_run_from_s3_elsewhere(s3: str, tmp_path: Path) -> None:
+    run = build_run(tmp_path / "local", hits=HITS)
+    remote = push_run(run, s3).uri
+    result = CliRunner().invoke(app, ["push", remote, str(tmp_path / "copy")])
+    assert result.exit_code == 0, result.output
+    copy = tmp_path / "copy/suite=test/run_date=2024-01-01/run_id=test-run"
+    assert sorted(p.name for p in copy.iterdir()) == sorted(p.name for p in run.iterdir())
+    assert all((copy / p.name).read_bytes() == p.read_bytes() for p in run.iterdir())
+    again = push_run(remote, f"{s3}-mirror")
+    assert read_manifest(again.uri)["run_id"] == "test-run"

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from runner.errors import RunError
+from runner.errors import RunError, WriteError
 from runner.schema import (
     HITS_FILE,
     HITS_SCHEMA,
@@ -347,7 +347,7 @@ def test_manifest_is_replaced_atomically(
         raise OSError("disk gone")
 
     monkeypatch.setattr(os, dies_in, dying)
-    with pytest.raises(OSError, match="disk gone"):
+    with pytest.raises(WriteError, match="disk gone"):
         write_manifest(writer.run_dir, dict(read_manifest(writer.run_dir), status="complete"))
     monkeypatch.undo()
     assert (writer.run_dir / MANIFEST_FILE).read_bytes() == before

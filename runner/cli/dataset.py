@@ -8,8 +8,7 @@ from typing import Annotated
 
 import typer
 
-from runner.cli._app import app, fail
-from runner.errors import VlbenchError
+from runner.cli._app import app, command
 
 __all__ = ["dataset_app"]
 
@@ -20,7 +19,7 @@ dataset_app = typer.Typer(
 app.add_typer(dataset_app, name="dataset")
 
 
-@dataset_app.command("import")
+@command("import", group=dataset_app)
 def import_(
     file: Annotated[Path, typer.Argument(help="JSON Lines (.jsonl), CSV (.csv) or Parquet file.")],
     dataset_id: Annotated[str, typer.Option("--id", help="Dataset id (used in API paths).")],
@@ -39,10 +38,7 @@ def import_(
     from runner.server.dataset import import_dataset
 
     started = time.perf_counter()
-    try:
-        info = import_dataset(file, dataset_id, out, display_name=name)
-    except VlbenchError as exc:
-        fail(exc)
+    info = import_dataset(file, dataset_id, out, display_name=name)
     seconds = time.perf_counter() - started
     enrichments = ",".join(sorted(info.enrichments)) or "none"
     typer.echo(
@@ -51,7 +47,7 @@ def import_(
     )
 
 
-@dataset_app.command("demo")
+@command("demo", group=dataset_app)
 def demo() -> None:
     """Print the demo dataset's directory, building it first if needed (about a minute).
 
@@ -62,8 +58,4 @@ def demo() -> None:
     """
     from runner.server.demo import demo_dataset_dir
 
-    try:
-        path = demo_dataset_dir()
-    except VlbenchError as exc:
-        fail(exc)
-    typer.echo(str(path))
+    typer.echo(str(demo_dataset_dir()))

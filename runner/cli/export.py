@@ -5,38 +5,19 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
-from typing import IO, Annotated, get_args
+from typing import IO, Annotated
 
 import typer
 
-from runner.cli._app import app, fail
-from runner.errors import UsageError, VlbenchError
-from runner.export.ids import GROUPINGS, ExportFormat, export_run
+from runner.cli._app import command
+from runner.errors import UsageError
+from runner.export.ids import GROUPINGS, ExportFormat, choose_format, export_run
 from runner.suite import load_suite
 
 __all__ = ["export", "merge", "push"]
 
-_FORMATS = get_args(ExportFormat)
-_SUFFIXES = {
-    ".csv": "csv",
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-    ".parquet": "parquet",
-    ".txt": "txt",
-}
 
-
-def _format(fmt: str | None, out: str) -> ExportFormat:
-    """The asked format, else the one the output's suffix names, else txt (for a pipe)."""
-    chosen = fmt or (_SUFFIXES.get(Path(out).suffix.lower()) if out != "-" else "txt")
-    if chosen is None:
-        raise UsageError(f"--out {out}: say --format ({', '.join(_FORMATS)})")
-    if chosen not in _FORMATS:
-        raise UsageError(f"--format {chosen}: use one of {', '.join(_FORMATS)}")
-    return chosen  # type: ignore[return-value]
-
-
-@app.command()
+@command()
 def export(
     source: Annotated[
         str,
@@ -105,68 +86,32 @@ def export(
     Live:    vlbench export --live queries/demo.yaml -o all.parquet --verify
     TREC:    vlbench export RUN --format trec --out trec/   (trec_eval trec/qrels.txt trec/*.run)
     """
-    try:
-        if fmt == "trec":
-            _export_trec(source, out, mode, live=live)
-            return
-        chosen = _format(fmt, out)
-        target: Path | IO[bytes] = sys.stdout.buffer if out == "-" else Path(out)
-        if live:
-            from runner.export.live import LiveOptions, live_export  # the executor, aiohttp
-
-            if mode or query or min_score is not None or top_k is not None:
-                raise UsageError(
-                    "--live exports every match: --mode/--query/--min-score/--top-k do not apply"
-                )
-            options = LiveOptions(
-                poll_interval_s=poll_interval,
-                max_wait_s=max_wait,
-                verify=verify,
-                fallback=not no_fallback,
+    if fmt == "trec":
+        _export_trec(source, out, mode, live=live)
+        return
+    chosen = choose_format(fmt, out)
+    target: Path | IO[bytes] = sys.stdout.buffer if out == "-" else Path(out)
+    if live:
+        if mode or query or min_score is not None or top_k is not None:
+            raise UsageError(
+                "--live exports every match: --mode/--query/--min-score/--top-k do not apply"
             )
-            result = asyncio.run(
-                live_export(
-                    load_suite(source),
-                    target,
-                    fmt=chosen,
-                    group_by=group_by,
-                    options=options,
-                    manifest_path=manifest,
-                )
-            )
-            for outcome in result.fallbacks:
-                typer.echo(
-                    f"note: {', '.join(outcome.query_ids)} ({outcome.mode}): {outcome.note}",
-                    err=True,
-                )
-            for outcome in result.differences:
-                typer.echo(
-                    f"difference: {', '.join(outcome.query_ids)} ({outcome.mode}): "
-                    f"{outcome.only_export} only in the export job, "
-                    f"{outcome.only_pagination} only in pagination",
-                    err=True,
-                )
-            where = result.path or "stdout"
-            typer.echo(
-                f"{result.rows} rows to {where}"
-                + (f"; manifest {result.manifest_path}" if result.manifest_path else ""),
-                err=True,
-            )
-            return
-        if verify or no_fallback:
-            raise UsageError("--verify and --no-fallback need --live")
-        done = export_run(
-            source,
-            target,
-            fmt=chosen,
-            group_by=group_by,
-            modes=mode,
-            queries=query,
-            min_score=min_score,
-            top_k=top_k,
+        _live(
+            source, target, chosen, group_by, manifest, poll_interval, max_wait, verify, no_fallback
         )
-    except VlbenchError as exc:
-        fail(exc)
+        return
+    if verify or no_fallback:
+        raise UsageError("--verify and --no-fallback need --live")
+    done = export_run(
+        source,
+        target,
+        fmt=chosen,
+        group_by=group_by,
+        modes=mode,
+        queries=query,
+        min_score=min_score,
+        top_k=top_k,
+    )
     typer.echo(f"{done.rows} rows to {done.path or 'stdout'}", err=True)
 
 
@@ -184,11 +129,57 @@ def _export_trec(source: str, out: str, modes: list[str] | None, *, live: bool) 
         typer.echo(str(path))
 
 
-@app.command()
+def _live(
+    suite: str,
+    target: Path | IO[bytes],
+    fmt: ExportFormat,
+    group_by: str,
+    manifest: Path | None,
+    poll_interval: float,
+    max_wait: float,
+    verify: bool,
+    no_fallback: bool,
+) -> None:
+    """`export --live`: the API's export jobs; print the fallbacks and differences it noted."""
+    from runner.export.live import LiveOptions, live_export  # the executor, aiohttp
+
+    options = LiveOptions(
+        poll_interval_s=poll_interval, max_wait_s=max_wait, verify=verify, fallback=not no_fallback
+    )
+    result = asyncio.run(
+        live_export(
+            load_suite(suite),
+            target,
+            fmt=fmt,
+            group_by=group_by,
+            options=options,
+            manifest_path=manifest,
+        )
+    )
+    for outcome in result.fallbacks:
+        typer.echo(
+            f"note: {', '.join(outcome.query_ids)} ({outcome.mode}): {outcome.note}", err=True
+        )
+    for outcome in result.differences:
+        typer.echo(
+            f"difference: {', '.join(outcome.query_ids)} ({outcome.mode}): "
+            f"{outcome.only_export} only in the export job, "
+            f"{outcome.only_pagination} only in pagination",
+            err=True,
+        )
+    where = result.path or "stdout"
+    manifest_note = f"; manifest {result.manifest_path}" if result.manifest_path else ""
+    typer.echo(f"{result.rows} rows to {where}{manifest_note}", err=True)
+
+
+@command()
 def merge(
     run_dirs: Annotated[
-        list[Path],
-        typer.Argument(help="The shard run directories (all N of them).", show_default=False),
+        list[str],
+        typer.Argument(
+            help="The shard runs, directories or s3:// / gs:// URIs (all N of them).",
+            show_default=False,
+        ),
     ],
     out: Annotated[Path, typer.Option("--out", help="The root the merged run goes under.")] = Path(
         "reports"
@@ -202,10 +193,7 @@ def merge(
     """
     from runner.store.merge import merge_runs
 
-    try:
-        result = merge_runs(run_dirs, out)
-    except VlbenchError as exc:
-        fail(exc)
+    result = merge_runs(run_dirs, out)
     counts = result.counts
     typer.echo(
         f"merged {len(result.shards)} shards: {counts.requests_done} requests, "
@@ -214,10 +202,13 @@ def merge(
     typer.echo(f"run_dir: {result.run_dir}")
 
 
-@app.command()
+@command()
 def push(
     run_dir: Annotated[
-        Path, typer.Argument(help="A finished local run directory.", show_default=False)
+        str,
+        typer.Argument(
+            help="A finished run: a directory, or an s3:// / gs:// URI.", show_default=False
+        ),
     ],
     dest: Annotated[
         str,
@@ -234,10 +225,7 @@ def push(
     S3 settings come from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION.
     Example: vlbench push reports/suite=demo/run_date=2024-11-24/run_id=... s3://nightly/vlbench
     """
-    from runner.store.locations import push_run  # pyarrow's S3 and GCS file systems
+    from runner.store.push import push_run
 
-    try:
-        result = push_run(run_dir, dest, overwrite=overwrite)
-    except VlbenchError as exc:
-        fail(exc)
+    result = push_run(run_dir, dest, overwrite=overwrite)
     typer.echo(f"pushed {len(result.files)} files ({result.bytes} bytes) to {result.uri}")

@@ -7,13 +7,12 @@ from typing import Annotated
 
 import typer
 
-from runner.cli._app import app, fail
-from runner.errors import UsageError, VlbenchError
+from runner.cli._app import command
 
 __all__ = ["history"]
 
 
-@app.command()
+@command()
 def history(
     suite_dir: Annotated[
         str,
@@ -60,30 +59,23 @@ def history(
     Example: vlbench history reports/suite=demo --measure nDCG@10 --html history.html
     """
     # Imported here: DuckDB, SciPy and matplotlib would slow every other command's start.
-    from runner.evaluate.history import HistoryRule, load_history, render_text, write_history_html
-    from runner.store.locations import is_remote
+    from runner.evaluate.history import HistoryRule, load_history
+    from runner.report.history import default_page, render_text, write_history_html
 
-    try:
-        if rule_name not in ("noise", "either"):
-            raise UsageError(f"--rule {rule_name}: use noise or either")
-        rule = HistoryRule(
-            k=k, min_history=min_history, alpha=alpha, min_delta=min_delta, rule=rule_name
-        )
-        result = load_history(
-            suite_dir,
-            suite=suite,
-            measures=measure,
-            modes=mode,
-            unit=unit,
-            rule=rule,
-            evaluate_missing=evaluate,
-        )
-        target = html
-        if target is None and not is_remote(result.suite_dir):
-            target = Path(result.suite_dir) / "history.html"
-        written = write_history_html(result, target, max_nights=nights * 2) if target else None
-    except VlbenchError as exc:
-        fail(exc)
+    rule = HistoryRule(
+        k=k, min_history=min_history, alpha=alpha, min_delta=min_delta, rule=rule_name
+    )
+    result = load_history(
+        suite_dir,
+        suite=suite,
+        measures=measure,
+        modes=mode,
+        unit=unit,
+        rule=rule,
+        evaluate_missing=evaluate,
+    )
+    target = html if html is not None else default_page(result)
+    written = write_history_html(result, target, max_nights=nights * 2) if target else None
     typer.echo(render_text(result, max_nights=nights))
     if written is not None:
         typer.echo(f"html: {written}")

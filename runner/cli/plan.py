@@ -8,8 +8,7 @@ from typing import Annotated
 import orjson
 import typer
 
-from runner.cli._app import app, fail, warn
-from runner.errors import VlbenchError
+from runner.cli._app import command, warn
 from runner.plan import expand, parse_shard, shard, summarise
 from runner.suite import load_suite
 
@@ -18,7 +17,7 @@ __all__ = ["plan", "validate"]
 SuiteArg = Annotated[Path, typer.Argument(help="The suite YAML file.", show_default=False)]
 
 
-@app.command()
+@command()
 def validate(suite: SuiteArg) -> None:
     """Check a suite and every file it names; send nothing, write nothing.
 
@@ -27,16 +26,13 @@ def validate(suite: SuiteArg) -> None:
     (judgments of query ids the suite lacks) is a `warning:` line on stderr.
     Example: vlbench validate queries/demo.yaml
     """
-    try:
-        loaded = load_suite(suite)
-        requests = len(expand(loaded).requests)
-    except VlbenchError as exc:
-        fail(exc)
+    loaded = load_suite(suite)
+    requests = len(expand(loaded).requests)
     warn(loaded.warnings)
     typer.echo(f"ok: {len(loaded.queries)} queries, {len(loaded.modes)} modes, {requests} requests")
 
 
-@app.command()
+@command()
 def plan(
     suite: SuiteArg,
     shard_of: Annotated[
@@ -48,14 +44,11 @@ def plan(
 
     Example: vlbench plan queries/demo.yaml --shard 1/4
     """
-    try:
-        loaded = load_suite(suite)
-        the_plan = expand(loaded)
-        if shard_of is not None:
-            the_plan = shard(the_plan, *parse_shard(shard_of))
-        summary = summarise(the_plan, loaded)
-    except VlbenchError as exc:
-        fail(exc)
+    loaded = load_suite(suite)
+    the_plan = expand(loaded)
+    if shard_of is not None:
+        the_plan = shard(the_plan, *parse_shard(shard_of))
+    summary = summarise(the_plan, loaded)
     warn(loaded.warnings)
     if as_json:
         typer.echo(orjson.dumps(summary.to_dict(), option=orjson.OPT_INDENT_2).decode())

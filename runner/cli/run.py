@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from runner.cli._app import app, fail, warn
+from runner.cli._app import command, warn
 from runner.errors import UsageError, VlbenchError
 from runner.execute import RunControl, RunResult, run_suite
 from runner.execute.progress import make_progress
@@ -19,7 +19,7 @@ from runner.suite import Suite, load_suite
 __all__ = ["run", "summary"]
 
 
-@app.command()
+@command()
 def run(
     suite: Annotated[Path, typer.Argument(help="The suite YAML file.")],
     run_dir: Annotated[
@@ -56,18 +56,15 @@ def run(
     Example: vlbench run queries/demo.yaml --out reports
     Resume:  vlbench run queries/demo.yaml --resume reports/suite=demo/run_date=.../run_id=...
     """
-    try:
-        if run_dir is not None and not resume:
-            raise UsageError(f"{run_dir}: a run directory is only taken with --resume")
-        if max_requests is not None and max_requests < 1:
-            raise UsageError(f"--max-requests {max_requests}: must be at least 1")
-        shard_of = parse_shard(shard) if shard is not None else None
-        loaded = load_suite(suite)
-        warn(loaded.warnings)
-        target: Path | bool = run_dir if run_dir is not None else resume
-        result = asyncio.run(_run(loaded, out, target, shard_of, quiet, max_requests))
-    except VlbenchError as exc:
-        fail(exc)
+    if run_dir is not None and not resume:
+        raise UsageError(f"{run_dir}: a run directory is only taken with --resume")
+    if max_requests is not None and max_requests < 1:
+        raise UsageError(f"--max-requests {max_requests}: must be at least 1")
+    shard_of = parse_shard(shard) if shard is not None else None
+    loaded = load_suite(suite)
+    warn(loaded.warnings)
+    target: Path | bool = run_dir if run_dir is not None else resume
+    result = asyncio.run(_run(loaded, out, target, shard_of, quiet, max_requests))
     typer.echo(summary(result))
     if report and result.status in ("complete", "partial"):
         _report(result.run_dir)

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import typer
 
-from runner.cli._app import app, fail
-from runner.errors import UsageError, VlbenchError
+from runner.cli._app import command, fail
+from runner.errors import UsageError
 from runner.server.app import RunningServer, ServerConfig, run_server
 
 __all__ = ["serve"]
 
 
-@app.command()
+@command()
 def serve(
     dataset: str = typer.Option(
         "demo", help="A dataset directory (vlbench dataset import) or 'demo'."
@@ -57,8 +57,6 @@ def serve(
         fail(UsageError(str(exc)))
     try:
         run_server(config, ready=_announce)
-    except VlbenchError as exc:
-        fail(exc)
     except OSError as exc:
         fail(UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}"))
 

@@ -30,7 +30,13 @@ from runner.evaluate.evaluation import (
     WINS_SCHEMA,
     Evaluation,
 )
-from runner.evaluate.judgments import QRELS_SCHEMA, load_qrels, parse_qrels, resolve_judgments
+from runner.evaluate.judgments import (
+    QRELS_SCHEMA,
+    load_qrels,
+    load_run_judgments,
+    parse_qrels,
+    resolve_judgments,
+)
 from runner.evaluate.measures import (
     DEFAULT_MEASURES,
     MEASURE_NAMES,
@@ -44,7 +50,6 @@ from runner.evaluate.run import (
     DISTRIBUTIONS_FILE,
     METRICS_FILE,
     evaluate_run,
-    load_run_judgments,
     read_metrics,
     write_evaluation,
 )

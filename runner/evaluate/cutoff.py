@@ -38,9 +38,10 @@ from runner.errors import UsageError
 from runner.evaluate.bootstrap import DEFAULT_RESAMPLES, FloatArray, bootstrap_means
 from runner.evaluate.distributions import label_relevance
 from runner.evaluate.fusion import media_rankings
+from runner.evaluate.judgments import load_run_judgments
 from runner.evaluate.measures import Measure, compute_measures
-from runner.evaluate.run import load_run_judgments
-from runner.store import scan_requests
+from runner.store import scan_hits, scan_requests
+from runner.store.reader import RunRef
 
 __all__ = [
     "ADVICE_SCHEMA",
@@ -119,14 +120,13 @@ SHIFT_SCHEMA: Final = pl.Schema(
 
 
 def setting_pr(
-    run_dir: Path | str, *, extra_judgments: Sequence[Path | str] | None = None
+    run_dir: RunRef, *, extra_judgments: Sequence[Path | str] | None = None
 ) -> pl.DataFrame:
     """Per judged query, set precision and recall at every (mode, setting) with a cut-off.
 
     Columns: mode, setting, cutoff, query_id, P, R. A query asked at a setting that returned
     nothing has P = R = 0 there.
     """
-    run_dir = Path(run_dir)
     hits, qrels = load_run_judgments(run_dir, extra_judgments)
     keys = ["mode", "setting", "query_id"]
     requests = scan_requests(run_dir)
@@ -281,10 +281,9 @@ def _curve(
     )
 
 
-def _scores(run_dir: Path, qrels: pl.DataFrame) -> pl.DataFrame:
-    hits, _ = load_run_judgments(run_dir)
+def _scores(run: RunRef, qrels: pl.DataFrame) -> pl.DataFrame:
     return (
-        label_relevance(hits, qrels)
+        label_relevance(scan_hits(run), qrels)
         .filter((pl.col("relevance") != "unjudged") & pl.col("raw_score").is_not_null())
         .select("mode", "setting", "relevance", "score_type", "raw_score")
         .collect()
@@ -292,8 +291,8 @@ def _scores(run_dir: Path, qrels: pl.DataFrame) -> pl.DataFrame:
 
 
 def score_shift(
-    run_a: Path | str,
-    run_b: Path | str,
+    run_a: RunRef,
+    run_b: RunRef,
     *,
     extra_judgments: Sequence[Path | str] | None = None,
     alpha: float = 0.01,
@@ -302,7 +301,7 @@ def score_shift(
 
     Both runs are judged with the union of their judgments (SHIFT_SCHEMA rows, sorted).
     """
-    dirs = (Path(run_a), Path(run_b))
+    dirs = (run_a, run_b)
     qrels = (
         pl.concat([load_run_judgments(d, extra_judgments)[1] for d in dirs])
         .group_by("query_id", "media_id")

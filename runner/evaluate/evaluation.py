@@ -19,10 +19,12 @@ Vocabulary shared by the frames:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 import polars as pl
+
+from runner.evaluate.judgments import QRELS_SCHEMA
 
 __all__ = [
     "DISTRIBUTIONS_SCHEMA",
@@ -226,7 +228,8 @@ class Evaluation:
 
     Frames: `per_query` (PER_QUERY_SCHEMA), `summary`, `sweep`, `operating_points`,
     `distributions`, `quantiles`, `threshold_check`, `overlap`, `wins`, `unjudged`, `queries`.
-    `measures` are the measure names in the order asked for; `run_id` is the manifest's.
+    `measures` are the measure names in the order asked for; `run_id` is the manifest's;
+    `qrels` the resolved judgments (`query_id, media_id, grade`) the measures were taken with.
     """
 
     run_id: str | None
@@ -242,3 +245,6 @@ class Evaluation:
     wins: pl.DataFrame
     unjudged: pl.DataFrame
     queries: pl.DataFrame
+    # The media-level judgments the measures used (QRELS_SCHEMA), resolved once by evaluate_run:
+    # the report marks hits relevant from these, never by resolving the judgments again.
+    qrels: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=QRELS_SCHEMA))

@@ -39,10 +39,11 @@ from runner.evaluate.compare.significance import (
     randomisation_tests,
 )
 from runner.evaluate.evaluation import PER_QUERY_SCHEMA, SUMMARY_SCHEMA
+from runner.evaluate.judgments import load_run_judgments
 from runner.evaluate.measures import DEFAULT_MEASURES, Measure, compute_measures, parse_measures
 from runner.evaluate.run import _summary as summarise
-from runner.evaluate.run import load_run_judgments
 from runner.store import scan_requests
+from runner.store.reader import RunRef
 
 __all__ = [
     "DEFAULT_K",
@@ -223,7 +224,7 @@ def _label(fusion: Fusion, settings: Mapping[str, str]) -> str:
 
 
 def evaluate_fusions(
-    run_dir: Path | str,
+    run_dir: RunRef,
     fusions: Sequence[Fusion],
     settings: Mapping[str, str],
     *,
@@ -236,13 +237,13 @@ def evaluate_fusions(
     measure). The fused system's `setting` is the modes' settings joined, `fts@default+...`;
     `cutoff` is null. Media level only.
     """
-    hits, qrels = load_run_judgments(Path(run_dir), extra_judgments)
+    hits, qrels = load_run_judgments(run_dir, extra_judgments)
     rankings = media_rankings(hits)
     present = set(rankings["mode"].unique().to_list())
     usable = tuple(f for f in fusions if set(f.modes) <= present and set(f.modes) <= set(settings))
     keys = [*_SYSTEM, "query_id"]
     asked = pl.concat(
-        [scan_requests(Path(run_dir)).select(keys).collect(), rankings.select(keys)]
+        [scan_requests(run_dir).select(keys).collect(), rankings.select(keys)]
     ).unique()
     ranked_parts, cell_parts, labels = [], [], {}
     for fusion in dict.fromkeys(usable):

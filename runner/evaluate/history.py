@@ -1,18 +1,22 @@
 """Each measure over time per mode, read by DuckDB from months of runs; the nights that moved.
 
     h = load_history("reports/suite=demo")              # or load_history("reports", suite="demo")
-    print(render_text(h))
-    write_history_html(h, "history.html")               # a table and a plot, self-contained
+    print(render_text(h))                               # runner.report.history: text and page
+    write_history_html(h, "history.html")
 
 Where the numbers come from: every run writes `metrics.parquet` when it is evaluated (`vlbench
-report`, or `evaluate_missing=True` here for local runs that have none yet). DuckDB reads them
-all in place, hive-partitioned: `read_parquet('<suite dir>/run_date=*/run_id=*/metrics.parquet',
-hive_partitioning = true)` for a local suite directory, and a `pyarrow.dataset` over the same
-files on `s3://` or `gs://` (see `runner.store.locations`).
-Only the summary rows (the mean over judged
-queries, `query_id` null) and, for the paired test, per-query values of consecutive nights are
-read; no file is loaded whole into Python. Only `complete` runs are plotted; others are named in
-`notes`. A "night" is one run, in (run_date, run_id) order.
+report`, or `evaluate_missing=True` here for local runs that have none yet). DuckDB reads them in
+place through one hive-partitioned `pyarrow.dataset` over the usable runs' files, on a local
+disk or on `s3://` / `gs://` alike (runs are found by the one reader, `runner.store.reader`).
+Only the summary rows (the mean over judged queries, `query_id` null) and, for the paired test,
+per-query values of consecutive nights are read; no file is loaded whole into Python. Only
+`complete` runs are plotted; others are named in `notes`. A "night" is one run, in (run_date,
+run_id) order.
+
+A night whose metrics.parquet is corrupt (not Parquet, truncated, or without the columns of
+`METRICS_SCHEMA`) is LEFT OUT with a note naming the file, like a night still running: one
+damaged night should not hide months of history, and the note says what to re-evaluate. When
+no night is left, `RunError` (exit 2) names the suite.
 
 The rule for a night that MOVED (`HistoryRule`; per series = mode, setting, unit, measure) is by
 default that of `vlbench compare --noise` (`HistoryRule.rule == "noise"`): |delta| >= `min_delta`,
@@ -32,42 +36,30 @@ alarms from rule 2 per night; raise `alpha` strictness (`--alpha 0.001`) for lar
 
 from __future__ import annotations
 
-import html
-import io
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Final
 
 import duckdb
-import matplotlib
 import polars as pl
 import pyarrow as pa
 import pyarrow.dataset as ds
-from matplotlib.figure import Figure
+import pyarrow.parquet as pq
 from scipy import stats
 
 from runner.errors import RunError, UsageError
-from runner.report.html import CSP, render_table
-from runner.report.tables import Table
 from runner.store import safe_suite_name
-from runner.store.locations import Location, find_run_locations, read_run_manifest, resolve
+from runner.store.location import Location, resolve, scrub
+from runner.store.reader import find_run_locations, read_manifest
 
-__all__ = [
-    "METRICS_FILE",
-    "History",
-    "HistoryRule",
-    "load_history",
-    "render_text",
-    "write_history_html",
-]
+__all__ = ["METRICS_FILE", "History", "HistoryRule", "load_history"]
 
 METRICS_FILE: Final = "metrics.parquet"
 _SERIES: Final = ("mode", "setting", "unit", "measure")
-_UP: Final = "▲"
-_DOWN: Final = "▼"
+# The columns of metrics.parquet that history reads.
+_COLUMNS: Final = ("mode", "setting", "unit", "measure", "query_id", "value", "n_queries")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +76,10 @@ class HistoryRule:
     # night) AND |Δ| is above the noise floor of the earlier nights that did not move;
     # "either": the older rule, |Δ| > kσ OR a significant paired test.
     rule: str = "noise"
+
+    def __post_init__(self) -> None:
+        if self.rule not in ("noise", "either"):
+            raise UsageError(f"--rule {self.rule}: use noise or either")
 
     def describe(self) -> str:
         if self.rule == "noise":
@@ -143,28 +139,80 @@ def load_history(
     suite_loc = _suite_location(location, suite)
     notes: list[str] = []
     runs = _runs(suite_loc, evaluate_missing, notes)
-    usable = runs.filter(pl.col("metrics").is_in(["present", "evaluated"]))
-    if usable.is_empty():
-        raise RunError(
-            f"{suite_loc.uri}: no complete run has metrics.parquet "
-            "(run `vlbench report RUN` on them, or pass --evaluate)"
-        )
-    with duckdb.connect() as con:
-        con.execute("SET threads = 2")
-        _register_metrics(con, suite_loc, usable)
-        ordered = usable.sort("run_date", "run_id").with_columns(
-            pl.int_range(pl.len()).alias("night"),
-            pl.col("run_id").shift(1).alias("prev_run_id"),
-        )
-        con.register(
-            "runs", ordered.select("run_date", "run_id", "night", "prev_run_id").to_arrow()
-        )
-        summary = _summary(con, unit, measures, modes)
-        paired = _paired(con, unit, measures, modes)
+    try:
+        summary, paired = _read(suite_loc, _usable(suite_loc, runs, notes), unit, measures, modes)
+    except (duckdb.Error, pa.ArrowException, OSError) as exc:
+        # Damage past a sound footer (a page that does not decompress) shows only when read:
+        # find the nights it is in, leave them out like the others, and read again.
+        runs = _leave_out_unreadable(suite_loc, runs, notes)
+        try:
+            usable = _usable(suite_loc, runs, notes)
+            summary, paired = _read(suite_loc, usable, unit, measures, modes)
+        except (duckdb.Error, pa.ArrowException, OSError):
+            why = scrub(str(exc))
+            raise RunError(f"{suite_loc.uri}: cannot read metrics.parquet: {why}") from None
     series = _flag(summary, paired, rule)
     if series.is_empty():
         notes.append(f"no summary rows for unit {unit!r} and the chosen measures/modes")
     return History(suite_loc.uri, runs, series, rule, tuple(notes))
+
+
+def _usable(suite_loc: Location, runs: pl.DataFrame, notes: list[str]) -> pl.DataFrame:
+    """The nights to read, in order, with their night number and the previous night's run id."""
+    usable = runs.filter(pl.col("metrics").is_in(["present", "evaluated"]))
+    if usable.is_empty():
+        corrupt = [n for n in notes if "corrupt" in n or "columns" in n]
+        why = f"; {corrupt[0]}" if corrupt else ""
+        raise RunError(
+            f"{suite_loc.uri}: no complete run has metrics.parquet "
+            f"(run `vlbench report RUN` on them, or pass --evaluate){why}"
+        )
+    return usable.sort("run_date", "run_id").with_columns(
+        pl.int_range(pl.len()).alias("night"),
+        pl.col("run_id").shift(1).alias("prev_run_id"),
+    )
+
+
+def _read(
+    suite_loc: Location,
+    usable: pl.DataFrame,
+    unit: str,
+    measures: Sequence[str] | None,
+    modes: Sequence[str] | None,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(summary rows, paired differences) of the usable nights, through DuckDB."""
+    with duckdb.connect() as con:
+        con.execute("SET threads = 2")
+        _register_metrics(con, suite_loc, usable)
+        con.register("runs", usable.select("run_date", "run_id", "night", "prev_run_id").to_arrow())
+        return _summary(con, unit, measures, modes), _paired(con, unit, measures, modes)
+
+
+def _leave_out_unreadable(
+    suite_loc: Location, runs: pl.DataFrame, notes: list[str]
+) -> pl.DataFrame:
+    """`runs` with each night whose metrics values cannot be read marked "corrupt" (and noted)."""
+    bad = set()
+    for run_date, run_id in (
+        runs.filter(pl.col("metrics").is_in(["present", "evaluated"]))
+        .select("run_date", "run_id")
+        .iter_rows()
+    ):
+        metrics = suite_loc.child(f"run_date={run_date}", f"run_id={run_id}", METRICS_FILE)
+        try:
+            pq.read_table(metrics.path, columns=list(_COLUMNS), filesystem=metrics.fs)
+        except (OSError, pa.ArrowException) as exc:
+            bad.add(run_id)
+            notes.append(
+                f"run {run_id} ({run_date}) left out: {metrics.uri}: corrupt Parquet file "
+                f"({scrub(str(exc))})"
+            )
+    return runs.with_columns(
+        pl.when(pl.col("run_id").is_in(list(bad)))
+        .then(pl.lit("corrupt"))
+        .otherwise(pl.col("metrics"))
+        .alias("metrics")
+    )
 
 
 # -- finding runs ---------------------------------------------------------------------------------
@@ -192,16 +240,21 @@ def _runs(suite_loc: Location, evaluate_missing: bool, notes: list[str]) -> pl.D
         parts = run.path.rstrip("/").split("/")
         run_date, run_id = parts[-2].removeprefix("run_date="), parts[-1].removeprefix("run_id=")
         try:
-            status = str(read_run_manifest(run.uri, allow_running=True)["status"])
+            status = str(read_manifest(run)["status"])
         except RunError as exc:
             notes.append(f"{run.uri}: left out: {exc}")
             continue
         metrics = "present" if run.child(METRICS_FILE).is_file() else "missing"
+        if status == "complete" and metrics == "present":
+            problem = _metrics_problem(run.child(METRICS_FILE))
+            if problem:
+                metrics = "corrupt"
+                notes.append(f"run {run_id} ({run_date}) left out: {problem}")
         if status != "complete":
             metrics = "skipped"
             notes.append(f"run {run_id} ({run_date}) is {status}: left out")
         elif metrics == "missing" and evaluate_missing and not run.remote:
-            _evaluate(Path(run.path))
+            _evaluate(run)
             metrics = "evaluated"
             notes.append(f"run {run_id} ({run_date}) had no metrics.parquet: evaluated now")
         elif metrics == "missing":
@@ -218,10 +271,21 @@ def _runs(suite_loc: Location, evaluate_missing: bool, notes: list[str]) -> pl.D
     )
 
 
-def _evaluate(run_dir: Path) -> None:
-    from runner.evaluate import evaluate_run, write_evaluation
+def _metrics_problem(metrics: Location) -> str:
+    """Why a metrics.parquet cannot be read (naming it), or "" when its footer and columns are
+    sound. Read from the footer only: nothing is loaded."""
+    try:
+        names = pq.read_schema(metrics.path, filesystem=metrics.fs).names
+    except (OSError, pa.ArrowException) as exc:
+        return f"{metrics.uri}: corrupt Parquet file ({scrub(str(exc))})"
+    missing = [c for c in _COLUMNS if c not in names]
+    return f"{metrics.uri}: columns {missing} are missing" if missing else ""
 
-    write_evaluation(evaluate_run(run_dir), run_dir)
+
+def _evaluate(run: Location) -> None:
+    from runner.evaluate.run import evaluate_run, write_evaluation
+
+    write_evaluation(evaluate_run(run), run.path)
 
 
 # -- DuckDB ---------------------------------------------------------------------------------------
@@ -230,17 +294,14 @@ def _evaluate(run_dir: Path) -> None:
 def _register_metrics(
     con: duckdb.DuckDBPyConnection, suite_loc: Location, usable: pl.DataFrame
 ) -> None:
-    """A view `metrics` over every run's metrics.parquet, with run_date and run_id from the path."""
-    if not suite_loc.remote:
-        glob = f"{suite_loc.path.rstrip('/')}/run_date=*/run_id=*/{METRICS_FILE}".replace("'", "''")
-        con.execute(
-            "CREATE VIEW metrics AS SELECT * FROM read_parquet("
-            f"'{glob}', hive_partitioning = true, union_by_name = true, "
-            "hive_types = {'run_date': VARCHAR, 'run_id': VARCHAR})"
-        )
-        return
+    """A view `metrics` over the usable runs' metrics.parquet, run_date and run_id from the path.
+
+    One hive-partitioned `pyarrow.dataset` over exactly those files (never a glob, which would
+    also take a running or corrupt night), scanned lazily in batches, locally or remote.
+    """
+    base = suite_loc.path.rstrip("/")
     paths = [
-        f"{suite_loc.path.rstrip('/')}/run_date={d}/run_id={r}/{METRICS_FILE}"
+        f"{base}/run_date={d}/run_id={r}/{METRICS_FILE}"
         for d, r in usable.select("run_date", "run_id").iter_rows()
     ]
     partitioning = ds.partitioning(
@@ -251,10 +312,11 @@ def _register_metrics(
         filesystem=suite_loc.fs,
         format="parquet",
         partitioning=partitioning,
-        partition_base_dir=suite_loc.path.rstrip("/"),
+        partition_base_dir=base,
     )
-    con.register("metrics_dataset", dataset)  # scanned lazily, in batches
-    con.execute("CREATE VIEW metrics AS SELECT * FROM metrics_dataset")
+    con.register("metrics_dataset", dataset)
+    columns = ", ".join([*_COLUMNS, "run_date", "run_id"])
+    con.execute(f"CREATE VIEW metrics AS SELECT {columns} FROM metrics_dataset")
 
 
 def _filters(measures: Sequence[str] | None, modes: Sequence[str] | None) -> tuple[str, list[Any]]:
@@ -459,258 +521,3 @@ def _why(
     if p is not None and n_pairs >= rule.min_pairs and p < rule.alpha:
         reasons.append(f"paired t-test p {p:.2g} over {n_pairs} queries")
     return "; ".join(reasons)
-
-
-# -- rendering -------------------------------------------------------------------------------
-
-
-def _label(mode: str, setting: str, single: bool) -> str:
-    return mode if single else f"{mode} {setting}"
-
-
-def _labelled(series: pl.DataFrame) -> pl.DataFrame:
-    settings = series.group_by("mode").agg(pl.col("setting").n_unique().alias("n_settings"))
-    joined = series.join(settings, on="mode", how="left")
-    return joined.with_columns(
-        pl.when(pl.col("n_settings") == 1)
-        .then(pl.col("mode"))
-        .otherwise(pl.concat_str("mode", pl.lit(" "), "setting"))
-        .alias("label"),
-        pl.concat_str("run_date", pl.lit(" "), pl.col("run_id").str.slice(0, 24)).alias(
-            "night_label"
-        ),
-    )
-
-
-def _tables(history: History, max_nights: int) -> list[tuple[str, Table]]:
-    series = _labelled(history.series)
-    tables = []
-    for (measure,), group in series.group_by("measure", maintain_order=True):
-        labels = sorted(group["label"].unique().to_list())
-        nights = group.select("night", "night_label").unique().sort("night").tail(max_nights)
-        cells = {(r["night"], r["label"]): r for r in group.iter_rows(named=True)}
-        rows, marks = [], []
-        for night, night_label in nights.iter_rows():
-            row, mark = [night_label], [""]
-            for label in labels:
-                cell = cells.get((night, label))
-                if cell is None or cell["value"] is None:
-                    row.append("–")
-                    mark.append("")
-                    continue
-                arrow = ""
-                if cell["moved"]:
-                    arrow = f" {_UP if (cell['delta'] or 0) > 0 else _DOWN}"
-                row.append(f"{cell['value']:.3f}{arrow}")
-                mark.append(("up" if (cell["delta"] or 0) > 0 else "down") if cell["moved"] else "")
-            rows.append(tuple(row))
-            marks.append(tuple(mark))
-        shown = nights.height
-        total = group["night"].n_unique()
-        note = f"last {shown} of {total} nights" if shown < total else ""
-        table = Table(
-            headers=("night", *labels),
-            rows=tuple(rows),
-            numeric=frozenset(range(1, len(labels) + 1)),
-            marks=tuple(marks),
-            note=note,
-        )
-        tables.append((str(measure), table))
-    return tables
-
-
-def _bands(history: History, measure: str) -> str:
-    """Each series' noise floor on its last night: how far a quiet night may move it."""
-    last = (
-        _labelled(history.series.filter(pl.col("measure") == measure))
-        .sort("night")
-        .group_by("label", maintain_order=True)
-        .last()
-        .sort("label")
-    )
-    parts = [
-        f"{r['label']} ±{r['floor']:.3f}"
-        if r["floor"] is not None
-        else f"{r['label']} (no band yet)"
-        for r in last.iter_rows(named=True)
-    ]
-    return "band: " + ", ".join(parts)
-
-
-def render_text(history: History, *, max_nights: int = 30) -> str:
-    """Plain-text tables, one per measure: nights down, series across, ▲/▼ where a night moved."""
-    lines = [f"history of {history.suite_dir} ({len(history.runs)} runs)", history.rule.describe()]
-    for measure, table in _tables(history, max_nights):
-        widths = [
-            max(len(h), *(len(r[i]) for r in table.rows)) for i, h in enumerate(table.headers)
-        ]
-        lines.append("")
-        lines.append(measure)
-        lines.append("  ".join(h.ljust(w) for h, w in zip(table.headers, widths, strict=True)))
-        for row in table.rows:
-            cells = [
-                c.rjust(w) if i else c.ljust(w)
-                for i, (c, w) in enumerate(zip(row, widths, strict=True))
-            ]
-            lines.append("  ".join(cells))
-        if table.note:
-            lines.append(f"({table.note})")
-        lines.append(_bands(history, measure))
-    moved = history.moved
-    lines.append("")
-    lines.append(f"{moved.height} series-nights moved")
-    for m in moved.iter_rows(named=True):
-        lines.append(
-            f"  {m['run_date']} {m['run_id']} {m['mode']} {m['setting']} {m['measure']}: "
-            f"{m['value']:.3f} (Δ {m['delta']:+.3f}): {m['why']}"
-        )
-    lines.extend(f"note: {n}" for n in history.notes)
-    return "\n".join(lines)
-
-
-_RC: Final[Mapping[str, Any]] = {
-    "svg.fonttype": "none",
-    "text.parse_math": False,
-    "font.size": 9,
-    "axes.spines.top": False,
-    "axes.spines.right": False,
-    "axes.grid": True,
-    "grid.alpha": 0.3,
-    "legend.fontsize": 8,
-    "legend.frameon": False,
-}
-_PALETTE: Final = ("#1f77b4", "#ff7f0e", "#9467bd", "#17becf", "#8c564b", "#e377c2", "#bcbd22")
-
-
-def history_plot(history: History) -> str | None:
-    """One panel per measure, one line per mode (and setting), moved nights circled in red.
-
-    Returns an inline `<svg>` (text stays text, no external reference), None with nothing to draw.
-    """
-    series = _labelled(history.series).filter(pl.col("value").is_not_null())
-    if series.is_empty():
-        return None
-    measures = series["measure"].unique(maintain_order=True).to_list()
-    labels = sorted(series["label"].unique().to_list())
-    colours = {label: _PALETTE[i % len(_PALETTE)] for i, label in enumerate(labels)}
-    nights = series.select("night", "run_date").unique().sort("night")
-    with matplotlib.rc_context(dict(_RC)):  # type: ignore[arg-type]
-        fig = Figure(figsize=(7.5, 2.4 * len(measures) + 0.6), layout="constrained")
-        axes = fig.subplots(len(measures), 1, squeeze=False, sharex=True)
-        for ax, measure in zip(axes[:, 0], measures, strict=True):
-            for label in labels:
-                line = series.filter((pl.col("measure") == measure) & (pl.col("label") == label))
-                if line.is_empty():
-                    continue
-                line = line.sort("night")
-                ax.plot(
-                    line["night"],
-                    line["value"],
-                    marker="o",
-                    ms=3,
-                    lw=1.2,
-                    label=label,
-                    color=colours[label],
-                )
-                banded = line.filter(pl.col("band_lo").is_not_null())
-                if not banded.is_empty():  # the noise band each night was held to
-                    ax.fill_between(
-                        banded["night"],
-                        banded["band_lo"],
-                        banded["band_hi"],
-                        color=colours[label],
-                        alpha=0.12,
-                        linewidth=0,
-                    )
-                moved = line.filter(pl.col("moved"))
-                if not moved.is_empty():
-                    ax.scatter(
-                        moved["night"],
-                        moved["value"],
-                        s=90,
-                        facecolors="none",
-                        edgecolors="#c62828",
-                        linewidths=1.5,
-                        zorder=3,
-                    )
-            ax.set_ylabel(measure)
-        axes[-1, 0].set_xticks(
-            nights["night"].to_list(), nights["run_date"].to_list(), rotation=45, ha="right"
-        )
-        axes[0, 0].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
-        buf = io.StringIO()
-        fig.savefig(buf, format="svg", metadata={"Date": None})
-    text = buf.getvalue()
-    text = text[text.index("<svg") :]
-    start, end = text.find("<metadata>"), text.find("</metadata>")
-    if start != -1 and end != -1:
-        text = text[:start] + text[end + len("</metadata>") :]
-    return text.replace("<svg ", '<svg class="plot" role="img" aria-label="measures over time" ', 1)
-
-
-_CSS: Final = """
-body { margin: 0; font: 14px/1.45 system-ui, "DejaVu Sans", sans-serif; color: #1d232a; }
-main { max-width: 1180px; margin: 0 auto; padding: 24px 28px 64px; }
-h2 { font-size: 18px; border-bottom: 2px solid #d9dee3; padding-bottom: 4px; margin-top: 32px; }
-p.note, p.more { color: #5b6672; font-size: 13px; }
-.table-wrap { overflow-x: auto; }
-table { border-collapse: collapse; font-size: 13px; }
-th, td { padding: 4px 10px; border-bottom: 1px solid #d9dee3; text-align: left; }
-th { background: #f5f7f9; }
-td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-td.up { color: #17803d; font-weight: 700; } td.down { color: #c62828; font-weight: 700; }
-svg.plot { display: block; max-width: 100%; height: auto; }
-"""
-
-
-def write_history_html(
-    history: History, path: str | os.PathLike[str], *, max_nights: int = 60
-) -> Path:
-    """A self-contained HTML page (inline CSS and SVG, no script, nothing fetched), atomically."""
-    e = html.escape
-    parts = [
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-        f"<meta http-equiv='Content-Security-Policy' content=\"{CSP}\">",
-        f"<title>vlbench history: {e(history.suite_dir)}</title>",
-        f"<style>{_CSS}</style></head><body><main>",
-        f"<h1>History of {e(history.suite_dir)}</h1>",
-        f"<p class='note'>{len(history.runs)} runs; {e(history.rule.describe())}</p>",
-    ]
-    plot = history_plot(history)
-    parts.append("<h2>Measures over time</h2>")
-    parts.append(plot if plot is not None else "<p class='note'>Nothing to plot.</p>")
-    moved = history.moved
-    parts.append(f"<h2>Nights that moved ({moved.height})</h2>")
-    moved_table = Table(
-        headers=("night", "mode", "setting", "measure", "value", "Δ", "why"),
-        rows=tuple(
-            (
-                f"{r['run_date']} {r['run_id']}",
-                r["mode"],
-                r["setting"],
-                r["measure"],
-                f"{r['value']:.3f}",
-                f"{r['delta']:+.3f}",
-                r["why"],
-            )
-            for r in moved.iter_rows(named=True)
-        ),
-        numeric=frozenset({4, 5}),
-    )
-    parts.append(render_table(moved_table))
-    for measure, table in _tables(history, max_nights):
-        parts.append(f"<h2>{e(measure)}</h2>")
-        parts.append(render_table(table))
-    if history.notes:
-        parts.append("<h2>Notes</h2><ul>")
-        parts.extend(f"<li>{e(n)}</li>" for n in history.notes)
-        parts.append("</ul>")
-    parts.append("</main></body></html>")
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text("".join(parts), encoding="utf-8")
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return target

@@ -18,7 +18,7 @@ Several sources for the same (query, media) merge by the maximum grade. A grade 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -26,6 +26,7 @@ import polars as pl
 
 from runner.errors import RunError, SuiteError
 from runner.schema import JUDGMENTS_SCHEMA
+from runner.store.reader import RunRef, local_dir, open_run, scan_hits, scan_judgments
 from runner.suite.files import parse_qrels_lines
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "QRELS_SCHEMA",
     "empty_judgments",
     "load_qrels",
+    "load_run_judgments",
     "parse_qrels",
     "resolve_judgments",
 ]
@@ -163,3 +165,26 @@ def resolve_judgments(judgments: pl.DataFrame, hits: pl.LazyFrame) -> pl.DataFra
         .sort("query_id", "media_id")
     )
     return merged.collect().cast(QRELS_SCHEMA)
+
+
+def load_run_judgments(
+    run: RunRef,
+    extra_judgments: Sequence[Path | str] | None = None,
+    *,
+    judgments_store: bool = True,
+) -> tuple[pl.LazyFrame, pl.DataFrame]:
+    """The run's hits (lazy) and its media-level qrels: `judgments.parquet` plus qrels files.
+
+    With `judgments_store`, the labels given in `vlbench judge` (the store beside the suite's
+    runs, `runner.judge.labels`) are added too. The one place judgments are resolved:
+    `evaluate_run` carries the result in `Evaluation.qrels`, and `write_judge_todo` uses it.
+    """
+    from runner.judge.labels import store_judgments  # the judging page's store, read-only here
+
+    info = open_run(run)
+    hits = scan_hits(info)
+    sources = [scan_judgments(info).collect().cast(empty_judgments().schema)]
+    sources += [load_qrels(path) for path in extra_judgments or ()]
+    if judgments_store:
+        sources.append(store_judgments(local_dir(info)))
+    return hits, resolve_judgments(pl.concat(sources), hits)

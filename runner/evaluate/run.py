@@ -16,12 +16,13 @@ What is scored:
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from runner.errors import RunError
 from runner.evaluate.distributions import (
@@ -37,19 +38,19 @@ from runner.evaluate.evaluation import (
     SUMMARY_SCHEMA,
     Evaluation,
 )
-from runner.evaluate.judgments import empty_judgments, load_qrels, resolve_judgments
+from runner.evaluate.judgments import load_run_judgments
 from runner.evaluate.measures import DEFAULT_MEASURES, Measure, compute_measures, parse_measures
 from runner.evaluate.overlap import mode_overlap, wins_losses
 from runner.evaluate.sweep import SWEEP_MEASURES, choose_operating_point, threshold_sweep
 from runner.evaluate.unjudged import count_unjudged
-from runner.judge.labels import store_judgments
-from runner.store import read_manifest, scan_hits, scan_judgments, scan_requests
+from runner.store.atomic import atomic_path
+from runner.store.location import scrub
+from runner.store.reader import RunRef, open_run, run_location, scan_hits, scan_requests
 
 __all__ = [
     "DISTRIBUTIONS_FILE",
     "METRICS_FILE",
     "evaluate_run",
-    "load_run_judgments",
     "read_metrics",
     "write_evaluation",
 ]
@@ -59,25 +60,6 @@ DISTRIBUTIONS_FILE: Final = "distributions.parquet"
 
 _SYSTEM: Final = ["mode", "setting"]
 _MEDIA_POOL: Final = ""
-
-
-def load_run_judgments(
-    run_dir: Path,
-    extra_judgments: Sequence[Path | str] | None = None,
-    *,
-    judgments_store: bool = True,
-) -> tuple[pl.LazyFrame, pl.DataFrame]:
-    """The run's hits (lazy) and its media-level qrels: `judgments.parquet` plus qrels files.
-
-    With `judgments_store`, the labels given in `vlbench judge` (the store beside the suite,
-    `runner.judge.labels`) are added too.
-    """
-    hits = scan_hits(run_dir)
-    sources = [scan_judgments(run_dir).collect().cast(empty_judgments().schema)]
-    sources += [load_qrels(path) for path in extra_judgments or ()]
-    if judgments_store:
-        sources.append(store_judgments(run_dir))
-    return hits, resolve_judgments(pl.concat(sources), hits)
 
 
 def _systems(hits: pl.LazyFrame, requests: pl.LazyFrame) -> pl.DataFrame:
@@ -193,29 +175,36 @@ def _queries(requests: pl.LazyFrame, cells: pl.DataFrame, qrels: pl.DataFrame) -
 
 
 def evaluate_run(
-    run_dir: Path | str,
+    run: RunRef,
     *,
     measures: Sequence[Measure | str] = DEFAULT_MEASURES,
     extra_judgments: Sequence[Path | str] | None = None,
+    qrels: pl.DataFrame | None = None,
     objective: str = "f1",
     overlap_k: int = 10,
     judge_k: int = 10,
     judgments_store: bool = True,
 ) -> Evaluation:
-    """Measure one run from its directory alone (no network): see `Evaluation` for the frames.
+    """Measure one run from its own files (no network): see `Evaluation` for the frames.
 
+    `run` is a run directory or a URI (`s3://…/run_id=…`), read through the one reader.
     `extra_judgments` are TREC qrels files added to the run's own `judgments.parquet`;
-    `objective` chooses the operating points ("f1" or "precision@recall>=0.5"); `overlap_k`
-    is the depth of Jaccard in the mode overlap, `judge_k` the depth of the unjudged counts;
-    `judgments_store` adds the labels given in `vlbench judge` (see `load_run_judgments`).
+    `qrels`, media-level judgments resolved already (QRELS_SCHEMA, e.g. the shared pool of a
+    comparison), replace both; `objective` chooses the operating points ("f1" or
+    "precision@recall>=0.5"); `overlap_k` is the depth of Jaccard in the mode overlap,
+    `judge_k` the depth of the unjudged counts; `judgments_store` adds the labels given in
+    `vlbench judge` (`runner.judge.labels`).
 
     >>> ev = evaluate_run("reports/suite=demo/run_date=2024-11-24/run_id=...")  # doctest: +SKIP
     >>> ev.summary.filter(pl.col("measure") == "nDCG@10")  # doctest: +SKIP
     """
-    run_dir = Path(run_dir)
+    info = open_run(run)
     wanted = parse_measures(measures)
-    hits, qrels = load_run_judgments(run_dir, extra_judgments, judgments_store=judgments_store)
-    requests = scan_requests(run_dir)
+    if qrels is None:
+        hits, qrels = load_run_judgments(info, extra_judgments, judgments_store=judgments_store)
+    else:
+        hits = scan_hits(info)
+    requests = scan_requests(info)
     systems = _systems(hits, requests)
     cells = _cells(hits, requests)
     media = _media_rankings(hits)
@@ -236,7 +225,7 @@ def evaluate_run(
     sweep = threshold_sweep(_per_query(SWEEP_MEASURES, rankings, systems, cells, judged))
     relevance = label_relevance(hits, qrels)
     return Evaluation(
-        run_id=read_manifest(run_dir).get("run_id"),
+        run_id=info.run_id,
         measures=tuple(str(m) for m in wanted),
         per_query=per_query,
         summary=_summary(per_query),
@@ -249,13 +238,13 @@ def evaluate_run(
         wins=wins_losses(per_query),
         unjudged=count_unjudged(media, qrels, cells, k=judge_k),
         queries=_queries(requests, cells, qrels),
+        qrels=qrels,
     )
 
 
 def _write_parquet(frame: pl.DataFrame, path: Path) -> None:
-    temp = path.with_name(f".{path.name}.tmp")
-    frame.write_parquet(temp)
-    os.replace(temp, path)
+    with atomic_path(path) as tmp:
+        frame.write_parquet(tmp)
 
 
 def write_evaluation(ev: Evaluation, run_dir: Path | str) -> tuple[Path, Path]:
@@ -272,10 +261,14 @@ def write_evaluation(ev: Evaluation, run_dir: Path | str) -> tuple[Path, Path]:
     return paths
 
 
-def read_metrics(run_dir: Path | str) -> pl.DataFrame:
+def read_metrics(run: RunRef) -> pl.DataFrame:
     """The `metrics.parquet` of an evaluated run (METRICS_SCHEMA); means have query_id null."""
-    path = Path(run_dir) / METRICS_FILE
+    loc = run_location(run).child(METRICS_FILE)
     try:
-        return pl.read_parquet(path).select(METRICS_SCHEMA.names()).cast(METRICS_SCHEMA)
-    except (OSError, pl.exceptions.PolarsError) as exc:
-        raise RunError(f"{path}: cannot read metrics (was the run evaluated?): {exc}") from exc
+        table = pq.read_table(loc.path, filesystem=loc.fs)
+        return pl.from_arrow(table).select(METRICS_SCHEMA.names()).cast(METRICS_SCHEMA)  # type: ignore[union-attr]
+    except (OSError, pa.ArrowException, pl.exceptions.PolarsError) as exc:
+        reason = scrub(str(exc))
+        raise RunError(
+            f"{loc.uri}: cannot read metrics (was the run evaluated?): {reason}"
+        ) from None

@@ -19,7 +19,6 @@ the suite's `judgments.qrels`.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,10 +28,20 @@ import polars as pl
 
 from runner.errors import RunError
 from runner.evaluate.evaluation import UNJUDGED_SCHEMA
-from runner.store import read_manifest, scan_requests
+from runner.evaluate.judgments import load_run_judgments
+from runner.store.atomic import atomic_write, write_error
+from runner.store.reader import RunRef, local_dir, open_run, scan_requests
 
-__all__ = ["count_unjudged", "judge_todo", "query_texts", "write_judge_todo"]
+__all__ = [
+    "JUDGE_TODO_FILE",
+    "count_unjudged",
+    "judge_todo",
+    "judge_todo_path",
+    "query_texts",
+    "write_judge_todo",
+]
 
+JUDGE_TODO_FILE: Final = "judge-todo.qrels"
 _SPACE: Final = re.compile(r"\s+")
 _CAPTION_CHARS: Final = 120
 
@@ -86,10 +95,10 @@ def judge_todo(hits: pl.LazyFrame, qrels: pl.DataFrame, *, k: int = 10) -> pl.Da
     )
 
 
-def query_texts(run_dir: Path | str) -> dict[str, str]:
+def query_texts(run: RunRef) -> dict[str, str]:
     """Each query's text, as the run's requests sent it."""
     return dict(
-        scan_requests(run_dir)
+        scan_requests(run)
         .group_by("query_id")
         .agg(pl.col("query_text").drop_nulls().first())
         .collect()
@@ -109,8 +118,14 @@ def _check_token(kind: str, value: str) -> None:
         )
 
 
+def judge_todo_path(run: RunRef) -> Path:
+    """Where `vlbench judge-todo` writes by default: in the run (for a run on object storage,
+    in its local folder, `store.reader.local_dir`)."""
+    return local_dir(open_run(run)) / JUDGE_TODO_FILE
+
+
 def write_judge_todo(
-    run_dir: Path | str,
+    run: RunRef,
     out_path: Path | str,
     *,
     k: int = 10,
@@ -123,15 +138,12 @@ def write_judge_todo(
     leaves nothing to do. The file is written
     atomically.
     """
-    from runner.evaluate.run import load_run_judgments  # late: run imports this module
-
-    run_dir = Path(run_dir)
-    hits, qrels = load_run_judgments(run_dir, extra_judgments)
+    info = open_run(run)
+    hits, qrels = load_run_judgments(info, extra_judgments)
     todo = judge_todo(hits, qrels, k=k)
-    texts = query_texts(run_dir)
-    run_id = read_manifest(run_dir).get("run_id", run_dir.name)
+    texts = query_texts(info)
     lines = [
-        f"# vlbench judge-todo: run {run_id} (top {k} of every mode and setting)",
+        f"# vlbench judge-todo: run {info.run_id} (top {k} of every mode and setting)",
         "# Replace -1 by a grade: 0 not relevant, 1 relevant, 2 highly relevant.",
         "# Lines left at -1 are ignored when this file is read back as qrels.",
     ]
@@ -148,8 +160,10 @@ def write_judge_todo(
         )
         lines += [f"# {about}"] if about else []
         lines.append(f"{query_id} 0 {media_id} -1")
-    out = Path(out_path)
-    temp = out.with_name(f".{out.name}.tmp")
-    temp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    os.replace(temp, out)
+    try:
+        Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise write_error(Path(out_path).parent, exc) from exc
+    with atomic_write(out_path) as out:
+        out.write(("\n".join(lines) + "\n").encode("utf-8"))
     return todo.height

@@ -32,19 +32,18 @@ engine straight into a file (`sink_*`). A run of more than `HITS_PER_PARTITION` 
 aggregated in hash partitions of media_id, one at a time, so the hash tables hold one
 partition's items; the final ordering sorts the (narrow) aggregated rows. The file is written
 under a hidden temporary name beside the target and renamed over it (`os.replace`) only when
-complete; on any failure the temporary file is
-removed, so the target is either the old file, the complete new one, or absent. Output to a
-stream (stdout) is written to a temporary file first and copied when complete.
+complete (`runner.store.atomic`); on any failure the temporary file is removed, so the target
+is either the old file, the complete new one, or absent; a full disk is a `WriteError` naming
+the file. Output to a stream (stdout) is written to a temporary file first and copied when
+complete.
 
 Refused with `RunError`: a run that does not exist, one still `running`, a Parquet file that is
 missing, corrupt, or has other columns than `runner/schema.py`. Runs may live on `s3://` or
-`gs://` (see `runner.store.locations`).
+`gs://`: they are read through the one reader, `runner.store.reader`.
 """
 
 from __future__ import annotations
 
-import os
-import secrets
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -56,7 +55,9 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from runner.errors import RunError, UsageError, VlbenchError
-from runner.store.locations import read_run_manifest, scan_run_table
+from runner.store.atomic import atomic_path
+from runner.store.location import scrub
+from runner.store.reader import RunRef, open_run, scan_hits, scan_requests
 
 __all__ = [
     "EXPORT_COLUMNS",
@@ -65,6 +66,7 @@ __all__ = [
     "ExportFormat",
     "ExportResult",
     "aggregate_ids",
+    "choose_format",
     "export_run",
     "write_ids",
 ]
@@ -97,6 +99,14 @@ _LIST_SEPARATOR: Final = ";"
 # ~2M hits with ~0.9M distinct items take ~450 MB in one pass, ~260 MB in four).
 HITS_PER_PARTITION: Final = 500_000
 _COPY_CHUNK: Final = 1024 * 1024
+# An output file's suffix -> the format it implies when none is asked for.
+_SUFFIXES: Final[Mapping[str, ExportFormat]] = {
+    ".csv": "csv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".parquet": "parquet",
+    ".txt": "txt",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,8 +120,18 @@ class ExportResult:
     run: str
 
 
+def choose_format(fmt: str | None, out: str) -> ExportFormat:
+    """The asked format, else the one the output's suffix names, else txt for stdout ("-")."""
+    chosen = fmt or (_SUFFIXES.get(Path(out).suffix.lower()) if out != "-" else "txt")
+    if chosen is None:
+        raise UsageError(f"--out {out}: say --format ({', '.join(FORMATS)})")
+    if chosen not in FORMATS:
+        raise UsageError(f"--format {chosen}: use one of {', '.join(FORMATS)}")
+    return chosen  # type: ignore[return-value]  # checked against FORMATS above
+
+
 def export_run(
-    run: Path | str,
+    run: RunRef,
     out: Path | str | IO[bytes],
     *,
     fmt: ExportFormat = "csv",
@@ -129,10 +149,10 @@ def export_run(
     """
     _check_options(fmt, group_by, min_score, top_k)
     # An unknown run, a running run: refused before anything is written.
-    manifest = read_run_manifest(run)
-    hits = scan_run_table(run, "hits")
+    info = open_run(run)
+    hits = scan_hits(info)
     if modes or queries:
-        _check_known(run, modes, queries)
+        _check_known(info.uri, scan_requests(info), modes, queries)
     if modes:
         hits = hits.filter(pl.col("mode").is_in(list(modes)))
     if queries:
@@ -141,12 +161,11 @@ def export_run(
         hits = hits.filter(pl.col("score") >= min_score)
     if top_k is not None:
         hits = hits.filter(pl.col("rank") <= top_k)
-    n_hits = int(manifest["counts"].get("hits", 0))
     try:
-        path, rows = write_ids(hits, out, fmt=fmt, group_by=group_by, n_hits=n_hits)
+        path, rows = write_ids(hits, out, fmt=fmt, group_by=group_by, n_hits=info.counts.hits)
     except RunError as exc:
-        raise RunError(f"{run}: {exc}") from None
-    return ExportResult(path, fmt, group_by, rows, str(run))
+        raise RunError(f"{info.uri}: {exc}") from None
+    return ExportResult(path, fmt, group_by, rows, info.uri)
 
 
 def _check_options(fmt: str, group_by: str, min_score: float | None, top_k: int | None) -> None:
@@ -161,14 +180,16 @@ def _check_options(fmt: str, group_by: str, min_score: float | None, top_k: int 
 
 
 def _check_known(
-    run: Path | str, modes: Sequence[str] | None, queries: Sequence[str] | None
+    run: str,
+    requests: pl.LazyFrame,
+    modes: Sequence[str] | None,
+    queries: Sequence[str] | None,
 ) -> None:
     """Refuse filter values the run never asked (a typo would export nothing, silently)."""
-    requests = scan_run_table(run, "requests").select("mode", "query_id").unique()
     try:
-        known = requests.collect()
+        known = requests.select("mode", "query_id").unique().collect()
     except pl.exceptions.PolarsError as exc:
-        raise RunError(f"{run}: requests.parquet cannot be read ({_one_line(exc)})") from None
+        raise RunError(f"{run}: requests.parquet cannot be read ({scrub(str(exc))})") from None
     for what, asked, column in (("mode", modes, "mode"), ("query", queries, "query_id")):
         have = set(known[column].to_list())
         unknown = sorted(set(asked or ()) - have)
@@ -227,13 +248,11 @@ def write_ids(
             raise UsageError(f"{target}: is a directory (give a file name)")
         if not target.parent.is_dir():
             raise UsageError(f"{target.parent}: no such directory")
-        tmp = target.with_name(f".{target.name}.tmp-{secrets.token_hex(4)}")
-        try:
-            with tempfile.TemporaryDirectory(prefix=f".{target.name}.", dir=target.parent) as d:
-                rows = _sink(_aggregated(hits, group_by, n_hits, Path(d)), tmp, fmt)
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with (
+            atomic_path(target) as tmp,
+            tempfile.TemporaryDirectory(prefix=f".{target.name}.", dir=target.parent) as d,
+        ):
+            rows = _sink(_aggregated(hits, group_by, n_hits, Path(d)), tmp, fmt)
         return target, rows
     with tempfile.TemporaryDirectory(prefix="vlbench-export-") as scratch:
         tmp = Path(scratch) / f"ids.{fmt}"
@@ -257,7 +276,7 @@ def _aggregated(
         try:
             aggregate_ids(mine, group_by).sink_parquet(part)
         except (pl.exceptions.PolarsError, OSError) as exc:
-            raise RunError(f"cannot export: {_one_line(exc)}") from None
+            raise RunError(f"cannot export: {scrub(str(exc))}") from None
         parts.append(part)
     return _ordered(pl.scan_parquet(parts), group_by)
 
@@ -283,7 +302,7 @@ def _sink(frame: pl.LazyFrame, path: Path, fmt: ExportFormat) -> int:
     except VlbenchError:
         raise
     except (pl.exceptions.PolarsError, OSError) as exc:
-        raise RunError(f"cannot export: {_one_line(exc)}") from None
+        raise RunError(f"cannot export: {scrub(str(exc))}") from None
 
 
 def _count_lines(path: Path) -> int:
@@ -292,7 +311,3 @@ def _count_lines(path: Path) -> int:
         while chunk := f.read(_COPY_CHUNK):
             count += chunk.count(b"\n")
     return count
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:300]

@@ -65,8 +65,8 @@ from runner.export.outcomes import (
 )
 from runner.plan import Plan, WireRequest, expand
 from runner.store import RunWriter, scan_requests
-from runner.store._layout import atomic_write_bytes
 from runner.store._manifest import public_base_url
+from runner.store.atomic import atomic_write_bytes
 from runner.suite import Suite, suite_hash
 
 __all__ = [

@@ -26,7 +26,7 @@ from typing import Final
 import polars as pl
 
 from runner.errors import RunError
-from runner.evaluate.run import load_run_judgments
+from runner.evaluate.judgments import load_run_judgments
 
 __all__ = ["QRELS_FILE", "SCORE_STEP", "trec_rankings", "write_trec_runs"]
 

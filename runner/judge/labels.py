@@ -40,7 +40,7 @@ import polars as pl
 
 from runner.errors import RunError, UsageError
 from runner.schema import JUDGMENTS_SCHEMA
-from runner.store._layout import atomic_write_bytes
+from runner.store.atomic import atomic_write_bytes
 
 __all__ = [
     "GRADES",

@@ -15,7 +15,7 @@ import polars as pl
 from runner.judge.labels import GRADES
 
 # The report's drawing helpers: one look for every plot of the page.
-from runner.report.plots import _RC, _axes_row, _figure, _svg
+from runner.report.plots import STYLE, axes_row, new_figure, to_svg
 
 __all__ = ["grade_matrices"]
 
@@ -44,9 +44,9 @@ def grade_matrices(standing: pl.DataFrame) -> str | None:
     if not pairs:
         return None
     title = "Grades given to the same media by two raters (the diagonal is agreement)"
-    fig = _figure(max(4.0, 3.4 * len(pairs)), 3.4)
-    axes = _axes_row(fig, len(pairs))
-    with matplotlib.rc_context(_RC):
+    fig = new_figure(max(4.0, 3.4 * len(pairs)), 3.4)
+    axes = axes_row(fig, len(pairs))
+    with matplotlib.rc_context(STYLE):
         for ax, (a, b, both) in zip(axes, pairs, strict=True):
             counts = {(x, y): n for x, y, n in both.group_by("a", "b").len().rows()}
             top = max(counts.values())
@@ -65,4 +65,4 @@ def grade_matrices(standing: pl.DataFrame) -> str | None:
             ax.set_title(f"{a} vs {b} ({both.height} media)")
             ax.grid(False)
         fig.suptitle(title)
-    return _svg(fig, "raters", title)
+    return to_svg(fig, "raters", title)

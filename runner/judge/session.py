@@ -19,7 +19,7 @@ from urllib.parse import unquote, urlsplit
 import polars as pl
 
 from runner.errors import RunError, UsageError
-from runner.evaluate.run import load_run_judgments
+from runner.evaluate.judgments import load_run_judgments
 from runner.evaluate.unjudged import judge_todo, query_texts
 from runner.judge.labels import (
     GRADE_NAMES,

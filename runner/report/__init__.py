@@ -2,6 +2,20 @@
 
 from __future__ import annotations
 
-from runner.report.write import ReportPaths, report_run, write_report
+from runner.report.write import (
+    ComparisonReport,
+    ReportPaths,
+    compare_and_report,
+    comparison_dir,
+    report_run,
+    write_report,
+)
 
-__all__ = ["ReportPaths", "report_run", "write_report"]
+__all__ = [
+    "ComparisonReport",
+    "ReportPaths",
+    "compare_and_report",
+    "comparison_dir",
+    "report_run",
+    "write_report",
+]

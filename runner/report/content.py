@@ -1,6 +1,7 @@
 """What a report says, gathered once from a run and its Evaluation; the renderers only format it.
 
-`gather(run_dir, ev, ...)` reads the manifest and the hits (for the worst queries' top hits) and
+`gather(run, ev, ...)` reads the manifest and the hits (for the worst queries' top hits; marked
+relevant from the judgments the Evaluation carries, never resolved again) and
 picks what each section shows: the headline per mode (every setting, best per measure marked),
 the worst queries at each mode's best setting, the comparison if any. Everything the HTML,
 Markdown and JSON writers need is here, so the three never disagree.
@@ -12,9 +13,7 @@ import datetime as dt
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final
-from urllib.parse import urlsplit, urlunsplit
 
 import polars as pl
 
@@ -23,10 +22,10 @@ from runner.errors import RunError
 from runner.evaluate.compare import Comparison, Gate, GateFailure
 from runner.evaluate.evaluation import Evaluation
 from runner.evaluate.measures import parse_measure
-from runner.evaluate.run import load_run_judgments
 from runner.report.sections.extra import ExtraSection, extra_sections
 from runner.report.sections.quality import Quality, QualityOptions, gather_quality
-from runner.store import read_manifest
+from runner.store import public_base_url
+from runner.store.reader import RunRef, local_dir, open_run, scan_hits
 
 __all__ = [
     "Headline",
@@ -132,26 +131,27 @@ def primary_measure(measures: Sequence[str]) -> str:
 
 
 def safe_url(url: str | None) -> str | None:
-    """The URL without user info, query or fragment: nothing secret reaches a report."""
-    if not url:
-        return url
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port is not None else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    """The URL without user info, query or fragment: nothing secret reaches a report.
+
+    The manifest's own rule (`store.public_base_url`), applied again because a
+    copied or hand-made manifest may not have gone through it.
+    """
+    return public_base_url(url) if url else url
 
 
-def _run_facts(run_dir: Path, ev: Evaluation) -> dict[str, Any]:
+def _run_facts(run: RunRef, ev: Evaluation) -> dict[str, Any]:
     try:
-        manifest: Mapping[str, Any] = read_manifest(run_dir)
+        info = open_run(run)
+        manifest: Mapping[str, Any] = info.manifest
+        where = info.uri
     except RunError:  # a copied or synthetic run: evaluate_run read it, so report what there is
-        manifest = {}
+        manifest, where = {}, str(run)
     facts = {key: manifest.get(key) for key in _RUN_KEYS}
-    facts["run_id"] = facts["run_id"] or ev.run_id or run_dir.name
+    facts["run_id"] = facts["run_id"] or ev.run_id or where.rstrip("/").rsplit("/", 1)[-1]
     facts["base_url"] = safe_url(facts["base_url"])
     counts = manifest.get("counts")
     facts["counts"] = {str(k): v for k, v in counts.items()} if isinstance(counts, Mapping) else {}
-    facts["path"] = str(run_dir)
+    facts["path"] = where
     return facts
 
 
@@ -288,23 +288,22 @@ def _worst_queries(
 
 
 def gather(
-    run_dir: Path | str,
+    run: RunRef,
     ev: Evaluation,
     *,
     comparison: Comparison | None = None,
     gates: Sequence[Gate] = (),
     failures: Sequence[GateFailure] = (),
-    extra_judgments: Sequence[Path | str] | None = None,
     worst_queries: int = 5,
     top_hits: int = 5,
     now: dt.datetime | None = None,
     quality: QualityOptions | None = None,
 ) -> ReportContent:
-    """Collect what the report of `run_dir` shows (see the module docstring)."""
-    run_dir = Path(run_dir)
+    """Collect what the report of `run` shows (see the module docstring)."""
+    extra = list(quality.extra_judgments) if quality is not None else None
     primary = primary_measure(ev.measures)
     headlines = _headlines(ev, primary)
-    hits, qrels = load_run_judgments(run_dir, extra_judgments)
+    hits = scan_hits(run)
     best = ReportContent(
         run={},
         generated_at="",
@@ -314,10 +313,12 @@ def gather(
         headlines=tuple(headlines),
         worst=(),
     ).best_settings()
-    worst = _worst_queries(ev, best, primary, hits, qrels, n_queries=worst_queries, n_hits=top_hits)
+    worst = _worst_queries(
+        ev, best, primary, hits, ev.qrels, n_queries=worst_queries, n_hits=top_hits
+    )
     modes = tuple(sorted(set(ev.summary["mode"].to_list()) | set(ev.sweep["mode"].to_list())))
     stamp = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0).isoformat()
-    facts = _run_facts(run_dir, ev)
+    facts = _run_facts(run, ev)
     facts["tool_version"] = facts["tool_version"] or runner.__version__
     return ReportContent(
         run=facts,
@@ -330,6 +331,6 @@ def gather(
         comparison=comparison,
         gates=tuple(gates),
         failures=tuple(failures),
-        extras=extra_sections(run_dir, ev, extra_judgments),
-        quality=gather_quality(run_dir, ev, primary, best, quality),
+        extras=extra_sections(local_dir(open_run(run)), ev, extra),
+        quality=gather_quality(run, ev, primary, best, quality),
     )

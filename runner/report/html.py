@@ -16,12 +16,12 @@ from typing import Final
 import polars as pl
 
 from runner.evaluate.compare import describe_pairs
-from runner.report import tables
+from runner.report import compare_tables, tables
 from runner.report.content import ReportContent
 from runner.report.sections.extra import ExtraSection
 from runner.report.tables import Table
 
-__all__ = ["CSP", "CSS", "SECTIONS", "Plots", "render_html", "render_table"]
+__all__ = ["CSP", "CSS", "SECTIONS", "Plots", "page", "render_html", "render_table"]
 
 CSP: Final = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 
@@ -41,7 +41,7 @@ SECTIONS: Final = (
     ("unjudged", "Unjudged hits"),
 )
 
-# The page style; other self-contained pages (`vlbench history`) may reuse it.
+# The page style, shared by every self-contained page (`page`): the report, the history.
 CSS: Final = """
 :root { color-scheme: light; --fg: #1d232a; --muted: #5b6672; --line: #d9dee3; --bg: #ffffff;
   --band: #f5f7f9; --good: #17803d; --bad: #c62828; --warn: #b26a00; --accent: #1f5fa8; }
@@ -229,15 +229,16 @@ def _comparison(content: ReportContent, plots: Plots) -> str:
     parts.append(_plot(plots.deltas, f"No {content.primary} values to compare."))
     parts.append("<h3>Every measure (media)</h3>")
     order = content.ev.measures
-    parts.append(render_table(tables.verdict_table(cmp, "media", order)))
+    parts.append(render_table(compare_tables.verdict_table(cmp, "media", order)))
     parts.append(
         _details(
-            "Every measure (clusters)", render_table(tables.verdict_table(cmp, "cluster", order))
+            "Every measure (clusters)",
+            render_table(compare_tables.verdict_table(cmp, "cluster", order)),
         )
     )
     texts = dict(content.ev.queries.select("query_id", "query_text").iter_rows())
     parts.append(f"<h3>Queries that regressed most on {_e(content.primary)}</h3>")
-    parts.append(render_table(tables.regressions_table(cmp, content.primary, texts)))
+    parts.append(render_table(compare_tables.regressions_table(cmp, content.primary, texts)))
     parts.append("<h3>Rank displacement (useful where judgments are missing)</h3>")
     parts.append(
         _note(
@@ -246,7 +247,7 @@ def _comparison(content: ReportContent, plots: Plots) -> str:
             "returned."
         )
     )
-    parts.append(render_table(tables.displacement_table(cmp)))
+    parts.append(render_table(compare_tables.displacement_table(cmp)))
     parts.append("<h3>Score drift</h3>")
     parts.append(
         _note(
@@ -254,7 +255,7 @@ def _comparison(content: ReportContent, plots: Plots) -> str:
             "statistic and the shift of quantiles from A to B."
         )
     )
-    parts.append(render_table(tables.drift_table(cmp)))
+    parts.append(render_table(compare_tables.drift_table(cmp)))
     if content.quality is not None:
         from runner.report.sections.page import comparison_html
 
@@ -404,6 +405,12 @@ def render_html(content: ReportContent, plots: Plots) -> str:
         f"{_e(content.generated_at)} from {_e(content.run.get('path') or '')}.</footer>"
     )
     title = f"vlbench report — {content.run.get('suite_name') or ''} {content.run.get('run_id')}"
+    return page(title, [*body, footer])
+
+
+def page(title: str, body: Iterable[str]) -> str:
+    """A whole self-contained page: the CSP that forbids every fetch, the report's style, `body`
+    (markup the caller escaped). Shared by the report and the history page."""
     return (
         "<!doctype html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
@@ -412,5 +419,5 @@ def render_html(content: ReportContent, plots: Plots) -> str:
         '<meta name="referrer" content="no-referrer">'
         '<link rel="icon" href="data:,">'
         f"<title>{_e(title)}</title><style>{CSS}</style></head>"
-        f"<body><main>{''.join(body)}{footer}</main></body></html>\n"
+        f"<body><main>{''.join(body)}</main></body></html>\n"
     )

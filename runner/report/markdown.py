@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from runner.evaluate.compare import describe_pairs
-from runner.report import tables
+from runner.report import compare_tables, tables
 from runner.report.content import ReportContent
 from runner.report.tables import Table
 
@@ -74,12 +74,12 @@ def render_markdown(content: ReportContent) -> str:
             else:
                 out.append("All gates passed: " + ", ".join(_cell(str(g)) for g in content.gates))
             out.append("")
-        out += [md_table(tables.verdict_table(cmp, "media", ev.measures)), ""]
+        out += [md_table(compare_tables.verdict_table(cmp, "media", ev.measures)), ""]
         texts = dict(ev.queries.select("query_id", "query_text").iter_rows())
         out += [f"### Queries that regressed most on {content.primary}", ""]
-        out += [md_table(tables.regressions_table(cmp, content.primary, texts)), ""]
-        out += ["### Rank displacement", "", md_table(tables.displacement_table(cmp)), ""]
-        out += ["### Score drift", "", md_table(tables.drift_table(cmp)), ""]
+        out += [md_table(compare_tables.regressions_table(cmp, content.primary, texts)), ""]
+        out += ["### Rank displacement", "", md_table(compare_tables.displacement_table(cmp)), ""]
+        out += ["### Score drift", "", md_table(compare_tables.drift_table(cmp)), ""]
     out += ["## Headline", ""]
     out += [
         f"Mean over judged queries; the best setting of each quality measure in bold. "

@@ -4,7 +4,8 @@ Each function takes Evaluation frames and returns one `<svg>` element as a strin
 there is nothing to draw (no judgments, one mode only, ...). Text stays text (`svg.fonttype`
 "none"), ids are salted per plot so several plots live in one HTML page, and the RDF metadata
 block (with its purl.org URLs) is dropped: the SVG references nothing outside itself.
-Every mode has the same colour in every plot: `mode_colours`.
+Every mode has the same colour in every plot: `mode_colours`. Other pages (`report.history`)
+draw in the same style with `new_figure`, `axes_column` and `to_svg`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,11 @@ from matplotlib.typing import RcKeyType
 
 __all__ = [
     "RELEVANCE_COLOURS",
+    "STYLE",
+    "axes_column",
+    "axes_row",
+    "new_figure",
+    "to_svg",
     "comparison_deltas",
     "hits_per_setting",
     "mode_colours",
@@ -52,7 +58,7 @@ _RELEVANCE_LABELS: Final = {
     "non_relevant": "non-relevant",
     "unjudged": "unjudged",
 }
-_RC: Final[dict[RcKeyType, Any]] = {
+STYLE: Final[dict[RcKeyType, Any]] = {
     "svg.fonttype": "none",
     "text.parse_math": False,  # "$" in a setting or mode name is text, not TeX
     "font.size": 9,
@@ -69,18 +75,18 @@ _METADATA: Final = re.compile(r"<metadata>.*?</metadata>\s*", re.DOTALL)
 
 
 def mode_colours(modes: Sequence[str]) -> dict[str, str]:
-    """A colour per mode, by the modes' sorted order: the same run gives the same colours."""
+    """A colour per mode (or any label), by sorted order: the same run gives the same colours."""
     return {mode: _PALETTE[i % len(_PALETTE)] for i, mode in enumerate(sorted(modes))}
 
 
-def _svg(fig: Figure, name: str, title: str, *, tight: bool = False) -> str:
+def to_svg(fig: Figure, name: str, title: str, *, tight: bool = False) -> str:
     """Render `fig` as an `<svg>` element with ids unique to `name` and an accessible title.
 
     Constrained layout fits most figures; `tight` adds a second pass (text extents are slow)
     for those with a colour bar, whose label it would otherwise clip.
     """
     buf = io.StringIO()
-    with matplotlib.rc_context({**_RC, "svg.hashsalt": f"vlbench-{name}"}):
+    with matplotlib.rc_context({**STYLE, "svg.hashsalt": f"vlbench-{name}"}):
         fig.savefig(
             buf, format="svg", metadata={"Date": None}, bbox_inches="tight" if tight else None
         )
@@ -91,15 +97,22 @@ def _svg(fig: Figure, name: str, title: str, *, tight: bool = False) -> str:
     return text.replace("<svg ", f'<svg class="plot" role="img" aria-label="{label}" ', 1)
 
 
-def _figure(width: float, height: float) -> Figure:
-    with matplotlib.rc_context(_RC):
+def new_figure(width: float, height: float) -> Figure:
+    with matplotlib.rc_context(STYLE):
         return Figure(figsize=(width, height), layout="constrained")
 
 
-def _axes_row(fig: Figure, n: int) -> list[Axes]:
-    with matplotlib.rc_context(_RC):
+def axes_row(fig: Figure, n: int) -> list[Axes]:
+    with matplotlib.rc_context(STYLE):
         axes = fig.subplots(1, n, squeeze=False)
     return list(axes[0])
+
+
+def axes_column(fig: Figure, n: int) -> list[Axes]:
+    """`n` panels stacked in the report's style, sharing their x axis."""
+    with matplotlib.rc_context(STYLE):
+        axes = fig.subplots(n, 1, squeeze=False, sharex=True)
+    return list(axes[:, 0])
 
 
 def _sorted(frame: pl.DataFrame) -> pl.DataFrame:
@@ -117,9 +130,9 @@ def pr_curves(
     if media.height == 0:
         return None
     title = "Precision–recall across thresholds (media)"
-    fig = _figure(6.4, 4.4)
-    (ax,) = _axes_row(fig, 1)
-    with matplotlib.rc_context(_RC):
+    fig = new_figure(6.4, 4.4)
+    (ax,) = axes_row(fig, 1)
+    with matplotlib.rc_context(STYLE):
         for i, mode in enumerate(sorted(set(media["mode"].to_list()))):
             part = _sorted(media.filter(pl.col("mode") == mode))
             colour = colours.get(mode, "#333333")
@@ -160,7 +173,7 @@ def pr_curves(
         ax.set_xlabel("Recall (mean over judged queries)")
         ax.set_ylabel("Precision (mean over judged queries)")
         ax.set_title(title)
-    return _svg(fig, "pr", title)
+    return to_svg(fig, "pr", title)
 
 
 def hits_per_setting(sweep: pl.DataFrame, colours: Mapping[str, str]) -> str | None:
@@ -172,8 +185,8 @@ def hits_per_setting(sweep: pl.DataFrame, colours: Mapping[str, str]) -> str | N
     sizes = [media.filter(pl.col("mode") == m).height for m in modes]
     title = "Hits returned per setting (media, all queries)"
     # Panels as wide as their number of settings, so bars and labels keep one width.
-    fig = _figure(min(11.0, max(4.0, 1.2 * len(modes) + 0.75 * sum(sizes))), 3.6)
-    with matplotlib.rc_context(_RC):
+    fig = new_figure(min(11.0, max(4.0, 1.2 * len(modes) + 0.75 * sum(sizes))), 3.6)
+    with matplotlib.rc_context(STYLE):
         axes = fig.subplots(
             1, len(modes), squeeze=False, width_ratios=[max(s, 1.5) for s in sizes]
         )[0]
@@ -188,7 +201,7 @@ def hits_per_setting(sweep: pl.DataFrame, colours: Mapping[str, str]) -> str | N
             ax.set_xlabel("setting")
             ax.set_ylabel("hits")
         fig.suptitle(title)
-    return _svg(fig, "hits", title)
+    return to_svg(fig, "hits", title)
 
 
 def _edges(bins: pl.DataFrame) -> tuple[list[float], list[float]]:
@@ -240,9 +253,9 @@ def score_histograms(
         .first()
     )
     title = "Score distributions by judgment (raw scores)"
-    fig = _figure(max(4.2, 3.4 * totals.height), 3.4)
-    axes = _axes_row(fig, totals.height)
-    with matplotlib.rc_context(_RC):
+    fig = new_figure(max(4.2, 3.4 * totals.height), 3.4)
+    axes = axes_row(fig, totals.height)
+    with matplotlib.rc_context(STYLE):
         for ax, (mode, setting, _) in zip(axes, totals.iter_rows(), strict=True):
             part = raw.filter((pl.col("mode") == mode) & (pl.col("setting") == setting))
             edges = _edges(part)
@@ -275,7 +288,7 @@ def score_histograms(
             ax.set_title(f"{mode} @ {setting}", color=colours.get(mode, "#333333"))
             ax.legend(loc="best")
         fig.suptitle(title)
-    return _svg(fig, "scores", title)
+    return to_svg(fig, "scores", title)
 
 
 def overlap_heatmaps(overlap: pl.DataFrame) -> str | None:
@@ -285,9 +298,9 @@ def overlap_heatmaps(overlap: pl.DataFrame) -> str | None:
     means = overlap.group_by("mode_a", "mode_b", "setting_a", "setting_b").agg(pl.col("rbo").mean())
     pairs = means.select("mode_a", "mode_b").unique().sort("mode_a", "mode_b").rows()
     title = "Rank-biased overlap between modes (mean over queries, media)"
-    fig = _figure(max(4.2, 3.6 * len(pairs)), 3.6)
-    axes = _axes_row(fig, len(pairs))
-    with matplotlib.rc_context(_RC):
+    fig = new_figure(max(4.2, 3.6 * len(pairs)), 3.6)
+    axes = axes_row(fig, len(pairs))
+    with matplotlib.rc_context(STYLE):
         mesh = None
         for ax, (mode_a, mode_b) in zip(axes, pairs, strict=True):
             part = means.filter((pl.col("mode_a") == mode_a) & (pl.col("mode_b") == mode_b))
@@ -321,7 +334,7 @@ def overlap_heatmaps(overlap: pl.DataFrame) -> str | None:
             if bar.solids is not None:
                 bar.solids.set_rasterized(False)  # vector, like the rest: no embedded PNG
         fig.suptitle(title)
-    return _svg(fig, "overlap", title, tight=True)
+    return to_svg(fig, "overlap", title, tight=True)
 
 
 def _nan(value: float | None) -> float:
@@ -338,9 +351,9 @@ def comparison_deltas(
     if rows.height == 0:
         return None
     title = f"Change in {measure}, run B − run A (media)"
-    fig = _figure(6.4, max(2.0, 0.34 * rows.height + 1.2))
-    (ax,) = _axes_row(fig, 1)
-    with matplotlib.rc_context(_RC):
+    fig = new_figure(6.4, max(2.0, 0.34 * rows.height + 1.2))
+    (ax,) = axes_row(fig, 1)
+    with matplotlib.rc_context(STYLE):
         labels = [f"{m} @ {s}" for m, s in rows.select("mode", "setting").rows()]
         deltas = rows["delta"].to_list()
         bars = ax.barh(
@@ -359,4 +372,4 @@ def comparison_deltas(
         ax.set_xlim(-1.35 * span, 1.35 * span)
         ax.set_xlabel(f"Δ {measure} (mean over paired queries; * Holm-adjusted p < {alpha:g})")
         ax.set_title(title)
-    return _svg(fig, "deltas", title)
+    return to_svg(fig, "deltas", title)

@@ -1,4 +1,6 @@
-"""The report's tables as plain text cells, shared by the HTML and Markdown writers.
+"""The report's tables as plain text cells, shared by the HTML, Markdown and terminal writers.
+
+The comparison's tables are in `compare_tables`.
 
 A `Table` holds formatted strings (never markup) and, per cell, an optional mark the HTML
 writer turns into a CSS class: "best" (the best setting of a measure), "up" / "down" (a
@@ -15,27 +17,23 @@ from typing import Any, Final
 
 import polars as pl
 
-from runner.evaluate.compare import Comparison
 from runner.evaluate.evaluation import Evaluation
-from runner.report.content import Headline, ReportContent, WorstQuery, higher_is_better
+from runner.report.content import Headline, ReportContent, WorstQuery
 
 __all__ = [
     "Table",
-    "displacement_table",
-    "drift_table",
     "fmt",
     "fmt_p",
     "interval",
     "headline_table",
+    "make_table",
     "operating_points_table",
     "overlap_table",
     "quantiles_table",
-    "regressions_table",
     "run_facts",
     "threshold_table",
     "top_hits_table",
     "unjudged_table",
-    "verdict_table",
     "wins_table",
     "worst_query_facts",
 ]
@@ -85,7 +83,7 @@ def _cutoff(value: float | None) -> str:
     return DASH if value is None else f"{value:g}"
 
 
-def _table(
+def make_table(
     headers: Sequence[str],
     rows: Sequence[Sequence[str]],
     *,
@@ -167,7 +165,7 @@ def headline_table(h: Headline) -> Table:
         marks.append(
             ["", "", "", *("best" if h.best.get(m) == row["setting"] else "" for m in h.measures)]
         )
-    return _table(headers, rows, numeric=range(1, len(headers)), marks=marks)
+    return make_table(headers, rows, numeric=range(1, len(headers)), marks=marks)
 
 
 def operating_points_table(ev: Evaluation) -> Table:
@@ -187,7 +185,7 @@ def operating_points_table(ev: Evaluation) -> Table:
         )
     ]
     headers = ["mode", "unit", "objective", "setting", "cut-off", "precision", "recall", "F1"]
-    return _table(headers, rows, numeric=range(4, 8))
+    return make_table(headers, rows, numeric=range(4, 8))
 
 
 def threshold_table(ev: Evaluation) -> Table:
@@ -222,7 +220,7 @@ def threshold_table(ev: Evaluation) -> Table:
         "violations if read the other way",
         "other way fits better",
     ]
-    return _table(headers, rows, numeric=[2, 5, 6, 8], marks=marks)
+    return make_table(headers, rows, numeric=[2, 5, 6, 8], marks=marks)
 
 
 def unjudged_table(ev: Evaluation) -> Table:
@@ -248,7 +246,7 @@ def unjudged_table(ev: Evaluation) -> Table:
         for r in totals.iter_rows(named=True)
     ]
     headers = ["mode", "setting", "depth k", "hits in top k", "unjudged", "share", "queries"]
-    return _table(headers, rows, numeric=range(2, 7), limit=40)
+    return make_table(headers, rows, numeric=range(2, 7), limit=40)
 
 
 def _at(frame: pl.DataFrame, settings: Mapping[str, str] | None) -> pl.DataFrame:
@@ -300,7 +298,7 @@ def overlap_table(ev: Evaluation, settings: Mapping[str, str] | None = None) -> 
         for r in means.iter_rows(named=True)
     ]
     headers = ["a", "b", "queries", f"Jaccard@{k}", "RBO", "media only in a", "media only in b"]
-    return _table(headers, rows, numeric=range(2, 7), limit=40)
+    return make_table(headers, rows, numeric=range(2, 7), limit=40)
 
 
 def wins_table(ev: Evaluation, measure: str, settings: Mapping[str, str] | None = None) -> Table:
@@ -321,13 +319,13 @@ def wins_table(ev: Evaluation, measure: str, settings: Mapping[str, str] | None 
         for r in wins.iter_rows(named=True)
     ]
     headers = ["a", "b", "a better", "b better", "ties", "judged queries"]
-    return _table(headers, rows, numeric=range(2, 6), limit=40)
+    return make_table(headers, rows, numeric=range(2, 6), limit=40)
 
 
 def quantiles_table(ev: Evaluation) -> Table:
     raw = ev.quantiles.filter(pl.col("scale") == "raw")
     if raw.height == 0:
-        return _table(["mode"], [])
+        return make_table(["mode"], [])
     wide = raw.pivot(
         on="q", index=["mode", "setting", "cutoff", "score_type", "relevance"], values="value"
     ).sort("mode", "cutoff", "setting", "relevance", nulls_last=False)
@@ -339,7 +337,7 @@ def quantiles_table(ev: Evaluation) -> Table:
         for r in wide.iter_rows(named=True)
     ]
     headers = ["mode", "setting", "score type", "judgment", *(f"q{float(q):.2f}" for q in qs)]
-    return _table(headers, rows, numeric=range(4, 4 + len(qs)), limit=60)
+    return make_table(headers, rows, numeric=range(4, 4 + len(qs)), limit=60)
 
 
 def worst_query_facts(query: WorstQuery) -> str:
@@ -371,74 +369,9 @@ def top_hits_table(query: WorstQuery) -> Table:
         )
         mark = "" if h.grade is None else ("up" if h.grade >= 1 else "down")
         marks.append(["", "", "", "", mark])
-    return _table(
+    return make_table(
         ["rank", "file", "caption", "raw score", "judgment"], rows, numeric=[0, 3], marks=marks
     )
-
-
-def _delta_cell(delta: float | None, significant: bool) -> str:
-    if delta is None or math.isnan(delta):
-        return DASH
-    if delta == 0:
-        return "= 0.000"
-    arrow = UP if delta > 0 else DOWN
-    return f"{arrow} {delta:+.3f}{' *' if significant else ''}"
-
-
-def verdict_table(cmp: Comparison, unit: str = "media", order: Sequence[str] = ()) -> Table:
-    """Per (mode, setting, measure): A, B, the delta with ▲/▼ and * when significant, p, d_z.
-
-    Measures of one setting in `order` (e.g. the evaluation's), any others after them.
-    """
-    rank = {m: i for i, m in enumerate(order)}
-    part = (
-        cmp.measures.filter(pl.col("unit") == unit)
-        .with_columns(
-            pl.col("measure")
-            .replace_strict(rank, default=len(rank), return_dtype=pl.Int64)
-            .alias("_order")
-        )
-        .sort("mode", "cutoff", "setting", "_order", "measure", nulls_last=False)
-    )
-    rows, marks = [], []
-    for r in part.iter_rows(named=True):
-        sig = bool(r["significant"])
-        delta = r["delta"]
-        direction = ""
-        if sig and higher_is_better(r["measure"]) and delta is not None and delta != 0:
-            direction = "up" if delta > 0 else "down"
-        rows.append(
-            [
-                r["mode"],
-                r["setting"],
-                r["measure"],
-                fmt(r["mean_a"]),
-                fmt(r["mean_b"]),
-                _delta_cell(delta, sig),
-                interval(r.get("ci_lo"), r.get("ci_hi")),
-                fmt_p(r["p_randomisation_holm"]),
-                fmt_p(r["p_t_holm"]),
-                fmt(r["effect_size"], 2),
-                fmt(r["n_pairs"]),
-                f"{r['n_only_a']} / {r['n_only_b']}",
-            ]
-        )
-        marks.append(["", "", "", "", "", direction, "", "", "", "", "", ""])
-    headers = [
-        "mode",
-        "setting",
-        "measure",
-        "A",
-        "B",
-        "Δ (B − A)",
-        "95% CI of Δ",
-        "p randomisation (Holm)",
-        "p t-test (Holm)",
-        "d_z",
-        "pairs",
-        "unpaired A / B",
-    ]
-    return _table(headers, rows, numeric=range(3, 12), marks=marks)
 
 
 def interval(lo: float | None, hi: float | None, digits: int = 3) -> str:
@@ -446,101 +379,3 @@ def interval(lo: float | None, hi: float | None, digits: int = 3) -> str:
     if lo is None or hi is None or math.isnan(lo) or math.isnan(hi):
         return DASH
     return f"[{lo:.{digits}f}, {hi:.{digits}f}]"
-
-
-def regressions_table(
-    cmp: Comparison, measure: str, texts: Mapping[str, str | None], limit: int = 15
-) -> Table:
-    worst = cmp.regressions.filter(
-        (pl.col("measure") == measure) & (pl.col("unit") == "media")
-    ).sort("delta", "mode", "setting", "query_id")
-    rows = [
-        [
-            r["mode"],
-            r["setting"],
-            r["query_id"],
-            texts.get(r["query_id"]) or DASH,
-            fmt(r["value_a"]),
-            fmt(r["value_b"]),
-            f"{r['delta']:+.3f}",
-        ]
-        for r in worst.iter_rows(named=True)
-    ]
-    headers = ["mode", "setting", "query", "text", f"{measure} A", f"{measure} B", "Δ"]
-    return _table(headers, rows, numeric=range(4, 7), limit=limit)
-
-
-def displacement_table(cmp: Comparison) -> Table:
-    summary = (
-        cmp.displacement.group_by("mode", "setting")
-        .agg(
-            pl.len().alias("queries"),
-            (~pl.col("judged")).sum().alias("unjudged"),
-            pl.col("rbo").mean(),
-            pl.col("jaccard").mean(),
-            pl.col("mean_abs_rank_change").mean(),
-            ((pl.col("n_common") == 0) & ((pl.col("n_a") > 0) | (pl.col("n_b") > 0)))
-            .sum()
-            .alias("disjoint"),
-        )
-        .sort("mode", "setting")
-    )
-    rows = [
-        [
-            r["mode"],
-            r["setting"],
-            fmt(r["queries"]),
-            fmt(r["unjudged"]),
-            fmt(r["rbo"]),
-            fmt(r["jaccard"]),
-            fmt(r["mean_abs_rank_change"], 2),
-            fmt(r["disjoint"]),
-        ]
-        for r in summary.iter_rows(named=True)
-    ]
-    headers = [
-        "mode",
-        "setting",
-        "queries",
-        "unjudged queries",
-        "mean RBO",
-        "mean Jaccard@10",
-        "mean |rank change|",
-        "queries with nothing in common",
-    ]
-    return _table(headers, rows, numeric=range(2, 8), limit=40)
-
-
-def drift_table(cmp: Comparison) -> Table:
-    if cmp.drift.height == 0:
-        return _table(["mode"], [])
-    wide = cmp.drift.pivot(
-        on="q", index=["mode", "setting", "n_a", "n_b", "ks", "p_ks"], values="shift"
-    ).sort("mode", "setting")
-    qs = [c for c in wide.columns if c not in ("mode", "setting", "n_a", "n_b", "ks", "p_ks")]
-    rows = [
-        [
-            r["mode"],
-            r["setting"],
-            fmt(r["n_a"]),
-            fmt(r["n_b"]),
-            fmt(r["ks"]),
-            fmt_p(r["p_ks"]),
-            *(_signed(r[q]) for q in qs),
-        ]
-        for r in wide.iter_rows(named=True)
-    ]
-    headers = [
-        "mode",
-        "setting",
-        "hits A",
-        "hits B",
-        "KS statistic",
-        "p (KS)",
-        *(f"shift q{float(q):.2f}" for q in qs),
-    ]
-    return _table(headers, rows, numeric=range(2, 6 + len(qs)), limit=40)
-
-
-def _signed(value: float | None) -> str:
-    return DASH if value is None or math.isnan(value) else f"{value:+.3f}"

@@ -4,15 +4,28 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
-from runner.errors import RunError
-from runner.evaluate.compare import Comparison, Gate, GateFailure
+from runner.evaluate.compare import (
+    Comparison,
+    Gate,
+    GateFailure,
+    check_gates,
+    compare_run_dirs,
+    parse_gate,
+    same_run,
+)
+from runner.evaluate.compare.noise import (
+    HeldBack,
+    check_gates_with_noise,
+    noise_floor_of_runs,
+)
 from runner.evaluate.evaluation import Evaluation
 from runner.evaluate.run import evaluate_run, write_evaluation
 from runner.report import plots
@@ -21,12 +34,23 @@ from runner.report.html import Plots, render_html
 from runner.report.markdown import render_markdown
 from runner.report.sections.quality import QualityOptions
 from runner.report.summary import build_summary, dumps
+from runner.store.atomic import atomic_write, write_error
+from runner.store.reader import RunRef, local_dir, open_run
 
-__all__ = ["ReportPaths", "render_plots", "report_run", "write_report"]
+__all__ = [
+    "ComparisonReport",
+    "ReportPaths",
+    "compare_and_report",
+    "comparison_dir",
+    "render_plots",
+    "report_run",
+    "write_report",
+]
 
 HTML_FILE = "report.html"
 MARKDOWN_FILE = "report.md"
 SUMMARY_FILE = "summary.json"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,64 +94,57 @@ def render_plots(content: ReportContent) -> Plots:
 
 
 def _write_text(path: Path, text: str) -> None:
-    # Write beside and rename: a reader never sees half a report.
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text(text, encoding="utf-8")
-    os.replace(temp, path)
+    with atomic_write(path) as out:  # a reader never sees half a report
+        out.write(text.encode("utf-8"))
+
+
+def _make_dir(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise write_error(out, exc) from exc
 
 
 def write_report(
-    run_dir: Path | str,
+    run: RunRef,
     ev: Evaluation,
     *,
     comparison: Comparison | None = None,
     out_dir: Path | str | None = None,
     gates: Sequence[Gate] = (),
     failures: Sequence[GateFailure] = (),
-    extra_judgments: Sequence[Path | str] | None = None,
     now: dt.datetime | None = None,
     quality: QualityOptions | None = None,
 ) -> ReportPaths:
     """Write `summary.json`, `report.md` and `report.html` for the run `ev` evaluated.
 
-    `out_dir` defaults to the run directory. With `comparison` (run B = this run against run
-    A) the report opens with the deltas and their significance, and `gates` / `failures` say
-    which gates passed. `extra_judgments` are the qrels files the evaluation used, so the worst
-    queries' hits are marked relevant or not the same way.
+    `out_dir` defaults to the run directory (for a run on object storage: its local folder,
+    `store.reader.local_dir`). With `comparison` (run B = this run against run A) the report
+    opens with the deltas and their significance, and `gates` / `failures` say which gates
+    passed. The worst queries' hits are marked relevant from `ev.qrels`, the judgments the
+    evaluation used. Each file is written atomically; a full disk is a `WriteError` naming the
+    file, and leaves the earlier report (if any) as it was.
 
     >>> paths = write_report(run_dir, evaluate_run(run_dir))
     >>> paths.html  # open in a browser; it fetches nothing
     """
-    run_dir = Path(run_dir)
-    out = Path(out_dir) if out_dir is not None else run_dir
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RunError(f"{out}: cannot create the report directory: {exc}") from exc
+    info = open_run(run)
+    out = Path(out_dir) if out_dir is not None else local_dir(info)
+    _make_dir(out)
     content = gather(
-        run_dir,
-        ev,
-        comparison=comparison,
-        gates=gates,
-        failures=failures,
-        extra_judgments=extra_judgments,
-        now=now,
-        quality=quality,
+        info, ev, comparison=comparison, gates=gates, failures=failures, now=now, quality=quality
     )
     paths = ReportPaths(
         html=out / HTML_FILE, markdown=out / MARKDOWN_FILE, summary=out / SUMMARY_FILE
     )
-    try:
-        _write_text(paths.summary, dumps(build_summary(content)))
-        _write_text(paths.markdown, render_markdown(content))
-        _write_text(paths.html, render_html(content, render_plots(content)))
-    except OSError as exc:
-        raise RunError(f"{out}: cannot write the report: {exc}") from exc
+    _write_text(paths.summary, dumps(build_summary(content)))
+    _write_text(paths.markdown, render_markdown(content))
+    _write_text(paths.html, render_html(content, render_plots(content)))
     return paths
 
 
 def report_run(
-    run_dir: Path | str,
+    run: RunRef,
     *,
     extra_judgments: Sequence[Path | str] | None = None,
     out_dir: Path | str | None = None,
@@ -137,19 +154,96 @@ def report_run(
 
     The one call behind `vlbench report` and the report a finished `vlbench run` prints:
     `metrics.parquet` and `distributions.parquet` go beside the report (the run directory
-    unless `out_dir` is given).
+    unless `out_dir` is given; a run on object storage is read in place and reported into its
+    local folder, `reports/suite=…/run_date=…/run_id=…/`).
     """
-    run_dir = Path(run_dir)
-    extra = [Path(p) for p in extra_judgments] if extra_judgments else None
-    ev = evaluate_run(run_dir, extra_judgments=extra)
-    out = Path(out_dir) if out_dir is not None else run_dir
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RunError(f"{out}: cannot create the report directory: {exc}") from exc
+    info = open_run(run)
+    ev = evaluate_run(info, extra_judgments=extra_judgments)
+    out = Path(out_dir) if out_dir is not None else local_dir(info)
+    _make_dir(out)
     write_evaluation(ev, out)
-    if quality is not None and extra:
-        quality = dataclasses.replace(quality, extra_judgments=tuple(extra))
-    elif extra:
-        quality = QualityOptions(extra_judgments=tuple(extra))
-    return write_report(run_dir, ev, out_dir=out, extra_judgments=extra, quality=quality)
+    if extra_judgments:
+        quality = dataclasses.replace(
+            quality or QualityOptions(), extra_judgments=tuple(Path(p) for p in extra_judgments)
+        )
+    return write_report(info, ev, out_dir=out, quality=quality)
+
+
+def comparison_dir(run_b: RunRef, cmp: Comparison) -> Path:
+    """Where a comparison's report goes by default: compare-<run A>[-<crossed pairs>] in run B.
+
+    Each pairing gets its own folder, so comparing other settings never overwrites a report.
+    """
+    name = f"compare-{cmp.run_a}"
+    if cmp.crossed:
+        name += "-" + "+".join(
+            f"{p.mode}_{p.setting_a}_to_{p.setting_b}" for p in cmp.pairs if p.crossed
+        )
+    return local_dir(open_run(run_b)) / _UNSAFE.sub("_", name)[:120]
+
+
+@dataclass(frozen=True, slots=True)
+class ComparisonReport:
+    """What `vlbench compare` did: both evaluations, the comparison, the gates that tripped
+    (and those the noise floor held back), where its report went, and whether A and B were
+    one run."""
+
+    ev_a: Evaluation
+    ev_b: Evaluation
+    comparison: Comparison
+    gates: tuple[Gate, ...]
+    failures: tuple[GateFailure, ...]
+    paths: ReportPaths
+    same_run: bool
+    held: tuple[HeldBack, ...] = ()
+
+
+def compare_and_report(
+    run_a: RunRef,
+    run_b: RunRef,
+    *,
+    gates: Sequence[str] = (),
+    out_dir: Path | str | None = None,
+    noise_runs: Sequence[RunRef] = (),
+    quality: QualityOptions | None = None,
+    **options: Any,
+) -> ComparisonReport:
+    """Compare run B with run A, check `gates` (parsed before any work), write B's report with
+    the comparison (default folder: `comparison_dir`). `options` go to `compare_run_dirs`.
+
+    With two or more A/A `noise_runs`, a gate trips only when its delta is significant and
+    above their noise floor (`runner.evaluate.compare.noise`); the rows held back by either
+    rule are in `held` and in the report.
+    """
+    parsed = tuple(parse_gate(text) for text in gates)
+    extra = options.get("extra_judgments")
+    noise = [open_run(run) for run in noise_runs]
+    floor = noise_floor_of_runs(noise, extra_judgments=extra) if noise else None
+    info_a, info_b = open_run(run_a), open_run(run_b)
+    ev_a, ev_b, cmp = compare_run_dirs(info_a, info_b, **options)
+    if floor is not None:
+        failed, held = check_gates_with_noise(cmp, parsed, floor)
+    else:
+        failed, held = check_gates(cmp, list(parsed)), []
+    failures = tuple(failed)
+    quality = dataclasses.replace(
+        quality or QualityOptions(),
+        baseline=info_a,
+        noise=floor,
+        noise_runs=tuple(info.run_id for info in noise),
+        held=tuple(held),
+        extra_judgments=tuple(Path(p) for p in extra or ()),
+    )
+    out = out_dir if out_dir is not None else comparison_dir(info_b, cmp)
+    paths = write_report(
+        info_b,
+        ev_b,
+        comparison=cmp,
+        out_dir=out,
+        gates=parsed,
+        failures=failures,
+        quality=quality,
+    )
+    return ComparisonReport(
+        ev_a, ev_b, cmp, parsed, failures, paths, same_run(info_a, info_b), tuple(held)
+    )

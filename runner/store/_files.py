@@ -26,11 +26,11 @@ from runner.store._layout import (
     JOURNAL_DIR,
     LOCK_FILE,
     PARTS_DIR,
-    fsync_dir,
     part_path,
-    temp_path,
 )
 from runner.store._manifest import write_manifest
+from runner.store.atomic import atomic_path, fsync_dir
+from runner.store.atomic import fsync_file as fsync_file  # looked up here: tests fail it
 
 __all__ = [
     "TABLES",
@@ -80,14 +80,6 @@ def row_groups(path: Path) -> Iterator[pa.Table]:
         yield pf.read_row_group(i)
 
 
-def fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_parquet_atomic(
     path: Path,
     sources: Iterable[pa.RecordBatch | pa.Table],
@@ -100,20 +92,25 @@ def write_parquet_atomic(
     With `rename`, the file is written under a temp name and renamed over `path`; without, it is
     written to `path` itself (the caller passed a temp name).
     """
-    target = temp_path(path) if rename else path
-    try:
-        with pq.ParquetWriter(target, schema, compression=COMPRESSION) as out:
-            for source in sources:
-                if source.num_rows:
-                    out.write(source, row_group_size=max(source.num_rows, 1))
-        fsync_file(target)
-        if rename:
-            os.replace(target, path)
-    except BaseException:
-        target.unlink(missing_ok=True)
-        raise
     if rename:
-        fsync_dir(path.parent)
+        with atomic_path(path) as tmp:
+            _write_parquet(tmp, sources, schema)
+        return
+    try:
+        _write_parquet(path, sources, schema)
+        fsync_file(path)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
+def _write_parquet(
+    path: Path, sources: Iterable[pa.RecordBatch | pa.Table], schema: pa.Schema
+) -> None:
+    with pq.ParquetWriter(path, schema, compression=COMPRESSION) as out:
+        for source in sources:
+            if source.num_rows:
+                out.write(source, row_group_size=max(source.num_rows, 1))
 
 
 def write_part(

@@ -1,4 +1,4 @@
-"""Where a run lives on disk, and how its small files are written so that a crash never tears them.
+"""Where a run lives on disk: the run directory, its journal segments and Parquet parts.
 
 A run directory is `root/suite=<name>/run_date=<YYYY-MM-DD>/run_id=<id>/` (hive style, so DuckDB,
 Polars or Spark read months of runs in place). While a run is being written it also holds
@@ -10,7 +10,6 @@ rolled from the journal); both are gone once the run is finished. Names that sta
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
 import secrets
 from pathlib import Path
@@ -23,14 +22,11 @@ __all__ = [
     "JOURNAL_DIR",
     "LOCK_FILE",
     "PARTS_DIR",
-    "atomic_write_bytes",
-    "fsync_dir",
     "new_run_id",
     "part_path",
     "run_dir_for",
     "safe_suite_name",
     "segment_path",
-    "temp_path",
 ]
 
 JOURNAL_DIR: Final = "_journal"
@@ -92,32 +88,3 @@ def segment_path(run_dir: Path, seq: int) -> Path:
 def part_path(run_dir: Path, seq: int, table: str) -> Path:
     """Parquet part `seq` of `table` ("requests" or "hits") of a run being written."""
     return run_dir / PARTS_DIR / f"{seq:08d}-{table}.parquet"
-
-
-def temp_path(path: Path) -> Path:
-    """A unique hidden sibling of `path` to write before `os.replace`; never ends in `.parquet`."""
-    return path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename or an unlink inside `path` durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that a reader sees the old file or the new one, never a mixture."""
-    tmp = temp_path(path)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)

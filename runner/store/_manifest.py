@@ -12,7 +12,7 @@ import orjson
 
 from runner.errors import RunError
 from runner.schema import MANIFEST_FILE, RUN_STATUSES
-from runner.store._layout import atomic_write_bytes
+from runner.store.atomic import atomic_write_bytes
 
 __all__ = [
     "RunCounts",

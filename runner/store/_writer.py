@@ -29,7 +29,6 @@ import datetime as dt
 import os
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self
@@ -38,13 +37,11 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from runner.errors import RunError
+from runner.errors import RunError, WriteError
 from runner.schema import (
-    HITS_FILE,
     HITS_SCHEMA,
     JUDGMENTS_FILE,
     JUDGMENTS_SCHEMA,
-    REQUESTS_FILE,
     REQUESTS_SCHEMA,
 )
 from runner.store import _files
@@ -54,13 +51,10 @@ from runner.store._layout import (
     JOURNAL_DIR,
     LOCK_FILE,
     PARTS_DIR,
-    atomic_write_bytes,
-    fsync_dir,
     new_run_id,
     part_path,
     run_dir_for,
     segment_path,
-    temp_path,
 )
 from runner.store._manifest import (
     RunCounts,
@@ -69,27 +63,15 @@ from runner.store._manifest import (
     utc_now_iso,
     write_manifest,
 )
-from runner.store._readers import RunInfo, open_run
+from runner.store._recovery import Recovery, check_resumable, failed_keys, recover
 from runner.store._rows import Rows, check_rank_order, to_batch
+from runner.store.atomic import atomic_write_bytes, fsync_dir, temp_path
+from runner.store.reader import RunInfo, open_run
 
 __all__ = ["DEFAULT_ROLL_ROWS", "FINISH_STATUSES", "Recovery", "RunWriter"]
 
 DEFAULT_ROLL_ROWS: Final = 50_000
 FINISH_STATUSES: Final = ("complete", "partial", "failed")
-
-
-@dataclass(frozen=True, slots=True)
-class Recovery:
-    """What `RunWriter.resume` found and repaired.
-
-    `units_replayed`: units read back from journal segments that had not reached a Parquet part;
-    `torn_bytes`: bytes of a torn last frame that were dropped (that unit is simply not recorded
-    and will be redone); `rolled_forward`: an interrupted `finish` was completed.
-    """
-
-    units_replayed: int = 0
-    torn_bytes: int = 0
-    rolled_forward: bool = False
 
 
 class RunWriter:
@@ -247,7 +229,7 @@ class RunWriter:
         _check_roll_rows(roll_rows)
         run_dir = Path(run_dir)
         manifest = read_manifest(run_dir)
-        _check_resumable(run_dir, manifest, suite_hash)
+        check_resumable(run_dir, manifest, suite_hash)
         (run_dir / JOURNAL_DIR).mkdir(exist_ok=True)
         lock_fd = _files.lock(run_dir)
         writer = cls(run_dir, manifest, lock_fd, roll_rows=roll_rows, fsync_units=fsync_units)
@@ -312,7 +294,7 @@ class RunWriter:
         if stray:
             raise RunError(f"record(): hits of request key(s) {sorted(stray)} with no request row")
         check_rank_order(hits, "record()")
-        failed = _failed_keys(requests)
+        failed = failed_keys(requests)
         frame = encode_unit(Unit(requests, hits))
         with self._mutex:
             self._check_open()
@@ -415,7 +397,7 @@ class RunWriter:
         seq = self._seq
         try:
             _files.write_part(self._dir, seq, self._requests_buf, self._hits_buf)
-        except OSError as exc:
+        except (OSError, WriteError) as exc:
             # The units are safe in the journal; the part is retried at the next roll.
             raise RunError(f"{self._dir}: cannot write a Parquet part: {exc}") from exc
         self._parts.append(seq)
@@ -444,32 +426,12 @@ class RunWriter:
             yield pa.Table.from_batches(buffered)
 
     def _recover(self, suite_hash: str, requests_planned: int | None) -> None:
-        rolled = _files.roll_forward(self._dir) if (self._dir / FINALISE_FILE).exists() else False
-        manifest = read_manifest(self._dir)
-        _check_resumable(self._dir, manifest, suite_hash)
-        _files.delete_temps(self._dir)
-        parts_dir = self._dir / PARTS_DIR
-        parts_dir.mkdir(exist_ok=True)
-        committed = _files.committed_parts(self._dir)
-        replayed, torn, seqs = 0, 0, set(committed)
-        for segment in sorted((self._dir / JOURNAL_DIR).glob("*.vlj")):
-            seq = int(segment.stem)
-            seqs.add(seq)
-            if seq not in committed:
-                units, good = _files.read_units(segment)
-                torn += segment.stat().st_size - good
-                if units:
-                    _files.write_part(
-                        self._dir, seq, [u.requests for u in units], [u.hits for u in units]
-                    )
-                    committed.append(seq)
-                    replayed += len(units)
-            segment.unlink()
-        fsync_dir(self._dir / JOURNAL_DIR)
-        self._parts = sorted(committed)
-        self._has_base = (self._dir / REQUESTS_FILE).exists() or (self._dir / HITS_FILE).exists()
-        self._count_existing()
-        self.recovery = Recovery(units_replayed=replayed, torn_bytes=torn, rolled_forward=rolled)
+        found = recover(self._dir, suite_hash)
+        self._parts, self._has_base = found.parts, found.has_base
+        self._keys, self._failed = found.keys, found.failed
+        self._pages, self._hits = found.pages, found.hits
+        self.recovery = found.recovery
+        manifest = found.manifest
         if requests_planned is not None:
             manifest["counts"] = dict(manifest["counts"], requests_planned=requests_planned)
         self._manifest = manifest
@@ -480,29 +442,7 @@ class RunWriter:
             counts=self.counts.to_dict(),
         )
         write_manifest(self._dir, manifest)
-        self._open_segment(max(seqs, default=-1) + 1)
-
-    def _count_existing(self) -> None:
-        """Rebuild keys and counts from the final files and the parts."""
-        requests = [self._dir / REQUESTS_FILE] if self._has_base else []
-        hits = [self._dir / HITS_FILE] if self._has_base else []
-        requests += [part_path(self._dir, s, "requests") for s in self._parts]
-        hits += [part_path(self._dir, s, "hits") for s in self._parts]
-        for path in requests:
-            pf = _files.parquet_file(path, REQUESTS_SCHEMA)
-            seen: set[str] = set()
-            for batch in pf.iter_batches(columns=["request_key", "outcome"]):
-                seen.update(batch.column(0).to_pylist())
-                self._failed |= _failed_keys(batch)
-                self._pages += batch.num_rows
-            again = seen & self._keys
-            if again:
-                raise RunError(
-                    f"{path}: request key(s) {sorted(again)[:3]} recorded twice in this run"
-                )
-            self._keys |= seen
-        for path in hits:
-            self._hits += _files.parquet_file(path, HITS_SCHEMA).metadata.num_rows
+        self._open_segment(found.next_seq)
 
     def _release(self) -> None:
         self._close_segment()
@@ -518,20 +458,3 @@ class RunWriter:
 def _check_roll_rows(roll_rows: int) -> None:
     if roll_rows < 1:
         raise RunError(f"roll_rows must be at least 1, not {roll_rows}")
-
-
-def _check_resumable(run_dir: Path, manifest: dict[str, Any], suite_hash: str) -> None:
-    if manifest["status"] == "complete":
-        raise RunError(f"{run_dir}: run is complete; nothing to resume (start a new run)")
-    if manifest["suite_hash"] != suite_hash:
-        raise RunError(
-            f"{run_dir}: run was made from a different suite (hash {manifest['suite_hash']}, "
-            f"this suite {suite_hash}); resume it with the suite it was started with"
-        )
-
-
-def _failed_keys(requests: pa.RecordBatch) -> set[str]:
-    """Keys with a page whose outcome is not "ok" (a few rows per unit: plain Python is faster)."""
-    keys = requests.column("request_key").to_pylist()
-    outcomes = requests.column("outcome").to_pylist()
-    return {key for key, outcome in zip(keys, outcomes, strict=True) if outcome != "ok"}

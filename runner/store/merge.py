@@ -20,12 +20,16 @@ An unsharded run's rows are in completion order (workers finish in any order); s
 `canonical_order` to compare. Timing columns (sent_at, latency_ms, attempts) naturally differ
 between two runs of a suite: everything else is the same.
 
-The merged run is written in a hidden directory beside its final place and renamed into place
-when complete, so a reader never sees half a merged run.
+The merged run is written in a hidden directory beside its final place, fsynced, and renamed
+into place when complete, so a reader never sees half a merged run (the directory-level form of
+`store.atomic`). Shards may be local or on `s3://` / `gs://` (read through `store.reader`); the
+merged run is local. On any failure nothing is left: not the hidden directory, nor the
+`suite=`/`run_date=` folders made for it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import itertools
@@ -52,12 +56,14 @@ from runner.schema import (
     REQUESTS_FILE,
     REQUESTS_SCHEMA,
 )
-from runner.store import (
-    RunCounts,
+from runner.store._layout import new_run_id, run_dir_for
+from runner.store._manifest import RunCounts
+from runner.store.atomic import fsync_dir, fsync_file
+from runner.store.location import scrub
+from runner.store.reader import (
     RunInfo,
-    new_run_id,
+    RunRef,
     open_run,
-    run_dir_for,
     scan_hits,
     scan_judgments,
     scan_requests,
@@ -96,58 +102,79 @@ def canonical_order(frame: pl.LazyFrame | pl.DataFrame, table: str) -> pl.LazyFr
 
 
 def merge_runs(
-    run_dirs: Sequence[Path | str], out: Path | str, *, run_id: str | None = None
+    runs: Sequence[RunRef], out: Path | str, *, run_id: str | None = None
 ) -> MergeResult:
-    """Merge the shard runs `run_dirs` into one new run under the root `out` (see module doc)."""
-    infos = _checked_shards([Path(d) for d in run_dirs])
+    """Merge the shard runs `runs` (paths or URIs) into one new local run under the root `out`.
+
+    See the module doc. On any failure nothing is left under `out`: not the scratch directory,
+    nor the `suite=`/`run_date=` folders made for it.
+    """
+    infos = _checked_shards(runs)
     _same_judgments(infos)
     first = infos[0]
-    started = min(_when(i.started_at, i.path) for i in infos)
-    ended = max((_when(i.ended_at, i.path) for i in infos if i.ended_at), default=started)
+    started = min(_when(i.started_at, i.uri) for i in infos)
+    ended = max((_when(i.ended_at, i.uri) for i in infos if i.ended_at), default=started)
     new_id = run_id or new_run_id(started)
     final = run_dir_for(out, first.suite_name, started.date(), new_id)
     if final.exists():
         raise RunError(f"{final}: already exists")
-    final.parent.mkdir(parents=True, exist_ok=True)
+    made = _make_dirs(final.parent)
     scratch = final.with_name(f".{final.name}.tmp-{secrets.token_hex(4)}")
-    scratch.mkdir()
     try:
+        scratch.mkdir()
         keys = _request_keys(infos)
-        requests = [scan_requests(i.path) for i in infos]
-        hits = [scan_hits(i.path) for i in infos]
         pages = sum(i.counts.pages for i in infos)
         n_hits = sum(i.counts.hits for i in infos)
+        requests = [scan_requests(i) for i in infos]
         _write_table(requests, "requests", scratch / REQUESTS_FILE, first, keys, pages)
+        hits = [scan_hits(i) for i in infos]
         _write_table(hits, "hits", scratch / HITS_FILE, first, keys, n_hits)
-        shutil.copyfile(first.judgments_path, scratch / JUDGMENTS_FILE)
+        judgments = first.location.child(JUDGMENTS_FILE).read_bytes()
+        (scratch / JUDGMENTS_FILE).write_bytes(judgments)
         counts = _summed(infos)
         manifest = _manifest(infos, new_id, counts, started, ended)
         (scratch / MANIFEST_FILE).write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
+        for written in scratch.iterdir():  # durable before the rename makes them visible
+            fsync_file(written)
+        fsync_dir(scratch)
         os.rename(scratch, final)
+        fsync_dir(final.parent)
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
+        for folder in reversed(made):  # innermost first; only the folders this merge made
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         raise
     return MergeResult(final, new_id, tuple(str(i.shard) for i in infos), counts)
 
 
-def _checked_shards(paths: list[Path]) -> list[RunInfo]:
-    if not paths:
+def _make_dirs(folder: Path) -> list[Path]:
+    """Create `folder` and its missing parents; return those created, outermost first."""
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]
+    folder.mkdir(parents=True, exist_ok=True)
+    return list(reversed(missing))
+
+
+def _checked_shards(runs: Sequence[RunRef]) -> list[RunInfo]:
+    if not runs:
         raise RunError("merge: no run directories given")
     infos = []
-    for path in paths:
-        info = open_run(path)  # missing, corrupt or running: refused here
+    for run in runs:
+        info = open_run(run)  # missing, corrupt or running: refused here
         if info.status != "complete":
-            raise RunError(f"{path}: run is {info.status}, not complete (resume it first)")
+            raise RunError(f"{info.uri}: run is {info.status}, not complete (resume it first)")
         if info.shard is None:
-            raise RunError(f"{path}: not a shard (its manifest has no shard k/N)")
+            raise RunError(f"{info.uri}: not a shard (its manifest has no shard k/N)")
+        for scan in (scan_requests, scan_hits, scan_judgments):
+            scan(info)  # a corrupt Parquet file is refused before anything is written
         infos.append(info)
     first = infos[0]
     for info in infos[1:]:
         for what in ("suite_hash", "suite_name", "dataset_id"):
             if getattr(info, what) != getattr(first, what):
                 raise RunError(
-                    f"{info.path}: {what} {getattr(info, what)!r} differs from "
-                    f"{getattr(first, what)!r} of {first.path}: not shards of one suite"
+                    f"{info.uri}: {what} {getattr(info, what)!r} differs from "
+                    f"{getattr(first, what)!r} of {first.uri}: not shards of one suite"
                 )
     labels = [parse_shard(str(i.shard)) for i in infos]
     totals = {n for _, n in labels}
@@ -156,11 +183,11 @@ def _checked_shards(paths: list[Path]) -> list[RunInfo]:
             f"merge: shards of different splits: {', '.join(str(i.shard) for i in infos)}"
         )
     (n,) = totals
-    seen: dict[int, Path] = {}
+    seen: dict[int, str] = {}
     for (k, _), info in zip(labels, infos, strict=True):
         if k in seen:
-            raise RunError(f"{info.path}: shard {k}/{n} given twice (also {seen[k]})")
-        seen[k] = info.path
+            raise RunError(f"{info.uri}: shard {k}/{n} given twice (also {seen[k]})")
+        seen[k] = info.uri
     missing = [f"{k}/{n}" for k in range(1, n + 1) if k not in seen]
     if missing:
         raise RunError(f"merge: shards {', '.join(missing)} missing: all {n} shards are needed")
@@ -169,17 +196,17 @@ def _checked_shards(paths: list[Path]) -> list[RunInfo]:
 
 def _same_judgments(infos: Sequence[RunInfo]) -> None:
     def rows(info: RunInfo) -> pl.DataFrame:
-        return scan_judgments(info.path).collect().sort(pl.all())
+        return scan_judgments(info).collect().sort(pl.all())
 
     first = rows(infos[0])
     for info in infos[1:]:
         if not rows(info).equals(first):
-            raise RunError(f"{info.path}: its judgments differ from those of {infos[0].path}")
+            raise RunError(f"{info.uri}: its judgments differ from those of {infos[0].uri}")
 
 
 def _request_keys(infos: Sequence[RunInfo]) -> list[str]:
     """Every request key of the shards, sorted (one narrow column of the small requests file)."""
-    frames = [scan_requests(i.path).select("request_key") for i in infos]
+    frames = [scan_requests(i).select("request_key") for i in infos]
     keys = pl.concat(frames).unique().sort("request_key").collect()
     return [str(k) for k in keys["request_key"]]
 
@@ -221,7 +248,7 @@ def _write_table(
                 for batch in ordered.collect_batches(chunk_size=_ROW_GROUP):
                     writer.write_table(batch.to_arrow().cast(schema), row_group_size=_ROW_GROUP)
     except (pl.exceptions.PolarsError, pa.ArrowException, OSError) as exc:
-        reason = " ".join(str(exc).split())[:300]
+        reason = scrub(str(exc))
         raise RunError(f"merge of {table} (suite {first.suite_name}) failed: {reason}") from None
 
 
@@ -230,7 +257,7 @@ def _summed(infos: Sequence[RunInfo]) -> RunCounts:
     return RunCounts(**{name: sum(getattr(i.counts, name) for i in infos) for name in names})
 
 
-def _when(stamp: str | None, where: Path) -> dt.datetime:
+def _when(stamp: str | None, where: str) -> dt.datetime:
     try:
         when = dt.datetime.fromisoformat(str(stamp))
     except ValueError:

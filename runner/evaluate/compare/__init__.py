@@ -43,6 +43,7 @@ from runner.evaluate.compare.runs import (
     Comparison,
     compare_run_dirs,
     compare_runs,
+    same_run,
 )
 from runner.evaluate.compare.settings import (
     Pairing,
@@ -50,6 +51,7 @@ from runner.evaluate.compare.settings import (
     describe_pairs,
     describe_settings,
     pair_settings,
+    pairing_from_options,
     settings_by_mode,
     unpaired_modes,
 )
@@ -81,10 +83,12 @@ __all__ = [
     "holm",
     "pair_settings",
     "paired_t_test",
+    "pairing_from_options",
     "parse_gate",
     "randomisation_test",
     "randomisation_tests",
     "rank_displacement",
+    "same_run",
     "score_drift",
     "settings_by_mode",
     "unpaired_modes",

@@ -31,6 +31,7 @@ from runner.evaluate.compare.gates import Gate, GateFailure, check_gates, parse_
 from runner.evaluate.compare.runs import Comparison
 from runner.evaluate.compare.significance import differences
 from runner.evaluate.evaluation import Evaluation
+from runner.store.reader import RunRef
 
 __all__ = [
     "NOISE_SCHEMA",
@@ -126,7 +127,7 @@ def noise_floor(evaluations: Sequence[Evaluation]) -> pl.DataFrame:
 
 
 def noise_floor_of_runs(
-    run_dirs: Sequence[Path | str], *, extra_judgments: Sequence[Path | str] | None = None
+    run_dirs: Sequence[RunRef], *, extra_judgments: Sequence[Path | str] | None = None
 ) -> pl.DataFrame:
     """`noise_floor` of A/A run directories, each evaluated with its own judgments and `extra`.
 

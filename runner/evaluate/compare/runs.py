@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,11 +29,19 @@ from runner.evaluate.compare.significance import (
     randomisation_tests,
 )
 from runner.evaluate.evaluation import Evaluation
-from runner.evaluate.measures import parse_measure
-from runner.evaluate.run import evaluate_run, load_run_judgments
-from runner.store import scan_hits
+from runner.evaluate.judgments import load_run_judgments
+from runner.evaluate.measures import DEFAULT_MEASURES, parse_measure
+from runner.evaluate.run import evaluate_run
+from runner.store.reader import RunInfo, RunRef, open_run, scan_hits
 
-__all__ = ["COMPARISON_SCHEMA", "PAIRED_SCHEMA", "Comparison", "compare_run_dirs", "compare_runs"]
+__all__ = [
+    "COMPARISON_SCHEMA",
+    "PAIRED_SCHEMA",
+    "Comparison",
+    "compare_run_dirs",
+    "compare_runs",
+    "same_run",
+]
 
 _KEYS: Final = ["mode", "setting", "unit", "measure"]
 
@@ -332,8 +339,8 @@ def compare_runs(
 
 
 def compare_run_dirs(
-    run_a: Path | str,
-    run_b: Path | str,
+    run_a: RunRef,
+    run_b: RunRef,
     *,
     measures: Sequence[str] | None = None,
     extra_judgments: Sequence[Path | str] | None = None,
@@ -355,19 +362,15 @@ def compare_run_dirs(
     settings. Raises `RunError` for a directory that is not a readable run, `UsageError` for
     a pairing the runs cannot meet.
     """
-    dirs = (Path(run_a), Path(run_b))
-    same = dirs[0].resolve() == dirs[1].resolve()
-    extra = list(extra_judgments or ())
-    with tempfile.TemporaryDirectory(prefix="vlbench-compare-") as tmp:
-        if shared_pool and not same:
-            extra.append(_write_pool(dirs, extra, Path(tmp) / "shared-pool.qrels"))
-        evaluations: list[Evaluation] = []
-        for run_dir in dirs[:1] if same else dirs:
-            evaluations.append(
-                evaluate_run(run_dir, extra_judgments=extra)
-                if measures is None
-                else evaluate_run(run_dir, measures=measures, extra_judgments=extra)
-            )
+    dirs = (open_run(run_a), open_run(run_b))
+    same = same_run(dirs[0], dirs[1])
+    # Each run's judgments are resolved once; with a shared pool both are scored against it.
+    pool = _shared_pool(dirs, extra_judgments) if shared_pool and not same else None
+    wanted = DEFAULT_MEASURES if measures is None else measures
+    evaluations = [
+        evaluate_run(run, measures=wanted, extra_judgments=extra_judgments, qrels=pool)
+        for run in (dirs[:1] if same else dirs)
+    ]
     ev_a, ev_b = evaluations[0], evaluations[-1]
     comparison = compare_runs(
         ev_a,
@@ -384,17 +387,21 @@ def compare_run_dirs(
     return ev_a, ev_b, comparison
 
 
-def _write_pool(dirs: Sequence[Path], extra: Sequence[Path | str], path: Path) -> Path:
-    """Both runs' media-level qrels, merged by the maximum grade, as a TREC qrels file."""
-    pooled = (
-        pl.concat([load_run_judgments(run_dir, extra)[1] for run_dir in dirs])
+def same_run(a: RunInfo, b: RunInfo) -> bool:
+    """Whether two opened runs are one and the same run directory (however each was named)."""
+    if a.location.remote or b.location.remote:
+        return a.location.uri.rstrip("/") == b.location.uri.rstrip("/")
+    return a.path.resolve() == b.path.resolve()
+
+
+def _shared_pool(runs: Sequence[RunInfo], extra: Sequence[Path | str] | None) -> pl.DataFrame:
+    """Both runs' media-level qrels (their own plus `extra`), merged by the maximum grade."""
+    return (
+        pl.concat([load_run_judgments(run, extra)[1] for run in runs])
         .group_by("query_id", "media_id")
         .agg(pl.col("grade").max())
         .sort("query_id", "media_id")
     )
-    lines = [f"{q} 0 {m} {g}\n" for q, m, g in pooled.iter_rows()]
-    path.write_text("".join(lines), encoding="utf-8")
-    return path
 
 
 def _judged_queries(ev: Evaluation) -> list[str]:

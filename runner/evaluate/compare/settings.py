@@ -24,6 +24,7 @@ from runner.errors import UsageError
 from runner.evaluate.evaluation import Evaluation
 
 __all__ = [
+    "pairing_from_options",
     "PAIR_ARROW",
     "Pairing",
     "SettingPair",
@@ -78,6 +79,31 @@ class Pairing:
     @property
     def is_default(self) -> bool:
         return not self.settings and not self.across
+
+
+def pairing_from_options(
+    settings_a: Sequence[str] | None,
+    settings_b: Sequence[str] | None,
+    modes: Sequence[str] | None,
+    across: bool,
+) -> Pairing | None:
+    """The pairing `--setting-a/--setting-b/--mode/--across-settings` ask for; None: default.
+
+    Raises `UsageError` for settings that do not go in pairs, or `--mode` with nothing to apply.
+    """
+    a, b = list(settings_a or ()), list(settings_b or ())
+    if len(a) != len(b):
+        raise UsageError(
+            f"--setting-a and --setting-b go in pairs: got {len(a)} --setting-a and "
+            f"{len(b)} --setting-b"
+        )
+    if modes and not (a or across):
+        raise UsageError("--mode says where --setting-a/--setting-b or --across-settings apply")
+    if not a and not across:
+        return None
+    return Pairing(
+        settings=tuple(zip(a, b, strict=True)), modes=tuple(modes) if modes else None, across=across
+    )
 
 
 def settings_by_mode(ev: Evaluation) -> dict[str, tuple[str, ...]]:

@@ -12,7 +12,7 @@ from typing import Final
 import matplotlib
 import polars as pl
 
-from runner.report.plots import _RC, _axes_row, _figure, _svg
+from runner.report.plots import STYLE, axes_row, new_figure, to_svg
 
 __all__ = ["cutoff_curves", "fusion_bars", "interval_forest"]
 
@@ -28,9 +28,9 @@ def interval_forest(intervals: pl.DataFrame, colours: Mapping[str, str]) -> str 
     if rows.height == 0:
         return None
     title = "Means and 95% bootstrap intervals (best settings)"
-    fig = _figure(6.8, 0.9 + 0.24 * rows.height)
-    (ax,) = _axes_row(fig, 1)
-    with matplotlib.rc_context(_RC):
+    fig = new_figure(6.8, 0.9 + 0.24 * rows.height)
+    (ax,) = axes_row(fig, 1)
+    with matplotlib.rc_context(STYLE):
         labels = []
         for y, row in enumerate(rows.iter_rows(named=True)):
             colour = colours.get(row["mode"], _FUSED)
@@ -47,7 +47,7 @@ def interval_forest(intervals: pl.DataFrame, colours: Mapping[str, str]) -> str 
         ax.invert_yaxis()
         ax.set_xlabel("mean over judged queries")
         ax.set_title(title)
-    return _svg(fig, "intervals", title)
+    return to_svg(fig, "intervals", title)
 
 
 def fusion_bars(
@@ -61,9 +61,9 @@ def fusion_bars(
     if rows.height == 0:
         return None
     title = f"{measure}: each fusion and each mode alone (95% intervals)"
-    fig = _figure(6.8, 0.9 + 0.26 * rows.height)
-    (ax,) = _axes_row(fig, 1)
-    with matplotlib.rc_context(_RC):
+    fig = new_figure(6.8, 0.9 + 0.26 * rows.height)
+    (ax,) = axes_row(fig, 1)
+    with matplotlib.rc_context(STYLE):
         for y, row in enumerate(rows.iter_rows(named=True)):
             fused = str(row["mode"]).startswith("fused:")
             colour = _FUSED if fused else colours.get(row["mode"], _FUSED)
@@ -83,7 +83,7 @@ def fusion_bars(
         ax.invert_yaxis()
         ax.set_xlabel(f"{measure}, mean over judged queries")
         ax.set_title(title)
-    return _svg(fig, "fusion", title)
+    return to_svg(fig, "fusion", title)
 
 
 def cutoff_curves(curves: pl.DataFrame, advice: pl.DataFrame) -> str | None:
@@ -96,10 +96,10 @@ def cutoff_curves(curves: pl.DataFrame, advice: pl.DataFrame) -> str | None:
     if not modes:
         return None
     title = "Cut-off advice: precision and recall against the cut-off (95% bands)"
-    fig = _figure(min(11.0, 4.2 * len(modes) + 0.6), 3.6)
-    axes = _axes_row(fig, len(modes))
+    fig = new_figure(min(11.0, 4.2 * len(modes) + 0.6), 3.6)
+    axes = axes_row(fig, len(modes))
     styles = {"precision": ("#1f77b4", "-"), "recall": ("#d62728", "-")}
-    with matplotlib.rc_context(_RC):
+    with matplotlib.rc_context(STYLE):
         for ax, mode in zip(axes, modes, strict=True):
             part = curves.filter(pl.col("mode") == mode).sort("cutoff")
             x = part["cutoff"].to_list()
@@ -126,4 +126,4 @@ def cutoff_curves(curves: pl.DataFrame, advice: pl.DataFrame) -> str | None:
         axes[0].set_ylabel("mean over judged queries")
         axes[0].legend(loc="best")
         fig.suptitle(title)
-    return _svg(fig, "cutoffs", title)
+    return to_svg(fig, "cutoffs", title)

@@ -30,9 +30,16 @@ from runner.evaluate.fusion import (
     fusion_verdicts,
     parse_fusion,
 )
-from runner.store import read_manifest
+from runner.store.reader import RunRef, open_run
 
-__all__ = ["Quality", "QualityOptions", "fusions_of", "gather_quality"]
+__all__ = [
+    "Quality",
+    "QualityOptions",
+    "check_targets",
+    "fusions_of",
+    "gather_quality",
+    "quality_options",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +51,7 @@ class QualityOptions:
     target_r: float = 0.9
     n_resamples: int = DEFAULT_RESAMPLES
     seed: int = 0
-    baseline: Path | None = None  # run A of a comparison: score shift against it
+    baseline: RunRef | None = None  # run A of a comparison: score shift against it
     noise: pl.DataFrame | None = None  # NOISE_SCHEMA, from `vlbench compare --noise`
     noise_runs: tuple[str, ...] = ()
     held: tuple[HeldBack, ...] = ()
@@ -90,7 +97,7 @@ def _at_best(frame: pl.DataFrame, best: Mapping[str, str]) -> pl.DataFrame:
 
 
 def gather_quality(
-    run_dir: Path,
+    run_dir: RunRef,
     ev: Evaluation,
     primary: str,
     best: Mapping[str, str],
@@ -105,7 +112,7 @@ def gather_quality(
         pl.col("measure").is_in([m for m in ev.measures if not m.startswith(("NumRet", "Judged"))])
     )
     try:
-        manifest: Mapping[str, Any] = read_manifest(run_dir)
+        manifest: Mapping[str, Any] = open_run(run_dir).manifest
     except RunError:
         manifest = {}
     fusions = opts.fusions if opts.fusions is not None else fusions_of(manifest, list(best))
@@ -145,3 +152,13 @@ def check_targets(target_p: float, target_r: float) -> None:
     for name, value in (("--target-p", target_p), ("--target-r", target_r)):
         if not 0.0 < value <= 1.0:
             raise UsageError(f"{name} {value:g}: must be within (0, 1]")
+
+
+def quality_options(fuse: Sequence[str] | None, target_p: float, target_r: float) -> QualityOptions:
+    """The options of `vlbench report`/`compare`: fusions spelt `rrf(fts,semantic,k=10)` and
+    the cut-off advice's targets, checked before any work (`UsageError`)."""
+    from runner.evaluate.fusion import parse_fusion
+
+    check_targets(target_p, target_r)
+    fusions = tuple(parse_fusion(text) for text in fuse) if fuse else None
+    return QualityOptions(fusions=fusions, target_p=target_p, target_r=target_r)
