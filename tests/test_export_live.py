@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from runner.cli import app
 from runner.errors import ExportError
 from runner.export.live import LiveExportResult, LiveOptions, live_export
-from runner.server.app import ServerThread
+from runner.server.lifecycle import ServerThread
 from runner.store import scan_hits
 from runner.suite import load_suite
 

@@ -13,7 +13,9 @@ import pytest
 from helpers_server import explore_url, fetch, vql, wait_for_export
 
 from runner.errors import DatasetError
-from runner.server.app import PAGE_SIZE, ServerConfig, ServerThread, serve_in_background
+from runner.server.config import ServerConfig
+from runner.server.index import PAGE_SIZE
+from runner.server.lifecycle import ServerThread, serve_in_background
 
 SEARCHES = [
     pytest.param({"caption": "a dog playing with a frisbee"}, "cosine_distance", id="caption"),

@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 from helpers_server import StartServer, all_pages, explore_url, fetch, vql, wait_for_export
 
-from runner.server.app import ServerThread
 from runner.server.demo import DEMO_TAGS
+from runner.server.lifecycle import ServerThread
 
 FILTERS = [
     pytest.param({"vql": vql({"text": {"op": "fts", "value": "dogs"}})}, id="fts"),

@@ -8,7 +8,8 @@ import typer
 
 from runner.cli._app import app, fail
 from runner.errors import UsageError, VlbenchError
-from runner.server.app import RunningServer, ServerConfig, run_server
+from runner.server.config import ServerConfig
+from runner.server.lifecycle import RunningServer, serve_until_signal
 
 __all__ = ["serve"]
 
@@ -56,7 +57,7 @@ def serve(
     except ValueError as exc:
         fail(UsageError(str(exc)))
     try:
-        run_server(config, ready=_announce)
+        serve_until_signal(config, ready=_announce)
     except VlbenchError as exc:
         fail(exc)
     except OSError as exc:

@@ -52,7 +52,6 @@ _INT_RE: Final = re.compile(r"[+-]?[0-9]{1,12}")
 _FLOAT_RE: Final = re.compile(
     r"[+-]?([0-9]{1,12}(\.[0-9]{0,12})?|\.[0-9]{1,12})([eE][+-]?[0-9]{1,3})?"
 )
-_ENTITY_TYPES: Final = ("IMAGES", "OBJECTS")
 _EXPORT_FORMATS: Final = ("parquet", "json")
 _BOOLS: Final = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 _FILTER_KINDS: Final = ("text", "labels", "tags", "issues", "duplicates", "uniqueness")
