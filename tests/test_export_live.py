@@ -148,7 +148,7 @@ def test_rejected_job_without_fallback_is_an_error(
 def test_failed_job_is_a_clear_error_and_writes_nothing(
     start_server: StartServer, tmp_path: Path
 ) -> None:
-    server = start_server(export_fail=True)
+    server = start_server(export_fault="failed")
     suite = _suite(tmp_path, server, modes=["fts"])
     with pytest.raises(
         ExportError,

@@ -344,7 +344,7 @@ BAD_PARAMS = [
         id="vql-labels-empty",
     ),
     pytest.param(
-        {V: vql({"labels": {"op": "is", "value": ["cat"]}})},
+        {V: vql({"labels": {"op": "equals", "value": ["cat"]}})},
         ["query", V, 0, "labels", "op"],
         "literal_error",
         id="vql-labels-op",

@@ -6,9 +6,14 @@ Routes (all GET, JSON): `/api/v1/healthcheck`, `/api/v1/dataset/{id}`,
 ZIP at `/api/v1/dataset/{id}/export_download/{task}` (the `download_uri`, relative to the base
 URL; like a presigned URL it needs no token: the random task id is the capability).
 
-Status codes where the contract is silent: 404 for an unknown dataset (checked first), 409 when the
-dataset is not READY, then 422 for bad parameters, then 409 when the dataset lacks the enrichment
-a request needs (`issues`, OBJECTS, labels without tagging). Every 4xx/5xx body has `detail`.
+and `GET /api/v1/user_config?dataset_id=` (which features the account may use).
+
+Status codes where the contract is silent, in the order checked: 404 for an unknown dataset, 409
+when the dataset is not searchable (DRAFT, INDEXING, ERROR; READY, READ ONLY and PARTIAL INDEX
+are), 422 for bad parameters, 409 when the dataset lacks the enrichment a request needs
+(`issues`, OBJECTS, labels without tagging), 403 when a feature the request uses is disabled
+(`ServerConfig.disabled_features`), 404 for an unknown `anchor_media_id`. Every 4xx/5xx body has
+`detail`.
 
 `build_app` makes the application over an opened index; `runner.server.lifecycle` starts it.
 """
@@ -17,19 +22,19 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Final, TypeVar
 
 from aiohttp import web
 
 from runner import __version__
 from runner.api.auth import Credentials
-from runner.server.config import ServerConfig
+from runner.server.config import FEATURES, SEARCHABLE_STATUSES, ServerConfig
 from runner.server.errors import HttpError, Issue, ValidationFailed
-from runner.server.exports import ExportManager
+from runner.server.exports import ExportManager, export_table
 from runner.server.faults import FaultInjector
 from runner.server.index import PAGE_SIZE, SearchIndex
 from runner.server.middleware import (
@@ -39,7 +44,8 @@ from runner.server.middleware import (
     fault_middleware,
     json_response,
 )
-from runner.server.query import ClusterMatch, DatasetInfo, MemberMatch
+from runner.server.query import ClusterMatch, DatasetInfo, SearchRequest
+from runner.server.shapes import dataset_body, explore_body
 from runner.server.vql import parse_explore, parse_export
 
 __all__ = ["build_app"]
@@ -79,7 +85,7 @@ def build_app(
         exports=ExportManager(
             workdir,
             max_entities=config.export_max_entities,
-            fail=config.export_fail,
+            fault=config.export_fault,
             delay_s=config.export_delay_ms / 1000,
         ),
     )
@@ -91,6 +97,7 @@ def build_app(
     app.on_cleanup.append(_close_exports)
     p = API_PREFIX
     app.router.add_get(f"{p}/healthcheck", _healthcheck)
+    app.router.add_get(f"{p}/user_config", _user_config)
     app.router.add_get(f"{p}/dataset/{{dataset_id}}", _dataset)
     app.router.add_get(f"{p}/enrichment/{{dataset_id}}/context", _enrichment_context)
     app.router.add_get(f"{p}/explore/{{dataset_id}}", _explore)
@@ -118,22 +125,31 @@ async def _healthcheck(request: web.Request) -> web.Response:
     )
 
 
+async def _user_config(request: web.Request) -> web.Response:
+    state = request.app[_STATE]
+    dataset_id = request.query.get("dataset_id")
+    if dataset_id is not None and dataset_id != state.info.id:
+        raise HttpError(404, "Dataset not found")
+    disabled = state.config.disabled_features
+    return json_response(
+        {"dataset_id": dataset_id, "features": {name: name not in disabled for name in FEATURES}}
+    )
+
+
 async def _dataset(request: web.Request) -> web.Response:
     state = _dataset_state(request)
     info, status = state.info, state.config.dataset_status
-    return json_response(
-        {
-            "id": info.id,
-            "display_name": info.display_name,
-            "status_new": status,
-            "progress": 100 if status in ("READY", "READ ONLY") else 0,
-            "n_images": info.n_images,
-            "n_objects": 0,
-            "n_videos": 0,
-            "created_at": info.created_at.isoformat(),
-            "enrichments": sorted(info.enrichments),
-        }
-    )
+    record = {
+        "id": info.id,
+        "display_name": info.display_name,
+        "progress": 100 if status in SEARCHABLE_STATUSES else 0,
+        "n_images": info.n_images,
+        "n_objects": 0,
+        "n_videos": 0,
+        "created_at": info.created_at.isoformat(),
+        "enrichments": sorted(info.enrichments),
+    }
+    return json_response(dataset_body(record, status, state.config.contract_changes))
 
 
 async def _enrichment_context(request: web.Request) -> web.Response:
@@ -154,42 +170,48 @@ async def _enrichment_context(request: web.Request) -> web.Response:
 # enrichment model (users add tags by hand), so the context does not list it.
 _MODEL_IDS: Final = {
     "CAPTION_IMAGES": "vlbench-imported-captions+all-MiniLM-L6-v2",
+    "MULTIMODEL_IMAGE_ENCODING": "vlbench-imported-image-embeddings",
     "IMAGE_TAGGING": "vlbench-imported-labels",
 }
 
 
 async def _explore(request: web.Request) -> web.Response:
     state = _dataset_state(request)
-    _require_ready(state)
+    _require_searchable(state)
     parsed = parse_explore(request.query, state.info)
-    page = await state.in_index_thread(
-        lambda: state.index.search_page(parsed.request, parsed.page_number, PAGE_SIZE)
+    _check_request(state, parsed.request, parsed.anchor_type)
+    search, page_number = parsed.request, parsed.page_number
+
+    def answer() -> tuple[list[ClusterMatch], int]:
+        page = state.index.search_page(search, page_number, PAGE_SIZE)
+        return page, -(-state.index.count_clusters(search) // PAGE_SIZE)
+
+    page, total_pages = await state.in_index_thread(answer)
+    body = explore_body(
+        page,
+        search.entity_type,
+        page_number=page_number,
+        total_pages=total_pages,
+        changes=state.config.contract_changes,
     )
-    entity_type = parsed.request.entity_type
-    return json_response(
-        {
-            "clusters": [_cluster_json(c, entity_type) for c in page],
-            "metadata": {"used_duckdb": True},
-        }
-    )
+    return json_response(body)
 
 
 async def _export_start(request: web.Request) -> web.Response:
     state = _dataset_state(request)
-    _require_ready(state)
+    _require_searchable(state)
     parsed = parse_export(request.query, state.info)
-    rows = await state.in_index_thread(lambda: state.index.export_rows(parsed.request))
+    _check_request(state, parsed.request, parsed.anchor_type)
+    rows = await state.in_index_thread(lambda: export_table(state.index, parsed.request))
     job = state.exports.start(
         rows,
         dataset_id=state.info.id,
         export_format=parsed.export_format,
         file_name=parsed.file_name,
         include_images=parsed.include_images,
+        entity_type=parsed.request.entity_type,
     )
-    # The start answer always says INIT (as documented); a rejection shows on the first poll.
-    return json_response(
-        job.to_json(None) | {"status": "INIT", "progress": 0, "result_message": None}
-    )
+    return json_response(job.start_json(state.exports.fault))
 
 
 async def _export_status(request: web.Request) -> web.Response:
@@ -231,53 +253,48 @@ def _dataset_state(request: web.Request) -> _State:
     return state
 
 
-def _require_ready(state: _State) -> None:
+def _require_searchable(state: _State) -> None:
     status = state.config.dataset_status
-    if status != "READY":
-        raise HttpError(409, f"Dataset {state.info.id} is {status}: searching needs READY")
+    if status not in SEARCHABLE_STATUSES:
+        searchable = ", ".join(SEARCHABLE_STATUSES)
+        raise HttpError(409, f"Dataset {state.info.id} is {status}: searching needs {searchable}")
 
 
-# --- response shapes --------------------------------------------------------------------------
+def _check_request(state: _State, search: SearchRequest, anchor_type: str | None) -> None:
+    """403 for a disabled feature the search uses; 404 for an anchor the dataset does not hold."""
+    for feature in _features_of(search):
+        if feature in state.config.disabled_features:
+            raise HttpError(
+                403, f"Feature {feature} is disabled for this account (dataset {state.info.id})"
+            )
+    text = search.text
+    if text is not None and text.op == "visual":
+        if anchor_type == "UPLOAD":
+            raise HttpError(
+                404, f"Anchor {text.value!r} (UPLOAD) not found: this server takes no uploads"
+            )
+        if state.index.row_of(text.value) is None:
+            raise HttpError(
+                404, f"Anchor media {text.value!r} not found in dataset {state.info.id}"
+            )
 
 
-def _cluster_json(cluster: ClusterMatch, entity_type: str) -> dict[str, Any]:
-    members = cluster.members
-    captions = list(dict.fromkeys(m.caption for m in members if m.caption))
-    return {
-        "cluster_id": cluster.cluster_id,
-        "type": entity_type,
-        "n_images": cluster.n_images,
-        "similarity_threshold": str(cluster.granularity),
-        "relevance_score": cluster.score,
-        "relevance_score_type": cluster.score_type,
-        "captions": captions,
-        "previews": [_preview_json(m) for m in members],
-        "labels": _union(m.labels for m in members),
-        "user_tags": _union(m.tags for m in members),
-    }
+def _features_of(search: SearchRequest) -> list[str]:
+    """The `user_config` features a search uses."""
+    features = []
+    if search.text is not None:
+        features.append(_TEXT_FEATURES[search.text.op])
+    if search.labels_one_of is not None or search.label_rules:
+        features.append("labels_search")
+    return features
 
 
-def _preview_json(member: MemberMatch) -> dict[str, Any]:
-    return {
-        "type": "IMAGE",
-        "media_id": member.media_id,
-        "media_uri": member.media_uri,
-        # No thumbnails are made locally: the thumbnail is the image itself.
-        "media_thumb_uri": member.media_uri,
-        "caption": member.caption,
-        "file_name": member.file_name,
-        "relevance_score": member.score,
-        "relevance_score_type": member.score_type,
-        "width": member.width,
-        "height": member.height,
-        "labels": list(member.labels) if member.labels else None,
-    }
-
-
-def _union(groups: Iterator[tuple[str, ...] | None]) -> list[str] | None:
-    """The sorted union of the groups, or None when there is nothing (as the API's null)."""
-    items = {item for group in groups if group for item in group}
-    return sorted(items) if items else None
+_TEXT_FEATURES: Final = {
+    "caption": "captions_search",
+    "semantic": "semantic_search",
+    "fts": "full_text_search",
+    "visual": "visual_search",
+}
 
 
 def _stable_id(name: str) -> str:

@@ -8,16 +8,47 @@ Invalid values raise `ValueError` naming the field (the CLI turns it into a usag
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from runner.api.auth import Credentials
 from runner.server.faults import FaultConfig
 
-__all__ = ["DATASET_STATUSES", "ServerConfig"]
+__all__ = [
+    "CONTRACT_CHANGES",
+    "DATASET_STATUSES",
+    "EXPORT_FAULTS",
+    "FEATURES",
+    "SEARCHABLE_STATUSES",
+    "ServerConfig",
+    "fault_fields",
+]
 
 DATASET_STATUSES: Final = ("DRAFT", "INDEXING", "READ ONLY", "PARTIAL INDEX", "READY", "ERROR")
+# READ ONLY: browsing and search still work; PARTIAL INDEX: new media searchable, not re-clustered.
+SEARCHABLE_STATUSES: Final = ("READY", "READ ONLY", "PARTIAL INDEX")
+# What `GET /api/v1/user_config` lists. The first three are the documented "text search of images"
+# features; full_text_search and visual_search are this server's names for the other two kinds.
+FEATURES: Final = (
+    "captions_search",
+    "semantic_search",
+    "labels_search",
+    "full_text_search",
+    "visual_search",
+)
+# `--fault export=...`: how every export job ends (see runner.server.exports).
+EXPORT_FAULTS: Final = ("failed", "rejected", "canceled", "cancelled", "error", "id-only")
+# `--fault contract=...`: a deliberate change of the answers' contract, for contract checkers
+# (see runner.server.shapes).
+CONTRACT_CHANGES: Final = (
+    "score-type-flip",
+    "score-as-string",
+    "rename-field",
+    "legacy-shape",
+    "legacy-status",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,8 +61,10 @@ class ServerConfig:
     the environment, else the demo pair). `token_ttl_s` treats a token older than that (from its
     `iat`) as expired. The fault switches are those of `FaultConfig`. `dataset_status` is what
     the dataset endpoint reports; search answers 409 unless it is READY. Exports of more than
-    `export_max_entities` rows are REJECTED; `export_fail` makes every export job FAILED and
-    `export_delay_ms` holds each job IN_PROGRESS that long.
+    `export_max_entities` rows are REJECTED; `export_fault` (one of `EXPORT_FAULTS`) ends every
+    export job that way and `export_delay_ms` holds each job IN_PROGRESS that long.
+    `disabled_features` (names from `FEATURES`) are off in `user_config` and their requests get
+    403. `contract_changes` (names from `CONTRACT_CHANGES`) alter the answers on purpose.
     """
 
     dataset_dir: Path | str = "demo"
@@ -47,15 +80,20 @@ class ServerConfig:
     seed: int = 0
     dataset_status: str = "READY"
     export_max_entities: int = 100_000
-    export_fail: bool = False
+    export_fault: str | None = None
     export_delay_ms: float = 0.0
     credentials: Credentials | None = None
+    disabled_features: frozenset[str] = frozenset()
+    contract_changes: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
-        if self.dataset_status not in DATASET_STATUSES:
-            raise ValueError(
-                f"dataset_status: {self.dataset_status!r} is not one of {DATASET_STATUSES}"
-            )
+        _one_of("dataset_status", self.dataset_status, DATASET_STATUSES)
+        if self.export_fault is not None:
+            _one_of("export_fault", self.export_fault, EXPORT_FAULTS)
+        for name in sorted(self.disabled_features):
+            _one_of("disabled_features", name, FEATURES)
+        for name in sorted(self.contract_changes):
+            _one_of("contract_changes", name, CONTRACT_CHANGES)
         self.faults()  # validates the rates
 
     def faults(self) -> FaultConfig:
@@ -68,3 +106,34 @@ class ServerConfig:
             malformed_rate=self.malformed_rate,
             seed=self.seed,
         )
+
+
+def fault_fields(specs: Sequence[str]) -> dict[str, Any]:
+    """`ServerConfig` fields from `--fault KIND=VALUE` specs (`vlbench serve --fault`).
+
+    `export=<one of EXPORT_FAULTS>` (the last one wins) and `contract=<one of CONTRACT_CHANGES>`
+    (they add up). Raises `ValueError` naming the spec.
+
+        >>> fault_fields(["export=canceled", "contract=rename-field"])
+        {'export_fault': 'canceled', 'contract_changes': frozenset({'rename-field'})}
+    """
+    fields: dict[str, Any] = {}
+    changes: set[str] = set()
+    for spec in specs:
+        kind, _, value = spec.partition("=")
+        if kind == "export":
+            _one_of(f"--fault {spec}", value, EXPORT_FAULTS)
+            fields["export_fault"] = value
+        elif kind == "contract":
+            _one_of(f"--fault {spec}", value, CONTRACT_CHANGES)
+            changes.add(value)
+        else:
+            raise ValueError(f"--fault {spec}: expected export=VALUE or contract=VALUE")
+    if changes:
+        fields["contract_changes"] = frozenset(changes)
+    return fields
+
+
+def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name}: {value!r} is not one of {', '.join(allowed)}")
