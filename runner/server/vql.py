@@ -19,13 +19,15 @@ Choices where the contract is silent (the README repeats them):
   it, ignored). Labels ops: `one_of` (a list), `is` / `is_not` (a string or a list),
   `not_one_of` (a list); see `runner.server.query.LabelRule` for their meaning.
 - `anchor_type` is MEDIA (the default), UPLOAD or OBJECT; whether the anchor exists is the app's
-  question (404 naming it).
+  question (404 naming it). `textual_similarity_threshold` is the visual search's distance
+  cut-off too (default 0.8), so a suite sweeps it as for caption search.
 - `labels=[]` / `tags=[]` as plain parameters mean "no filter"; an empty VQL `value` list is a 422.
 - A one-of labels (or tags) filter given both as a parameter and in VQL is a 422: one-of sets
   cannot be ANDed into one one-of set. Labels rules (`is`, `is_not`, `not_one_of`) AND freely.
 - Text values: 1..2,048 characters, no NUL; `vql`, `labels`, `tags`: at most 20,000 characters.
 - Filter objects reject unknown keys; a VQL fts `threshold` is validated and ignored (fts has no
-  cut-off); `textual_similarity_threshold` is validated always and used with `caption` only.
+  cut-off); `textual_similarity_threshold` is validated always and used with `caption` and
+  `anchor_media_id` only.
 - `entity_type` is required by explore (as documented) and defaults to IMAGES for exports;
   exports require `file_name` and `export_format` (as documented).
 """
@@ -225,8 +227,8 @@ def _entity_type(parts: Parts, value: str) -> None:
 
 
 def _filters(parts: Parts, query: Mapping[str, str]) -> None:
-    _caption(parts, query)
-    _anchor(parts, query)
+    cutoff = _caption(parts, query)
+    _anchor(parts, query, cutoff)
     for name, convert in (("labels", label), ("tags", tag_id)):
         value = json_param(parts, query, name)
         if value is None:
@@ -244,9 +246,10 @@ def _filters(parts: Parts, query: Mapping[str, str]) -> None:
         _vql_filter(parts, ("query", "vql", position), item)
 
 
-def _caption(parts: Parts, query: Mapping[str, str]) -> None:
+def _caption(parts: Parts, query: Mapping[str, str]) -> float | None:
+    """Record a caption search; return `textual_similarity_threshold` (caption and visual)."""
     # The cut-off is validated even without a caption (a client bug worth hearing about), but
-    # only a caption search uses it.
+    # only a caption or visual search uses it.
     cutoff = None
     raw_cutoff = query.get("textual_similarity_threshold")
     if raw_cutoff is not None:
@@ -254,13 +257,14 @@ def _caption(parts: Parts, query: Mapping[str, str]) -> None:
     name = "caption" if "caption" in query else "image_caption"
     value = query.get(name)
     if value is None:
-        return
+        return cutoff
     loc: Loc = ("query", name)
     if good_text(parts, loc, value):
         parts.text, parts.text_loc = TextQuery("caption", value, cutoff), loc
+    return cutoff
 
 
-def _anchor(parts: Parts, query: Mapping[str, str]) -> None:
+def _anchor(parts: Parts, query: Mapping[str, str], cutoff: float | None) -> None:
     anchor, anchor_type = query.get("anchor_media_id"), query.get("anchor_type")
     if anchor_type is not None and anchor_type not in _ANCHOR_TYPES:
         expected = " or ".join(repr(t) for t in _ANCHOR_TYPES)
@@ -279,7 +283,7 @@ def _anchor(parts: Parts, query: Mapping[str, str]) -> None:
         msg = f"Value error, one ranking a request; {where} already gives one"
         parts.fail("value_error", loc, msg, anchor)
         return
-    parts.text, parts.text_loc = TextQuery("visual", anchor.strip()), loc
+    parts.text, parts.text_loc = TextQuery("visual", anchor.strip(), cutoff), loc
     parts.anchor_type = anchor_type or "MEDIA"
 
 
