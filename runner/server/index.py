@@ -154,11 +154,12 @@ class SearchIndex:
             fts = FtsIndex(path / FTS_FILE, FTS_TABLE)
         except (OSError, ValueError, sqlite3.Error, pa.ArrowException) as exc:
             raise DatasetError(f"incomplete dataset directory ({exc})", path=str(path)) from exc
-        if media.num_rows != info.n_images or embeddings.shape[0] != info.n_images:
+        sizes = (media.num_rows, embeddings.shape[0], image_embeddings.shape[0])
+        if sizes != (info.n_images,) * 3 or image_embeddings.shape != embeddings.shape:
             fts.close()
             raise DatasetError(
                 f"dataset.json says {info.n_images} items, media has {media.num_rows}, "
-                f"embeddings {embeddings.shape[0]}",
+                f"embeddings {embeddings.shape}, image embeddings {image_embeddings.shape}",
                 path=str(path),
             )
         return cls(path, info, media, embeddings, fts, encoder, image_embeddings)

@@ -40,8 +40,6 @@ from typing import Final, Literal
 
 from runner.server.errors import HttpError, Loc, ValidationFailed
 from runner.server.params import (
-    MAX_JSON_CHARS,
-    MAX_TEXT_CHARS,
     Parts,
     good_text,
     int_param,
@@ -61,8 +59,6 @@ from runner.server.query import (
 )
 
 __all__ = [
-    "MAX_JSON_CHARS",
-    "MAX_TEXT_CHARS",
     "EXPLORE_PARAMS",
     "EXPORT_PARAMS",
     "ExploreQuery",
