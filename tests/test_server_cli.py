@@ -129,6 +129,7 @@ def test_serve_options_for_status_features_and_faults(demo_dataset_dir: Path) ->
         pytest.param(["--fault", "colour=red"], "--fault colour=red", id="fault-kind"),
         pytest.param(["--disable-feature", "teleport"], "teleport", id="feature"),
         pytest.param(["--dataset-status", "DONE"], "dataset_status", id="status"),
+        pytest.param(["--hide-enrichment", "CAPTIONS"], "CAPTIONS", id="enrichment"),
     ],
 )
 def test_serve_refuses_bad_switches_by_name(args: list[str], named: str) -> None:

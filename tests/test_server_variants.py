@@ -198,6 +198,20 @@ def test_an_unknown_feature_is_refused_by_name() -> None:
         ServerConfig(disabled_features=frozenset({"sematic_search"}))
 
 
+async def test_fts_needs_captions_not_the_caption_enrichment(
+    session: aiohttp.ClientSession, start_server: StartServer, auth_headers: dict[str, str]
+) -> None:
+    server = start_server(hidden_enrichments=frozenset({"CAPTION_IMAGES"}))
+    url = f"{server.base_url}/api/v1/enrichment/{server.dataset_id}/context"
+    context = (await fetch(session, url, {}, auth_headers)).json()
+    assert "CAPTION_IMAGES" not in context["dataset_enrichment_models"]["enrichment_models"]
+    assert (await _explore(session, server, auth_headers, **FTS)).status == 200
+    caption = await _explore(session, server, auth_headers, **CAPTION)
+    assert caption.status == 409 and "CAPTION_IMAGES" in caption.detail
+    # Semantic search has the image embeddings (MULTIMODEL_IMAGE_ENCODING) to rank by.
+    assert (await _explore(session, server, auth_headers, **SEMANTIC)).status == 200
+
+
 # --- unknown parameters -----------------------------------------------------------------------
 
 

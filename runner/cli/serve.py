@@ -24,6 +24,10 @@ _FEATURE_HELP = (
     f"Turn a feature off (repeatable): {', '.join(FEATURES)}. user_config says so and the "
     "requests that use it get 403."
 )
+_HIDE_HELP = (
+    "Leave an enrichment out of the dataset's (repeatable), e.g. CAPTION_IMAGES: captions then "
+    "count as imported, so caption search answers 409 and full-text search still works."
+)
 _FAULT_HELP = (
     "A named fault (repeatable). export=VALUE ends every export job so: "
     f"{', '.join(EXPORT_FAULTS)}. contract=VALUE changes the answers' contract on purpose, for "
@@ -62,6 +66,9 @@ def serve(
         list[str] | None, typer.Option("--disable-feature", help=_FEATURE_HELP)
     ] = None,
     fault: Annotated[list[str] | None, typer.Option("--fault", help=_FAULT_HELP)] = None,
+    hide_enrichment: Annotated[
+        list[str] | None, typer.Option("--hide-enrichment", help=_HIDE_HELP)
+    ] = None,
 ) -> None:
     """Serve the Explore API locally until Ctrl-C, printing its base URL and dataset id.
 
@@ -87,6 +94,7 @@ def serve(
             seed=seed,
             dataset_status=dataset_status,
             disabled_features=frozenset(disable_feature or ()),
+            hidden_enrichments=frozenset(hide_enrichment or ()),
             **fault_fields(fault or ()),
         )
     except ValueError as exc:

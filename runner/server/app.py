@@ -21,6 +21,7 @@ are), 422 for bad parameters, 409 when the dataset lacks the enrichment a reques
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -80,7 +81,10 @@ def build_app(
     state = _State(
         config=config,
         index=index,
-        info=index.info,
+        # What the API says the dataset has: the index's, less what the config hides.
+        info=dataclasses.replace(
+            index.info, enrichments=index.info.enrichments - config.hidden_enrichments
+        ),
         executor=executor,
         exports=ExportManager(
             workdir,

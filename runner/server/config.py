@@ -15,6 +15,7 @@ from typing import Any, Final
 
 from runner.api.auth import Credentials
 from runner.server.faults import FaultConfig
+from runner.server.query import ENRICHMENTS
 
 __all__ = [
     "CONTRACT_CHANGES",
@@ -65,6 +66,9 @@ class ServerConfig:
     export job that way and `export_delay_ms` holds each job IN_PROGRESS that long.
     `disabled_features` (names from `FEATURES`) are off in `user_config` and their requests get
     403. `contract_changes` (names from `CONTRACT_CHANGES`) alter the answers on purpose.
+    `hidden_enrichments` (names from `ENRICHMENTS`) are left out of the dataset's enrichments,
+    as on a dataset whose captions were imported rather than made by CAPTION_IMAGES: caption
+    search then answers 409, full-text search still works.
     """
 
     dataset_dir: Path | str = "demo"
@@ -85,6 +89,7 @@ class ServerConfig:
     credentials: Credentials | None = None
     disabled_features: frozenset[str] = frozenset()
     contract_changes: frozenset[str] = frozenset()
+    hidden_enrichments: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         _one_of("dataset_status", self.dataset_status, DATASET_STATUSES)
@@ -94,6 +99,8 @@ class ServerConfig:
             _one_of("disabled_features", name, FEATURES)
         for name in sorted(self.contract_changes):
             _one_of("contract_changes", name, CONTRACT_CHANGES)
+        for name in sorted(self.hidden_enrichments):
+            _one_of("hidden_enrichments", name, ENRICHMENTS)
         self.faults()  # validates the rates
 
     def faults(self) -> FaultConfig:

@@ -198,6 +198,7 @@ def read_info(path: Path) -> DatasetInfo:
             created_at=dt.datetime.fromisoformat(meta["created_at"]),
             labels=tuple(str(x) for x in meta["labels"]),
             tags=tuple(str(x) for x in meta["tags"]),
+            n_captions=int(meta["n_captions"]),
         )
     except OSError as exc:
         raise DatasetError(f"not a dataset directory ({exc.strerror})", path=str(path)) from exc
@@ -293,6 +294,7 @@ def _build(
         created_at=dt.datetime.now(dt.UTC).replace(microsecond=0),
         labels=tuple(sorted(stats.labels)),
         tags=tuple(sorted(stats.tags)),
+        n_captions=stats.captions,
     )
     meta = {
         "format_version": FORMAT_VERSION,

@@ -146,7 +146,10 @@ class DatasetInfo:
     the dataset, sorted.
 
     `enrichments` holds names from `ENRICHMENTS`: CAPTION_IMAGES when items have captions,
-    IMAGE_TAGGING when any item has labels, USER_TAGS when any item has tags.
+    MULTIMODEL_IMAGE_ENCODING when any item has an imported image embedding, IMAGE_TAGGING when
+    any item has labels, USER_TAGS when any item has tags. A server may hide some
+    (`ServerConfig.hidden_enrichments`); `n_captions` still says whether the items have captions
+    (None: unknown, then CAPTION_IMAGES says it).
     """
 
     id: str
@@ -156,6 +159,14 @@ class DatasetInfo:
     created_at: dt.datetime
     labels: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
+    n_captions: int | None = None
+
+    @property
+    def has_captions(self) -> bool:
+        """Whether the items have captions (what full-text search needs), enrichment or not."""
+        if self.n_captions is None:
+            return "CAPTION_IMAGES" in self.enrichments
+        return self.n_captions > 0
 
     @property
     def dataset_id(self) -> str:

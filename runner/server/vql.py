@@ -7,8 +7,9 @@ items with `loc` such as `["query", "threshold"]` or `["query", "vql", 0, "text"
 A request that is well formed but asks for something the dataset cannot serve raises
 `HttpError(409)` naming the missing enrichment: `issues` filters (no quality-issue enrichment
 here), `entity_type=OBJECTS` or `anchor_type=OBJECT` (no object detection), labels without
-IMAGE_TAGGING, caption or fts search, duplicates or uniqueness without CAPTION_IMAGES, semantic
-or visual search without MULTIMODEL_IMAGE_ENCODING or CAPTION_IMAGES.
+IMAGE_TAGGING, caption search, duplicates or uniqueness without CAPTION_IMAGES, fts without any
+captions (imported ones do: fts needs no enrichment), semantic or visual search without
+MULTIMODEL_IMAGE_ENCODING or CAPTION_IMAGES.
 
 Choices where the contract is silent (the README repeats them):
 - `caption` wins over the deprecated `image_caption` when both are given.
@@ -186,6 +187,7 @@ def check_servable(
         raise _missing(info, "OBJECT_DETECTION", "anchor_type=OBJECT needs detected objects")
     has_captions = "CAPTION_IMAGES" in info.enrichments
     has_images = has_captions or "MULTIMODEL_IMAGE_ENCODING" in info.enrichments
+    has_text = info.has_captions
     text = request.text
     if text is not None and text.op in ("semantic", "visual") and not has_images:
         raise _missing(
@@ -193,8 +195,15 @@ def check_servable(
             "MULTIMODEL_IMAGE_ENCODING or CAPTION_IMAGES",
             f"{text.op} search needs image embeddings",
         )
-    if text is not None and text.op in ("caption", "fts") and not has_captions:
-        raise _missing(info, "CAPTION_IMAGES", f"{text.op} search needs captions")
+    if text is not None and text.op == "caption" and not has_captions:
+        raise _missing(info, "CAPTION_IMAGES", "caption search needs AI captions")
+    if text is not None and text.op == "fts" and not has_text:
+        # Any captions do, imported ones included; the enrichment is not needed.
+        raise HttpError(
+            409,
+            f"Dataset {info.id} has no captions (imported or CAPTION_IMAGES): fts search needs "
+            "captions",
+        )
     if (request.duplicates is not None or request.uniqueness is not None) and not has_captions:
         raise _missing(info, "CAPTION_IMAGES", "duplicates/uniqueness need caption embeddings")
     has_labels = request.labels_one_of is not None or request.label_rules
