@@ -230,6 +230,27 @@ async def test_unknown_parameters_are_422_naming_them(
     assert export.status == 422 and export.detail[0]["loc"] == ["query", name]
 
 
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        pytest.param("labels", "[dog,puppy]", id="unquoted-labels"),
+        pytest.param("tags", "0b7c9a56-3c1e-4a55-9b1f-5f8b0c1d2e3f", id="bare-tag-uuid"),
+    ],
+)
+async def test_older_documentation_list_forms_are_422_naming_them(
+    session: aiohttp.ClientSession,
+    demo_server: ServerThread,
+    auth_headers: dict[str, str],
+    name: str,
+    value: str,
+) -> None:
+    reply = await _explore(
+        session, demo_server, auth_headers, entity_type="IMAGES", **{name: value}
+    )
+    assert reply.status == 422 and reply.detail[0]["loc"] == ["query", name]
+    assert reply.detail[0]["type"] == "json_invalid"
+
+
 # --- contract changes on purpose --------------------------------------------------------------
 
 
