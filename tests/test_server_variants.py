@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import pyarrow.parquet as pq
 import pytest
 from helpers_server import Reply, StartServer, explore_url, fetch, vql, wait_for_export
 
@@ -126,6 +127,26 @@ async def test_start_answer_with_the_id_alone(
     assert set(started) == {"id"}
     status = await wait_for_export(session, _base(server), started["id"], auth_headers)
     assert status["status"] == "COMPLETED"
+
+
+@pytest.mark.parametrize("export_format", ["parquet", "json"])
+async def test_older_file_name_column(
+    session: aiohttp.ClientSession,
+    start_server: StartServer,
+    auth_headers: dict[str, str],
+    export_format: str,
+) -> None:
+    server = start_server(**fault_fields(["contract=image-filename"]))
+    started = await _start_export(session, server, auth_headers, export_format=export_format)
+    status = await wait_for_export(session, _base(server), started.json()["id"], auth_headers)
+    download = await fetch(session, server.base_url + status["download_uri"])
+    with zipfile.ZipFile(io.BytesIO(download.raw)) as archive:
+        data = archive.read(f"metadata.{export_format}")
+    if export_format == "parquet":
+        rows = pq.read_table(io.BytesIO(data)).to_pylist()
+    else:
+        rows = json.loads(data)["media_items"]
+    assert rows and all("file_name" not in r and r["image_filename"].endswith(".jpg") for r in rows)
 
 
 # --- dataset status and feature flags ---------------------------------------------------------

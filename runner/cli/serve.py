@@ -34,7 +34,8 @@ _FAULT_HELP = (
     f"contract checkers: {', '.join(CONTRACT_CHANGES)} (score-type-flip: cosine_similarity = "
     "1 - distance instead of cosine_distance; score-as-string: scores as strings; rename-field: "
     "relevance_score is called score; legacy-shape: clusters as id/entity_type/size/media with "
-    "total_pages/current_page; legacy-status: the dataset's legacy status, no status_new)."
+    "total_pages/current_page; legacy-status: the dataset's legacy status, no status_new; "
+    "image-filename: export files call file_name image_filename)."
 )
 
 

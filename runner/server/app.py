@@ -91,6 +91,9 @@ def build_app(
             max_entities=config.export_max_entities,
             fault=config.export_fault,
             delay_s=config.export_delay_ms / 1000,
+            file_name_key=(
+                "image_filename" if "image-filename" in config.contract_changes else "file_name"
+            ),
         ),
     )
     middlewares = [fault_middleware(FaultInjector(config.faults())), error_middleware]

@@ -49,6 +49,7 @@ CONTRACT_CHANGES: Final = (
     "rename-field",
     "legacy-shape",
     "legacy-status",
+    "image-filename",
 )
 
 

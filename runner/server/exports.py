@@ -15,7 +15,8 @@ The ZIP holds `metadata.parquet` (one row per item: `EXPORT_COLUMNS` and `cluste
 client's tests: `failed` (FAILED while building), `rejected` (the start answer already says
 REJECTED), `canceled` / `cancelled` (IN_PROGRESS, then that status, spelled so), `error` (the start
 answer is a 200 carrying only `{"error": "... exceeds threshold ..."}`, no task), `id-only` (the
-start answer is `{"id"}` alone; the job then runs as usual).
+start answer is `{"id"}` alone; the job then runs as usual). `file_name_key="image_filename"`
+(`--fault contract=image-filename`) names the file-name column as an older page does.
 """
 
 from __future__ import annotations
@@ -98,12 +99,20 @@ class ExportManager:
     """
 
     def __init__(
-        self, workdir: Path, *, max_entities: int, fault: str | None = None, delay_s: float = 0.0
+        self,
+        workdir: Path,
+        *,
+        max_entities: int,
+        fault: str | None = None,
+        delay_s: float = 0.0,
+        file_name_key: str = "file_name",
     ) -> None:
         self._workdir = workdir
         self._max_entities = max_entities
         self.fault = fault
         self._delay_s = delay_s
+        # What the ZIP calls the file name (an older page of the documentation: image_filename).
+        self._file_name_key = file_name_key
         self._jobs: dict[str, ExportJob] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -181,7 +190,7 @@ class ExportManager:
             if self.fault == "failed":
                 raise RuntimeError("injected export failure (export=failed)")
             path = self._workdir / f"{job.id}.zip"
-            await asyncio.to_thread(_write_zip, path, rows, job)
+            await asyncio.to_thread(_write_zip, path, rows, job, self._file_name_key)
         except asyncio.CancelledError:
             job.status, job.result_message = "FAILED", "export cancelled: the server stopped"
             raise
@@ -201,21 +210,26 @@ def export_table(index: SearchIndex, request: SearchRequest) -> pa.Table:
     return rows.append_column("cluster_id", pa.array(ids, type=pa.string()))
 
 
-def _write_zip(path: Path, rows: pa.Table, job: ExportJob) -> None:
+def _write_zip(path: Path, rows: pa.Table, job: ExportJob, file_name_key: str) -> None:
     """Write the ZIP next to its final name and rename it, so a reader never sees half a file."""
+    if file_name_key != "file_name":
+        rows = rows.rename_columns(
+            [file_name_key if c == "file_name" else c for c in rows.column_names]
+        )
     if job.export_format == "parquet":
         buffer = io.BytesIO()
         pq.write_table(rows, buffer)
         member, data = "metadata.parquet", buffer.getvalue()
     else:
-        member, data = "metadata.json", orjson.dumps(_metadata_json(rows, job), default=str)
+        document = _metadata_json(rows, job, file_name_key)
+        member, data = "metadata.json", orjson.dumps(document, default=str)
     partial = path.with_suffix(".partial")
     with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         archive.writestr(member, data)
     partial.replace(path)
 
 
-def _metadata_json(rows: pa.Table, job: ExportJob) -> dict[str, object]:
+def _metadata_json(rows: pa.Table, job: ExportJob, file_name_key: str) -> dict[str, object]:
     info = {
         "dataset_id": job.dataset_id,
         "export_task_id": job.id,
@@ -223,18 +237,19 @@ def _metadata_json(rows: pa.Table, job: ExportJob) -> dict[str, object]:
         "entities_count": rows.num_rows,
         "created_at": job.created_at.isoformat(),
     }
-    return {"info": info, "media_items": [_media_item(row) for row in rows.to_pylist()]}
+    items = [_media_item(row, file_name_key) for row in rows.to_pylist()]
+    return {"info": info, "media_items": items}
 
 
-def _media_item(row: dict[str, Any]) -> dict[str, object]:
+def _media_item(row: dict[str, Any], file_name_key: str) -> dict[str, object]:
     items: list[dict[str, object]] = []
     if row["caption"] is not None:
         items.append({"type": "caption", "value": row["caption"]})
     items.extend({"type": "label", "value": label} for label in row["labels"] or ())
     return {
         "media_id": row["media_id"],
-        "file_name": row["file_name"],
-        "file_path": row["media_uri"] or row["file_name"],
+        file_name_key: row[file_name_key],
+        "file_path": row["media_uri"] or row[file_name_key],
         "cluster_id": row["cluster_id"],
         "uniqueness_score": row.get("uniqueness"),
         "width": row["width"],

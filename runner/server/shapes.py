@@ -14,6 +14,7 @@ Contract changes (none by default; several may be on at once):
   `current_page` at the top.
 - `legacy-status`: the dataset record carries the legacy `status` (NEW, INDEXING, READY,
   FATAL_ERROR) and no `status_new`.
+- `image-filename`: export files call `file_name` `image_filename` (runner.server.exports).
 """
 
 from __future__ import annotations
