@@ -30,7 +30,7 @@ _SOURCES = {
     "compare_run_dirs": "runner.evaluate.compare",
     "export_run": "runner.export.ids",
     "merge_runs": "runner.store.merge",
-    "serve_in_background": "runner.server.app",
+    "serve_in_background": "runner.server.lifecycle",
     "import_dataset": "runner.server.dataset",
 }
 

@@ -16,7 +16,8 @@ from helpers_replay import ReplayServer
 from helpers_server import StartServer
 
 from runner.api.auth import DEMO_CREDENTIALS, Credentials, bearer_header, mint_token
-from runner.server.app import ServerConfig, ServerThread
+from runner.server.config import ServerConfig
+from runner.server.lifecycle import ServerThread
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import polars as pl
 
 from runner.api.auth import DEMO_API_KEY, DEMO_API_SECRET
 from runner.execute import RunControl, RunResult, run_suite
-from runner.server.app import ServerThread
+from runner.server.lifecycle import ServerThread
 from runner.store import scan_hits, scan_requests
 from runner.suite import load_suite
 

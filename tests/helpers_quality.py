@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from helpers_exec import run_sync, write_suite
 
-from runner.server.app import ServerThread
+from runner.server.lifecycle import ServerThread
 
 __all__ = ["LABEL_QUERIES", "served_run"]
 

@@ -17,8 +17,8 @@ import aiohttp
 import numpy as np
 import numpy.typing as npt
 
-from runner.server.app import ServerThread
 from runner.server.dataset import import_dataset
+from runner.server.lifecycle import ServerThread
 from runner.server.query import DatasetInfo
 
 # What the `start_server` fixture gives: call it with ServerConfig overrides.

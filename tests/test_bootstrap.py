@@ -17,7 +17,7 @@ from runner.errors import UsageError
 from runner.evaluate.bootstrap import bootstrap_ci, paired_bootstrap_ci, summary_intervals
 from runner.evaluate.compare import compare_run_dirs
 from runner.evaluate.run import evaluate_run
-from runner.server.app import ServerThread
+from runner.server.lifecycle import ServerThread
 
 
 def test_interval_covers_the_true_mean_about_95_percent_of_the_time() -> None:

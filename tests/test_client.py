@@ -30,7 +30,7 @@ from runner.api.client import (
 )
 from runner.api.pacer import Pacer
 from runner.errors import ApiError, AuthError, TransportError
-from runner.server.app import ServerThread
+from runner.server.lifecycle import ServerThread
 
 StartServer = Callable[..., ServerThread]
 

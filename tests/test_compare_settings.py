@@ -33,7 +33,7 @@ from runner.evaluate.compare import (
     unpaired_modes,
 )
 from runner.execute import run_suite
-from runner.server.app import ServerThread
+from runner.server.lifecycle import ServerThread
 from runner.suite import load_suite
 
 N_QUERIES = 12

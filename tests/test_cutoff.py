@@ -19,7 +19,7 @@ from runner.evaluate.compare import compare_run_dirs
 from runner.evaluate.cutoff import advise_cutoffs, score_shift, setting_pr
 from runner.report import write_report
 from runner.report.sections import QualityOptions
-from runner.server.app import ServerThread
+from runner.server.lifecycle import ServerThread
 
 # Per setting, what each query returns: r* relevant, n* not. q4 is worse at st=0.5.
 RETURNED = {

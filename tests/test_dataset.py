@@ -413,7 +413,12 @@ def test_demo_dataset_holds_the_shipped_images(demo_dataset_dir: Path) -> None:
     info = read_info(demo_dataset_dir)
     images = demo.demo_images()
     assert (info.id, info.n_images) == (demo.DEMO_DATASET_ID, len(images))
-    assert info.enrichments == {"CAPTION_IMAGES", "IMAGE_TAGGING", "USER_TAGS"}
+    assert info.enrichments == {
+        "CAPTION_IMAGES",
+        "MULTIMODEL_IMAGE_ENCODING",
+        "IMAGE_TAGGING",
+        "USER_TAGS",
+    }
     assert set(info.tags) == set(demo.DEMO_TAGS.values())
     media = pq.read_table(demo_dataset_dir / MEDIA_FILE).to_pylist()
     for row, image in zip(media, images, strict=True):

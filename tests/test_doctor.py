@@ -30,7 +30,7 @@ from runner.api.contract import (
     run_findings,
 )
 from runner.api.doctor import DoctorReport, diagnose
-from runner.server.app import ServerThread
+from runner.server.lifecycle import ServerThread
 
 Rewrite = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -279,7 +279,7 @@ def test_a_demo_run_records_its_contract_in_the_manifest(tmp_path: Path) -> None
     suite = tmp_path / "suite.yaml"
     suite.write_text(
         "name: contract\nrate_limit: 100/s\nmodes: [caption, fts, semantic]\n"
-        "sweep: {semantic_threshold: [0.5, 0.7]}\n"
+        "sweep: {semantic_threshold: [0.3, 0.45]}\npagination: {max_pages: 20}\n"
         "queries: [{id: q1, text: a dog on a skateboard}, {id: q2, text: a red bus}]\n"
     )
     done = subprocess.run(
@@ -296,3 +296,43 @@ def test_a_demo_run_records_its_contract_in_the_manifest(tmp_path: Path) -> None
     assert by_check["cutoff:semantic"] == "ok"
     assert by_check["shape:fts"] == "ok"
     assert all(f.status == "ok" for f in findings), findings
+
+
+# --- the local server with its contract changed on purpose (`vlbench serve --fault contract=`) ---
+
+
+@pytest.mark.parametrize(
+    ("change", "check", "evidence"),
+    [
+        ("score-type-flip", "scores:semantic", "cosine_similarity"),
+        ("rename-field", "shape:fts", "`relevance_score` is missing"),
+        ("score-as-string", "shape:caption", "`relevance_score` is str"),
+        ("legacy-shape", "shape:fts", "legacy"),
+    ],
+)
+async def test_a_server_with_a_changed_contract_is_named(
+    start_server: Any, change: str, check: str, evidence: str
+) -> None:
+    server = start_server(contract_changes=frozenset({change}))
+    report = await _diagnose(server.base_url, server.dataset_id, export=False)
+    changed = {f.check: f.evidence for f in report.findings if f.status == "changed"}
+    assert report.exit_code == 1, [f.line() for f in report.findings]
+    assert evidence in changed[check]
+
+
+async def test_a_disabled_feature_is_shown_and_skips_its_mode(start_server: Any) -> None:
+    server = start_server(disabled_features=frozenset({"semantic_search"}))
+    report = await _diagnose(server.base_url, server.dataset_id, export=False)
+    by_check = {f.check: f for f in report.findings}
+    assert report.exit_code == 0, [f.line() for f in report.findings]
+    assert "semantic_search" in by_check["features"].evidence
+    assert by_check["shape:semantic"].status == "skipped"
+    assert by_check["scores:fts"].status == "ok"
+
+
+async def test_an_export_fault_fails_the_export_check(start_server: Any) -> None:
+    server = start_server(export_fault="rejected")
+    report = await _diagnose(server.base_url, server.dataset_id)
+    export = next(f for f in report.findings if f.check == "export")
+    assert export.status == "failed"
+    assert "REJECTED" in export.evidence

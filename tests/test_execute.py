@@ -32,7 +32,7 @@ from runner.execute import (
     suite_client,
 )
 from runner.plan import Plan, expand
-from runner.server.app import ServerThread
+from runner.server.lifecycle import ServerThread
 from runner.store import RunCounts, RunWriter, read_manifest, scan_hits
 from runner.suite import Suite, load_suite, suite_hash
 

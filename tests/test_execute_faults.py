@@ -24,7 +24,7 @@ from runner.api.pacer import Pacer
 from runner.errors import ApiError, TransportError
 from runner.execute import ExecuteOptions, RetryPolicy, run_plan
 from runner.plan import expand
-from runner.server.app import ServerThread
+from runner.server.lifecycle import ServerThread
 from runner.store import RunWriter, read_manifest
 from runner.suite import load_suite, suite_hash
 

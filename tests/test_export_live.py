@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from runner.cli import app
 from runner.errors import ExportError
 from runner.export.live import LiveExportResult, LiveOptions, live_export
-from runner.server.app import ServerThread
+from runner.server.lifecycle import ServerThread
 from runner.store import scan_hits
 from runner.suite import load_suite
 
@@ -148,7 +148,7 @@ def test_rejected_job_without_fallback_is_an_error(
 def test_failed_job_is_a_clear_error_and_writes_nothing(
     start_server: StartServer, tmp_path: Path
 ) -> None:
-    server = start_server(export_fail=True)
+    server = start_server(export_fault="failed")
     suite = _suite(tmp_path, server, modes=["fts"])
     with pytest.raises(
         ExportError,

@@ -15,7 +15,7 @@ from runner.cli import app
 from runner.errors import RunError
 from runner.evaluate.run import evaluate_run
 from runner.export.trec import QRELS_FILE, SCORE_STEP, write_trec_runs
-from runner.server.app import ServerThread
+from runner.server.lifecycle import ServerThread
 
 # vlbench measure -> trec_eval's name for it
 TREC_NAMES = {

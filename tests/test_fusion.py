@@ -25,7 +25,7 @@ from runner.evaluate.fusion import fuse as vl_fuse
 from runner.evaluate.judgments import load_run_judgments
 from runner.evaluate.measures import compute_measures
 from runner.evaluate.run import evaluate_run
-from runner.server.app import ServerThread
+from runner.server.lifecycle import ServerThread
 from runner.suite import load_suite
 
 # ranx compiles its fusions with numba, which warns about its own casts.

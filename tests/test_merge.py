@@ -17,7 +17,7 @@ from runner.cli import app
 from runner.errors import RunError
 from runner.execute import RunResult
 from runner.schema import MANIFEST_FILE
-from runner.server.app import ServerThread
+from runner.server.lifecycle import ServerThread
 from runner.store import open_run, scan_hits, scan_judgments, scan_requests
 from runner.store.merge import canonical_order, merge_runs
 

@@ -21,7 +21,7 @@ from runner.evaluate.evaluation import PER_QUERY_SCHEMA, Evaluation
 from runner.evaluate.history import HistoryRule, load_history
 from runner.evaluate.run import evaluate_run
 from runner.report.history import render_text
-from runner.server.app import ServerThread
+from runner.server.lifecycle import ServerThread
 
 
 def _evaluation(values: dict[str, float]) -> Evaluation:

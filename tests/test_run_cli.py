@@ -20,7 +20,7 @@ from helpers_exec import DEMO_ENV, QUERIES, hit_rows, run_sync, write_suite
 from typer.testing import CliRunner
 
 from runner.cli import app
-from runner.server.app import ServerThread
+from runner.server.lifecycle import ServerThread
 from runner.store import find_runs, read_manifest
 
 VLBENCH = [sys.executable, "-c", "from runner.cli import main; main()"]

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from runner.api.auth import Credentials, mint_token
 from runner.cli import app
-from runner.server.app import ServerThread
+from runner.server.lifecycle import ServerThread
 
 StartServer = Callable[..., ServerThread]
 

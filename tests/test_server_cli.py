@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -96,3 +98,51 @@ def test_token_refuses_a_bad_ttl() -> None:
 def test_a_server_that_cannot_start_is_reported_with_its_error(tmp_path: Path) -> None:
     with pytest.raises(VlbenchError, match=r"exited with 2 before listening: .*error:"):
         start_serve_process(["--dataset", str(tmp_path / "missing")], capture_stderr=True)
+
+
+def test_serve_options_for_status_features_and_faults(demo_dataset_dir: Path) -> None:
+    args = ["--dataset", str(demo_dataset_dir), "--no-auth", "--dataset-status", "READ ONLY"]
+    args += ["--disable-feature", "semantic_search", "--fault", "contract=rename-field"]
+    args += ["--fault", "export=canceled"]
+    with running_server(args, capture_stderr=True) as server:
+        base = f"{server.base_url}/api/v1"
+        status, body = _get(f"{base}/user_config?dataset_id={server.dataset_id}")
+        features = json.loads(body)["features"]
+        assert status == 200 and features["semantic_search"] is False
+        assert features["captions_search"] is True
+        status, body = _get(f"{base}/dataset/{server.dataset_id}")
+        assert json.loads(body)["status_new"] == "READ ONLY"
+        query = urllib.parse.urlencode({"entity_type": "IMAGES", "caption": "a dog"})
+        status, body = _get(f"{base}/explore/{server.dataset_id}?{query}")
+        cluster = json.loads(body)["clusters"][0]
+        assert status == 200 and "score" in cluster and "relevance_score" not in cluster
+        semantic = json.dumps([{"text": {"op": "semantic", "value": "a dog"}}])
+        query = urllib.parse.urlencode({"entity_type": "IMAGES", "vql": semantic})
+        status, body = _get(f"{base}/explore/{server.dataset_id}?{query}")
+        assert status == 403 and "semantic_search" in json.loads(body)["detail"]
+
+
+@pytest.mark.parametrize(
+    "args, named",
+    [
+        pytest.param(["--fault", "contract=flip"], "--fault contract=flip", id="fault-value"),
+        pytest.param(["--fault", "colour=red"], "--fault colour=red", id="fault-kind"),
+        pytest.param(["--disable-feature", "teleport"], "teleport", id="feature"),
+        pytest.param(["--dataset-status", "DONE"], "dataset_status", id="status"),
+        pytest.param(["--hide-enrichment", "CAPTIONS"], "CAPTIONS", id="enrichment"),
+    ],
+)
+def test_serve_refuses_bad_switches_by_name(args: list[str], named: str) -> None:
+    from runner.cli import app
+
+    result = CliRunner().invoke(app, ["serve", "--port", "0", *args])
+    assert result.exit_code == 2 and named in result.stderr
+
+
+def test_serve_help_documents_the_contract_faults() -> None:
+    from runner.cli import app
+
+    result = CliRunner().invoke(app, ["serve", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    for name in ("contract=VALUE", "score-type-flip", "rename-field", "export=VALUE", "canceled"):
+        assert name in result.output

@@ -13,7 +13,9 @@ import pytest
 from helpers_server import explore_url, fetch, vql, wait_for_export
 
 from runner.errors import DatasetError
-from runner.server.app import PAGE_SIZE, ServerConfig, ServerThread, serve_in_background
+from runner.server.config import ServerConfig
+from runner.server.index import PAGE_SIZE
+from runner.server.lifecycle import ServerThread, serve_in_background
 
 SEARCHES = [
     pytest.param({"caption": "a dog playing with a frisbee"}, "cosine_distance", id="caption"),
@@ -65,7 +67,7 @@ async def test_enrichment_context(
     assert isinstance(body["enrichment_context_id"], str)
     assert body["status"] != "NEW"
     models = body["dataset_enrichment_models"]["enrichment_models"]
-    assert set(models) == {"CAPTION_IMAGES", "IMAGE_TAGGING"}
+    assert set(models) == {"CAPTION_IMAGES", "MULTIMODEL_IMAGE_ENCODING", "IMAGE_TAGGING"}
     assert all(isinstance(model_id, str) and model_id for model_id in models.values())
 
 
@@ -99,6 +101,8 @@ def _check_cluster(cluster: dict[str, Any], score_type: str, threshold: int) -> 
         "cluster_id",
         "type",
         "n_images",
+        "n_objects",
+        "n_videos",
         "similarity_threshold",
         "relevance_score",
         "relevance_score_type",
@@ -112,8 +116,9 @@ def _check_cluster(cluster: dict[str, Any], score_type: str, threshold: int) -> 
     assert cluster["relevance_score_type"] == score_type
     assert isinstance(cluster["relevance_score"], float)
     assert isinstance(cluster["n_images"], int)
+    assert cluster["n_objects"] == cluster["n_videos"] == 0
     assert cluster["n_images"] >= len(cluster["previews"]) >= 1
-    assert all(isinstance(c, str) for c in cluster["captions"])
+    assert all(isinstance(c, str) for c in cluster["captions"])  # every demo image has one
     for key in ("labels", "user_tags"):
         value = cluster[key]
         assert value is None or (isinstance(value, list) and all(isinstance(v, str) for v in value))
@@ -135,6 +140,7 @@ def _check_preview(preview: dict[str, Any], score_type: str) -> None:
     for key in ("media_uri", "media_thumb_uri"):
         assert preview[key] is None or isinstance(preview[key], str)
     assert preview["labels"] is None or isinstance(preview["labels"], list)
+    assert preview["bounding_box"] is None  # images, not objects
 
 
 def _check_best_first(scores: list[float], score_type: str) -> None:
@@ -168,7 +174,8 @@ async def test_export_round_trip(
     assert job["status"] == "INIT" and isinstance(job["id"], str)
     assert isinstance(job["entities_count"], int) and job["entities_count"] > 0
     status = await wait_for_export(session, base, job["id"], auth_headers)
-    assert status["status"] == "COMPLETED" and status["progress"] == 100
+    assert status["status"] == "COMPLETED" and status["progress"] == 100.0
+    assert isinstance(status["progress"], float)
     assert isinstance(status["download_uri"], str) and status["download_uri"].startswith("/")
     assert status["result_message"] is None
     download = await fetch(session, demo_server.base_url + status["download_uri"])

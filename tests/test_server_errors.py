@@ -12,8 +12,9 @@ import yarl
 from helpers_server import Reply, StartServer, explore_url, fetch, import_small_dataset, vql
 
 from runner.api.auth import Credentials, bearer_header, mint_token
-from runner.server.app import ServerConfig, ServerThread
+from runner.server.config import ServerConfig
 from runner.server.errors import MAX_ECHO_CHARS
+from runner.server.lifecycle import ServerThread
 
 GOOD = {"entity_type": "IMAGES", "caption": "a dog"}
 UUID = "0b7c9a56-3c1e-4a55-9b1f-5f8b0c1d2e3f"
@@ -343,7 +344,7 @@ BAD_PARAMS = [
         id="vql-labels-empty",
     ),
     pytest.param(
-        {V: vql({"labels": {"op": "is", "value": ["cat"]}})},
+        {V: vql({"labels": {"op": "equals", "value": ["cat"]}})},
         ["query", V, 0, "labels", "op"],
         "literal_error",
         id="vql-labels-op",

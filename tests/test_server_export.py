@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 from helpers_server import StartServer, all_pages, explore_url, fetch, vql, wait_for_export
 
-from runner.server.app import ServerThread
 from runner.server.demo import DEMO_TAGS
+from runner.server.lifecycle import ServerThread
 
 FILTERS = [
     pytest.param({"vql": vql({"text": {"op": "fts", "value": "dogs"}})}, id="fts"),
@@ -53,6 +53,7 @@ async def _export(
     session: aiohttp.ClientSession, server: ServerThread, headers: dict[str, str], **params: str
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Start an export and wait for it: (the start answer, the final status)."""
+    params = {"file_name": "matches", "export_format": "parquet", **params}
     started = await fetch(session, f"{_base(server)}/export_context_async", params, headers)
     assert started.status == 200, started
     job: dict[str, Any] = started.json()
@@ -82,7 +83,7 @@ async def test_zip_holds_exactly_the_search_matches(
         session, demo_server, auth_headers, export_format=export_format, **query
     )
     assert status["status"] == "COMPLETED", status
-    assert isinstance(status["progress"], int) and status["result_message"] is None
+    assert isinstance(status["progress"], float) and status["result_message"] is None
     download = await fetch(session, demo_server.base_url + status["download_uri"])
     assert download.status == 200
     members = _members(download.raw)
@@ -91,7 +92,15 @@ async def test_zip_holds_exactly_the_search_matches(
     if export_format == "parquet":
         rows = pq.read_table(io.BytesIO(data)).to_pylist()
     else:
-        rows = json.loads(data)
+        document = json.loads(data)
+        assert set(document) == {"info", "media_items"}
+        assert document["info"]["entities_count"] == job["entities_count"]
+        rows = document["media_items"]
+        for row in rows:
+            assert {"media_id", "file_name", "file_path", "cluster_id", "uniqueness_score"} <= set(
+                row
+            )
+            assert isinstance(row["metadata_items"], list)
     exported = [row["media_id"] for row in rows]
     assert searched and len(exported) == len(set(exported)) == job["entities_count"]
     assert set(exported) == set(searched)
@@ -129,7 +138,7 @@ async def test_limit_is_inclusive(
 async def test_failing_export_reports_failed(
     session: aiohttp.ClientSession, start_server: StartServer, auth_headers: dict[str, str]
 ) -> None:
-    server = start_server(export_fail=True)
+    server = start_server(export_fault="failed")
     job, status = await _export(session, server, auth_headers, entity_type="IMAGES")
     assert status["status"] == "FAILED" and status["download_uri"] is None
     assert isinstance(status["result_message"], str) and status["result_message"]
@@ -141,7 +150,8 @@ async def test_job_goes_through_in_progress(
     session: aiohttp.ClientSession, start_server: StartServer, auth_headers: dict[str, str]
 ) -> None:
     server = start_server(export_delay_ms=400)
-    started = await fetch(session, f"{_base(server)}/export_context_async", {}, auth_headers)
+    params = {"file_name": "all", "export_format": "json"}
+    started = await fetch(session, f"{_base(server)}/export_context_async", params, auth_headers)
     task_id = started.json()["id"]
     first = await fetch(
         session, f"{_base(server)}/export_status", {"export_task_id": task_id}, auth_headers

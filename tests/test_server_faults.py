@@ -12,8 +12,8 @@ import aiohttp
 import pytest
 from helpers_server import Reply, StartServer, explore_url, fetch
 
-from runner.server.app import ServerThread
 from runner.server.faults import FAIL_STATUSES, Decision, FaultConfig, FaultInjector
+from runner.server.lifecycle import ServerThread
 
 
 @pytest.fixture

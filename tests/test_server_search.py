@@ -17,9 +17,10 @@ import pyarrow.parquet as pq
 import pytest
 from helpers_server import all_pages, explore_url, fetch, vql
 
-from runner.server.app import PAGE_SIZE, ServerThread
 from runner.server.dataset import MEDIA_FILE
 from runner.server.demo import DEMO_TAGS
+from runner.server.index import PAGE_SIZE
+from runner.server.lifecycle import ServerThread
 
 Pages = list[list[dict[str, Any]]]
 

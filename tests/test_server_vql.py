@@ -111,12 +111,18 @@ def test_labels_need_tagging() -> None:
     assert info.value.status == 409 and "IMAGE_TAGGING" in info.value.detail
 
 
-def test_parse_export_defaults() -> None:
-    parsed = parse_export({}, INFO)
+def test_parse_export_needs_file_name_and_format() -> None:
+    with pytest.raises(ValidationFailed) as info:
+        parse_export({}, INFO)
+    assert [issue.loc for issue in info.value.issues] == [
+        ("query", "export_format"),
+        ("query", "file_name"),
+    ]
+    parsed = parse_export({"export_format": "parquet", "file_name": "x"}, INFO)
     assert parsed.request == SearchRequest()
     assert (parsed.export_format, parsed.file_name, parsed.include_images) == (
         "parquet",
-        None,
+        "x",
         False,
     )
     parsed = parse_export(

@@ -19,7 +19,7 @@ from helpers_exec import request_rows, run_sync, write_suite
 from runner.errors import SuiteError
 from runner.evaluate import evaluate_run
 from runner.plan import expand
-from runner.server.app import ServerThread
+from runner.server.lifecycle import ServerThread
 from runner.store import scan_hits
 from runner.suite import BUILTIN_MODES, Suite, load_suite, suite_hash
 

@@ -263,8 +263,10 @@ async def _export_finding(client: ExploreClient, probe_text: str) -> Finding:
     """An export job of the fts probe starts, completes and its metadata parses."""
     from runner.export.jobs import JobOptions, download_ids, run_export_job
 
+    search = _params("fts", probe_text, None)
     params = {
-        **_params("fts", probe_text, None),
+        "vql": search["vql"],
+        "entity_type": search["entity_type"],
         "export_format": "parquet",
         "file_name": "vlbench-doctor",
         "include_images": "false",

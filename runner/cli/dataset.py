@@ -27,18 +27,36 @@ def import_(
     name: Annotated[
         str | None, typer.Option("--name", help="Display name (default: the id).")
     ] = None,
+    image_embedding_column: Annotated[
+        str,
+        typer.Option(
+            "--image-embedding-column",
+            help="The column of precomputed image embeddings (lists of numbers), if the file "
+            "has one: semantic and visual search rank by them (else by the caption's).",
+        ),
+    ] = "image_embedding",
 ) -> None:
     """Import media items (file_name, caption, labels, tags, width, height, ...) as a dataset.
 
-    Builds the full-text index, caption embeddings (all-MiniLM-L6-v2), clusters at the five
-    granularities and the enrichment metadata. A bad row is refused with its line and field.
+    Builds the full-text index, caption embeddings (all-MiniLM-L6-v2), image embeddings (the
+    file's own, or the caption's), clusters at the five granularities and the enrichment
+    metadata. A bad row is refused with its line and field.
 
     Example: vlbench dataset import items.jsonl --id cars --out datasets/cars
+
+    Example: vlbench dataset import items.parquet --id cars --out datasets/cars
+    --image-embedding-column clip_vector
     """
     from runner.server.dataset import import_dataset
 
     started = time.perf_counter()
-    info = import_dataset(file, dataset_id, out, display_name=name)
+    info = import_dataset(
+        file,
+        dataset_id,
+        out,
+        display_name=name,
+        image_embedding_field=image_embedding_column,
+    )
     seconds = time.perf_counter() - started
     enrichments = ",".join(sorted(info.enrichments)) or "none"
     typer.echo(

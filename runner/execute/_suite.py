@@ -158,7 +158,8 @@ async def _api(suite: Suite, env: Mapping[str, str]) -> AsyncIterator[tuple[str,
         yield suite.base_url, suite.dataset_id or "", auth
         return
     from runner.api.auth import DEMO_CREDENTIALS
-    from runner.server.app import ServerConfig, ServerThread
+    from runner.server.config import ServerConfig
+    from runner.server.lifecycle import ServerThread
 
     server = ServerThread(ServerConfig("demo", credentials=DEMO_CREDENTIALS))
     await asyncio.to_thread(server.start)

@@ -12,9 +12,11 @@ one media item a row:
 | `tags` | list of strings or null | user tag ids; in CSV as labels |
 | `width`, `height` | int >= 0 or null | |
 | `media_uri` | string or null | |
+| `image_embedding` | list of numbers or null | precomputed image-level embedding, see below |
 
-Other fields are ignored. A bad row raises `DatasetError` naming the file, the row's line (1-based
-line in JSON Lines and CSV, 1-based row in Parquet) and the field; a repeated `media_id` is refused.
+`image_embedding` (another column with `image_embedding_field`) is any scale, normalised on
+import, as wide as the caption embeddings; in CSV a JSON array. Other fields are ignored. A bad
+row raises `DatasetError` naming the file, its line and the field (see `runner.server.media_rows`).
 
 Output, a directory (see `SearchIndex` for reading it):
 
@@ -24,6 +26,9 @@ Output, a directory (see `SearchIndex` for reading it):
     fts.sqlite       SQLite FTS5 table `captions(caption)`, tokenizer `porter unicode61`,
                      rowid = row
     embeddings.npy   float32 (n, d) L2-normalised caption embeddings (zeros for items without one)
+    image_embeddings.npy  float32 (n, d) L2-normalised image-level embeddings: the imported one,
+                     else the caption's (what semantic and visual search rank by); the dataset has
+                     MULTIMODEL_IMAGE_ENCODING when at least one was imported
 
 The import streams the input in chunks (`chunk_rows`), so memory grows with the embeddings (n * d
 * 4 bytes) and the columnar media table, not with Python objects per row. It builds into a hidden
@@ -33,7 +38,6 @@ interrupted leaves no `out` behind (a killed process may leave the hidden `.<nam
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import json
 import os
@@ -41,14 +45,13 @@ import re
 import shutil
 import sqlite3
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Final, Protocol
 
 import numpy as np
 import numpy.typing as npt
-import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -59,6 +62,15 @@ from runner.server.clusters import (
     NEAR_DUPLICATE_SIMILARITY,
     build_clusters,
 )
+from runner.server.media_rows import (
+    IMAGE_EMBEDDING_FIELD,
+    INPUT_FIELDS,
+    MEDIA_ID_NAMESPACE,
+    STAGING_SCHEMA,
+    RowChunk,
+    derive_media_id,
+    validated_chunks,
+)
 from runner.server.query import DatasetInfo
 
 __all__ = [
@@ -68,6 +80,8 @@ __all__ = [
     "FTS_FILE",
     "FTS_TABLE",
     "FTS_TOKENIZER",
+    "IMAGE_EMBEDDINGS_FILE",
+    "IMAGE_EMBEDDING_FIELD",
     "MEDIA_FILE",
     "MEDIA_ID_NAMESPACE",
     "MEDIA_SCHEMA",
@@ -77,43 +91,20 @@ __all__ = [
     "read_info",
 ]
 
-FORMAT_VERSION: Final = 1
+# 2: image_embeddings.npy beside the caption embeddings.
+FORMAT_VERSION: Final = 2
 DATASET_FILE: Final = "dataset.json"
 MEDIA_FILE: Final = "media.parquet"
 FTS_FILE: Final = "fts.sqlite"
 EMBEDDINGS_FILE: Final = "embeddings.npy"
+IMAGE_EMBEDDINGS_FILE: Final = "image_embeddings.npy"
 FTS_TABLE: Final = "captions"
 FTS_TOKENIZER: Final = "porter unicode61"
-# media_id of a row that has none: uuid5(MEDIA_ID_NAMESPACE, file_name).
-MEDIA_ID_NAMESPACE: Final = uuid.uuid5(uuid.NAMESPACE_URL, "https://vlbench.invalid/media")
 _DATASET_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-_INPUT_FIELDS: Final = (
-    "media_id",
-    "file_name",
-    "caption",
-    "labels",
-    "tags",
-    "width",
-    "height",
-    "media_uri",
-)
-
-_STAGING_SCHEMA: Final = pa.schema(
-    [
-        pa.field("media_id", pa.string(), nullable=False),
-        pa.field("file_name", pa.string(), nullable=False),
-        pa.field("caption", pa.string()),
-        pa.field("labels", pa.list_(pa.string())),
-        pa.field("tags", pa.list_(pa.string())),
-        pa.field("width", pa.int32()),
-        pa.field("height", pa.int32()),
-        pa.field("media_uri", pa.string()),
-    ]
-)
 MEDIA_SCHEMA: Final = pa.schema(
     [
         pa.field("row", pa.int32(), nullable=False),
-        *_STAGING_SCHEMA,
+        *STAGING_SCHEMA,
         pa.field("duplicate", pa.float32(), nullable=False),
         pa.field("uniqueness", pa.float32(), nullable=False),
         *(pa.field(f"cluster_{g}", pa.int32(), nullable=False) for g in range(5)),
@@ -133,11 +124,6 @@ class TextEncoder(Protocol):
         ...
 
 
-def derive_media_id(file_name: str) -> str:
-    """The media_id given to a row without one: stable across imports and machines."""
-    return str(uuid.uuid5(MEDIA_ID_NAMESPACE, file_name))
-
-
 def import_dataset(
     src: Path,
     dataset_id: str,
@@ -146,13 +132,15 @@ def import_dataset(
     encoder: TextEncoder | None = None,
     display_name: str | None = None,
     chunk_rows: int = 4096,
+    image_embedding_field: str = IMAGE_EMBEDDING_FIELD,
 ) -> DatasetInfo:
     """Turn `src` into a served dataset directory `out`; see the module docstring.
 
     `out` must not exist (or be an empty directory). `encoder` defaults to the real MiniLM
-    encoder (`runner.server.encoder.load_encoder()`). Raises `DatasetError` for an unreadable
-    file, a bad row (with its line and field), a repeated media_id, an empty input, or an `out`
-    that already holds something.
+    encoder (`runner.server.encoder.load_encoder()`). `image_embedding_field` is the input
+    column holding precomputed image embeddings (absent: none are imported). Raises
+    `DatasetError` for an unreadable file, a bad row (with its line and field), a repeated
+    media_id, an empty input, or an `out` that already holds something.
 
     Example: `import_dataset(Path("items.jsonl"), "cars", Path("datasets/cars"))`
     """
@@ -175,7 +163,15 @@ def import_dataset(
     tmp = out.parent / f".{out.name}.partial-{uuid.uuid4().hex}"
     tmp.mkdir()
     try:
-        info = _build(src, dataset_id, display_name or dataset_id, tmp, encoder, chunk_rows)
+        info = _build(
+            src,
+            dataset_id,
+            display_name or dataset_id,
+            tmp,
+            encoder,
+            chunk_rows,
+            image_embedding_field,
+        )
         _move_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -202,6 +198,7 @@ def read_info(path: Path) -> DatasetInfo:
             created_at=dt.datetime.fromisoformat(meta["created_at"]),
             labels=tuple(str(x) for x in meta["labels"]),
             tags=tuple(str(x) for x in meta["tags"]),
+            n_captions=int(meta["n_captions"]),
         )
     except OSError as exc:
         raise DatasetError(f"not a dataset directory ({exc.strerror})", path=str(path)) from exc
@@ -213,34 +210,13 @@ def read_info(path: Path) -> DatasetInfo:
 
 
 @dataclass(slots=True)
-class _Columns:
-    """One chunk of validated rows, column by column."""
-
-    media_id: list[str] = field(default_factory=list)
-    file_name: list[str] = field(default_factory=list)
-    caption: list[str | None] = field(default_factory=list)
-    labels: list[list[str] | None] = field(default_factory=list)
-    tags: list[list[str] | None] = field(default_factory=list)
-    width: list[int | None] = field(default_factory=list)
-    height: list[int | None] = field(default_factory=list)
-    media_uri: list[str | None] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.media_id)
-
-    def batch(self) -> pa.RecordBatch:
-        return pa.RecordBatch.from_pydict(
-            {name: getattr(self, name) for name in _INPUT_FIELDS}, schema=_STAGING_SCHEMA
-        )
-
-
-@dataclass(slots=True)
 class _Stats:
     n: int = 0
     captions: int = 0
     labels: set[str] = field(default_factory=set)
     tags: set[str] = field(default_factory=set)
     dim: int | None = None
+    image_embeddings: int = 0
 
 
 def _build(
@@ -250,20 +226,25 @@ def _build(
     tmp: Path,
     encoder: TextEncoder,
     chunk_rows: int,
+    image_field: str,
 ) -> DatasetInfo:
     stats = _Stats()
     seen: dict[str, int] = {}  # media_id -> line, to name both lines of a repeat
     raw_path = tmp / "embeddings.f32"
+    raw_image_path = tmp / "image_embeddings.f32"
     staging_path = tmp / "staging.parquet"
     fts = _open_fts(tmp / FTS_FILE)
     with (
-        pq.ParquetWriter(staging_path, _STAGING_SCHEMA) as writer,
+        pq.ParquetWriter(staging_path, STAGING_SCHEMA) as writer,
         raw_path.open("wb") as raw,
+        raw_image_path.open("wb") as raw_image,
     ):
-        for chunk in _validated_chunks(src, chunk_rows, seen):
+        for chunk in validated_chunks(src, chunk_rows, seen, image_field):
             writer.write_batch(chunk.batch())
             _index_captions(fts, stats.n, chunk.caption)
-            raw.write(_embed(encoder, chunk.caption, stats).tobytes())
+            vectors = _embed(encoder, chunk.caption, stats)
+            raw.write(vectors.tobytes())
+            raw_image.write(_image_vectors(vectors, chunk, stats, src, image_field).tobytes())
             stats.n += len(chunk)
             stats.captions += sum(c is not None for c in chunk.caption)
             stats.labels.update(x for xs in chunk.labels if xs for x in xs)
@@ -277,13 +258,17 @@ def _build(
     embeddings = np.fromfile(raw_path, dtype=np.float32).reshape(stats.n, dim)
     np.save(tmp / EMBEDDINGS_FILE, embeddings)
     raw_path.unlink()
+    images = np.fromfile(raw_image_path, dtype=np.float32).reshape(stats.n, dim)
+    np.save(tmp / IMAGE_EMBEDDINGS_FILE, images)
+    del images
+    raw_image_path.unlink()
     clustering = build_clusters(embeddings)
     del embeddings
-    staged = pq.read_table(staging_path, schema=_STAGING_SCHEMA)
+    staged = pq.read_table(staging_path, schema=STAGING_SCHEMA)
     media = pa.table(
         {
             "row": pa.array(np.arange(stats.n, dtype=np.int32)),
-            **{name: staged.column(name) for name in _INPUT_FIELDS},
+            **{name: staged.column(name) for name in INPUT_FIELDS},
             "duplicate": pa.array(clustering.duplicate),
             "uniqueness": pa.array((1.0 - clustering.duplicate).astype(np.float32)),
             **{f"cluster_{g}": pa.array(clustering.levels[:, g]) for g in range(5)},
@@ -300,6 +285,7 @@ def _build(
             name
             for name, present in (
                 ("CAPTION_IMAGES", stats.captions > 0),
+                ("MULTIMODEL_IMAGE_ENCODING", stats.image_embeddings > 0),
                 ("IMAGE_TAGGING", bool(stats.labels)),
                 ("USER_TAGS", bool(stats.tags)),
             )
@@ -308,6 +294,7 @@ def _build(
         created_at=dt.datetime.now(dt.UTC).replace(microsecond=0),
         labels=tuple(sorted(stats.labels)),
         tags=tuple(sorted(stats.tags)),
+        n_captions=stats.captions,
     )
     meta = {
         "format_version": FORMAT_VERSION,
@@ -322,6 +309,11 @@ def _build(
         "source": src.name,
         "encoder": getattr(encoder, "name", type(encoder).__name__),
         "embedding_dim": dim,
+        "image_embeddings": {
+            "imported": stats.image_embeddings,
+            "field": image_field,
+            "others": "the caption embedding (zeros without a caption)",
+        },
         "fts_tokenizer": FTS_TOKENIZER,
         "clusters": {
             "scheme": "top-down spherical k-means; level 0 near-duplicate groups",
@@ -369,6 +361,26 @@ def _index_captions(db: sqlite3.Connection, first_row: int, captions: Sequence[s
     )
 
 
+def _image_vectors(
+    captions: npt.NDArray[np.float32], chunk: RowChunk, stats: _Stats, src: Path, name: str
+) -> npt.NDArray[np.float32]:
+    """The chunk's image embeddings: the imported ones (normalised), else the caption's."""
+    out = captions.copy()
+    for i, vector in enumerate(chunk.image_embedding):
+        if vector is None:
+            continue
+        if vector.shape != (stats.dim,):
+            raise DatasetError(
+                f"has {vector.size} numbers; the caption embeddings have {stats.dim}",
+                path=str(src),
+                line=chunk.line[i],
+                field=name,
+            )
+        out[i] = vector
+        stats.image_embeddings += 1
+    return out
+
+
 def _embed(
     encoder: TextEncoder, captions: Sequence[str | None], stats: _Stats
 ) -> npt.NDArray[np.float32]:
@@ -390,173 +402,3 @@ def _embed(
     if vectors is not None:
         out[present] = vectors
     return out
-
-
-# --- reading and validating rows ------------------------------------------------------------
-
-
-def _validated_chunks(src: Path, chunk_rows: int, seen: dict[str, int]) -> Iterator[_Columns]:
-    chunk = _Columns()
-    for line, raw in _raw_rows(src):
-        _append(chunk, raw, src, line, seen)
-        if len(chunk) >= chunk_rows:
-            yield chunk
-            chunk = _Columns()
-    if len(chunk):
-        yield chunk
-
-
-def _raw_rows(src: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    suffix = src.suffix.lower()
-    if suffix in (".jsonl", ".ndjson"):
-        return _jsonl_rows(src)
-    if suffix == ".csv":
-        return _csv_rows(src)
-    if suffix in (".parquet", ".pq"):
-        return _parquet_rows(src)
-    raise DatasetError(
-        f"unknown format {suffix or '(no suffix)'!r}; use .jsonl, .csv or .parquet", path=str(src)
-    )
-
-
-def _jsonl_rows(src: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with src.open("rb") as f:
-        for line, text in enumerate(f, start=1):
-            if line == 1:
-                text = text.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark
-            if not text.strip():
-                continue
-            try:
-                obj = orjson.loads(text)
-            except orjson.JSONDecodeError as exc:
-                raise DatasetError(f"not valid JSON ({exc})", path=str(src), line=line) from exc
-            if not isinstance(obj, dict):
-                raise DatasetError(
-                    f"expected a JSON object, got {type(obj).__name__}", path=str(src), line=line
-                )
-            yield line, obj
-
-
-def _csv_rows(src: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with src.open(encoding="utf-8-sig", newline="") as f:  # -sig: skip a byte-order mark
-        reader = csv.reader(f)
-        line = 1
-        try:
-            header = next(reader, None)
-            if header is None:
-                return
-            if len(set(header)) != len(header):
-                raise DatasetError("repeated column name in header", path=str(src), line=1)
-            while True:
-                line = reader.line_num + 1  # a record may span lines; name its first
-                record = next(reader, None)
-                if record is None:
-                    return
-                if not record:
-                    continue
-                if len(record) != len(header):
-                    raise DatasetError(
-                        f"{len(record)} values for {len(header)} columns", path=str(src), line=line
-                    )
-                yield line, {k: _csv_value(k, v) for k, v in zip(header, record, strict=True)}
-        except (csv.Error, UnicodeDecodeError) as exc:
-            raise DatasetError(f"unreadable CSV ({exc})", path=str(src), line=line) from exc
-
-
-def _csv_value(key: str, value: str) -> Any:
-    """CSV has only strings: empty means null; labels/tags are a JSON array or `a|b`; ints."""
-    if value == "":
-        return None
-    if key in ("labels", "tags"):
-        if value.lstrip().startswith("["):
-            try:
-                return orjson.loads(value)
-            except orjson.JSONDecodeError:
-                return value  # refused with its field by the validator
-        return [part.strip() for part in value.split("|")]
-    if key in ("width", "height"):
-        try:
-            return int(value)
-        except ValueError:
-            return value
-    return value
-
-
-def _parquet_rows(src: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    try:
-        parquet = pq.ParquetFile(src)
-    except (pa.ArrowException, OSError) as exc:
-        raise DatasetError(f"unreadable Parquet ({exc})", path=str(src)) from exc
-    row = 0
-    with parquet:
-        for batch in parquet.iter_batches(batch_size=4096):
-            for item in batch.to_pylist():
-                row += 1
-                yield row, item
-
-
-def _append(
-    chunk: _Columns, raw: dict[str, Any], src: Path, line: int, seen: dict[str, int]
-) -> None:
-    def bad(name: str, why: str) -> DatasetError:
-        return DatasetError(why, path=str(src), line=line, field=name)
-
-    file_name = raw.get("file_name")
-    if not isinstance(file_name, str) or not file_name.strip():
-        raise bad("file_name", f"required, a non-empty string; got {_show(file_name)}")
-    media_id = raw.get("media_id")
-    if media_id is None or media_id == "":
-        media_id = derive_media_id(file_name)
-    elif isinstance(media_id, int) and not isinstance(media_id, bool):
-        media_id = str(media_id)
-    elif not isinstance(media_id, str) or not media_id.strip():
-        raise bad("media_id", f"must be a non-empty string; got {_show(media_id)}")
-    if media_id in seen:
-        raise bad("media_id", f"{media_id!r} repeats the row at line {seen[media_id]}")
-    seen[media_id] = line
-    chunk.media_id.append(media_id)
-    chunk.file_name.append(file_name)
-    chunk.caption.append(_optional_str(raw, "caption", bad))
-    chunk.labels.append(_string_list(raw, "labels", bad))
-    chunk.tags.append(_string_list(raw, "tags", bad))
-    chunk.width.append(_size(raw, "width", bad))
-    chunk.height.append(_size(raw, "height", bad))
-    chunk.media_uri.append(_optional_str(raw, "media_uri", bad))
-
-
-def _optional_str(raw: dict[str, Any], name: str, bad: Any) -> str | None:
-    value = raw.get(name)
-    if value is None or isinstance(value, str):
-        return value
-    raise bad(name, f"must be a string or null; got {_show(value)}")
-
-
-def _string_list(raw: dict[str, Any], name: str, bad: Any) -> list[str] | None:
-    value = raw.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, list | tuple):
-        raise bad(name, f"must be a list of strings or null; got {_show(value)}")
-    out: list[str] = []
-    for item in value:
-        if not isinstance(item, str) or not item.strip():
-            raise bad(name, f"must hold non-empty strings; got {_show(item)}")
-        if item not in out:
-            out.append(item)
-    return out
-
-
-def _size(raw: dict[str, Any], name: str, bad: Any) -> int | None:
-    value = raw.get(name)
-    if value is None:
-        return None
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**31:
-        raise bad(name, f"must be a whole number of pixels >= 0 or null; got {_show(value)}")
-    return value
-
-
-def _show(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."

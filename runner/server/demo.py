@@ -12,6 +12,12 @@ CC BY 4.0, COCO Consortium, cocodataset.org; no images, only names, sizes and ca
   to its id (uuid5); an image holds a tag by a fixed rule on its COCO image id (see `_tags_for`).
   They mean nothing about the image.
 - `media_id` = `derive_media_id(file_name)`; `media_uri` = the image's public COCO URL.
+- `image_embedding` = the normalised mean of the MiniLM embeddings of the image's human captions
+  beyond the first two: a stand-in for the hosted image-level embedding (MULTIMODEL_IMAGE_ENCODING)
+  with no pixels at hand, built from what the data knows about the image beyond its AI caption.
+  The first caption plays the AI caption (caption search ranks by it) and the second is the
+  known-item query, held out so that semantic search is not asked a question whose answer it was
+  built from. Every COCO image here has at least five captions, so at least three are averaged.
 
 `demo_dataset_dir()` builds the dataset once into `$VLBENCH_CACHE` (default `~/.cache/vlbench`)
 under `datasets/demo-<key>`, where the key hashes the shipped data and `DEMO_BUILD_VERSION`:
@@ -38,6 +44,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+import numpy as np
+
 from runner.errors import DatasetError
 from runner.server.dataset import (
     DATASET_FILE,
@@ -59,6 +67,7 @@ __all__ = [
     "cache_dir",
     "demo_dataset_dir",
     "demo_images",
+    "image_embedding_captions",
     "demo_queries",
     "labels_mentioned",
     "write_demo_queries",
@@ -66,8 +75,8 @@ __all__ = [
 
 DEMO_DATASET_ID: Final = "demo"
 DEMO_DISPLAY_NAME: Final = "COCO val2017 captions (demo)"
-# Bump when the demo's rows (captions, labels, tags) or the dataset format change.
-DEMO_BUILD_VERSION: Final = 2
+# Bump when the demo's rows (captions, labels, tags, image embeddings) or the dataset format change.
+DEMO_BUILD_VERSION: Final = 3
 DEMO_DATA_FILE: Final = Path(__file__).parent / "data" / "coco-val2017-captions.jsonl"
 
 _TAG_NAMESPACE: Final = uuid.uuid5(uuid.NAMESPACE_URL, "https://vlbench.invalid/demo-tags")
@@ -296,9 +305,13 @@ def demo_dataset_dir(*, encoder: TextEncoder | None = None) -> Path:
     if (target / DATASET_FILE).is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    if encoder is None:
+        from runner.server.encoder import load_encoder
+
+        encoder = load_encoder()
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".demo-rows-") as scratch:
         rows = Path(scratch) / "demo.jsonl"
-        _write_demo_rows(rows)
+        _write_demo_rows(rows, encoder)
         try:
             import_dataset(
                 rows,
@@ -321,9 +334,20 @@ def _demo_key() -> str:
     return digest.hexdigest()[:16]
 
 
-def _write_demo_rows(path: Path) -> None:
+def image_embedding_captions(image: DemoImage) -> tuple[str, ...]:
+    """The captions whose mean embedding stands in for the image's (see the module docstring)."""
+    beyond = image.captions[2:]
+    return beyond or image.captions[1:] or image.captions
+
+
+def _write_demo_rows(path: Path, encoder: TextEncoder) -> None:
+    images = demo_images()
+    texts = [image_embedding_captions(im) for im in images]
+    flat = encoder.encode([c for group in texts for c in group])
+    bounds = np.cumsum([0, *(len(group) for group in texts)])
     with path.open("w", encoding="utf-8") as f:
-        for im in demo_images():
+        for i, im in enumerate(images):
+            mean = flat[bounds[i] : bounds[i + 1]].astype(np.float64).mean(axis=0)
             row = {
                 "media_id": im.media_id,
                 "file_name": im.file_name,
@@ -333,6 +357,7 @@ def _write_demo_rows(path: Path) -> None:
                 "width": im.width,
                 "height": im.height,
                 "media_uri": f"http://images.cocodataset.org/val2017/{im.file_name}",
+                "image_embedding": (mean / np.linalg.norm(mean)).round(7).tolist(),
             }
             f.write(json.dumps(row) + "\n")
 

@@ -42,10 +42,12 @@ from runner.server.dataset import (
     EMBEDDINGS_FILE,
     FTS_FILE,
     FTS_TABLE,
+    IMAGE_EMBEDDINGS_FILE,
     MEDIA_FILE,
     TextEncoder,
     read_info,
 )
+from runner.server.filters import label_rules_mask
 from runner.server.fts import FtsIndex
 from runner.server.query import (
     DEFAULT_CUTOFF,
@@ -68,6 +70,7 @@ EXPORT_COLUMNS: Final = (
     "width",
     "height",
     "media_uri",
+    "uniqueness",
 )
 _CACHE_SIZE: Final = 32
 
@@ -104,11 +107,14 @@ class SearchIndex:
         embeddings: npt.NDArray[np.float32],
         fts: FtsIndex,
         encoder: TextEncoder | None,
+        image_embeddings: npt.NDArray[np.float32] | None = None,
     ) -> None:
         self.path = path
         self.info = info
         self._media = media
         self._embeddings = embeddings
+        # What semantic and visual search rank by (runner.server.dataset); captions' by default.
+        self._image_embeddings = embeddings if image_embeddings is None else image_embeddings
         self._fts = fts
         self._encoder = encoder
         self._lock = threading.Lock()
@@ -123,6 +129,7 @@ class SearchIndex:
         self._tags = _tuples(media.column("tags").to_pylist())
         self._row_of = {m: i for i, m in enumerate(self._media_ids)}
         self._has_caption = ~np.asarray(media.column("caption").is_null(), dtype=bool)
+        self._has_image = np.any(np.asarray(self._image_embeddings) != 0, axis=1)
         self._duplicate = media.column("duplicate").to_numpy().astype(np.float64)
         self._uniqueness = media.column("uniqueness").to_numpy().astype(np.float64)
         self._levels = np.stack(
@@ -143,17 +150,19 @@ class SearchIndex:
         try:
             media = pq.read_table(path / MEDIA_FILE)
             embeddings = np.load(path / EMBEDDINGS_FILE, mmap_mode="r")
+            image_embeddings = np.load(path / IMAGE_EMBEDDINGS_FILE, mmap_mode="r")
             fts = FtsIndex(path / FTS_FILE, FTS_TABLE)
         except (OSError, ValueError, sqlite3.Error, pa.ArrowException) as exc:
             raise DatasetError(f"incomplete dataset directory ({exc})", path=str(path)) from exc
-        if media.num_rows != info.n_images or embeddings.shape[0] != info.n_images:
+        sizes = (media.num_rows, embeddings.shape[0], image_embeddings.shape[0])
+        if sizes != (info.n_images,) * 3 or image_embeddings.shape != embeddings.shape:
             fts.close()
             raise DatasetError(
                 f"dataset.json says {info.n_images} items, media has {media.num_rows}, "
-                f"embeddings {embeddings.shape[0]}",
+                f"embeddings {embeddings.shape}, image embeddings {image_embeddings.shape}",
                 path=str(path),
             )
-        return cls(path, info, media, embeddings, fts, encoder)
+        return cls(path, info, media, embeddings, fts, encoder, image_embeddings)
 
     def close(self) -> None:
         """Release the full-text index."""
@@ -275,16 +284,22 @@ class SearchIndex:
             order = np.lexsort((found, -bm25))
             return found[order], bm25[order], "bm25"
         cutoff = DEFAULT_CUTOFF if text.cutoff is None else float(text.cutoff)
-        query = np.asarray(self._get_encoder().encode_query(text.value), dtype=np.float32)
+        # caption: the AI caption's embedding; semantic, visual: the image-level embedding.
+        vectors = self._embeddings if text.op == "caption" else self._image_embeddings
+        present = self._has_caption if text.op == "caption" else self._has_image
+        if text.op == "visual":
+            query = np.asarray(vectors[self._row_of[text.value]], dtype=np.float32)
+        else:
+            query = np.asarray(self._get_encoder().encode_query(text.value), dtype=np.float32)
         if query.shape != (self._embeddings.shape[1],):
             raise DatasetError(
                 f"the encoder gives {query.shape} vectors, the dataset holds "
                 f"{self._embeddings.shape[1]}-d embeddings",
                 path=str(self.path),
             )
-        similarity = np.asarray(self._embeddings) @ query
+        similarity = np.asarray(vectors) @ query
         distance = np.clip(1.0 - similarity.astype(np.float64), 0.0, 2.0)
-        found = np.flatnonzero(mask & self._has_caption & (distance <= cutoff)).astype(np.int64)
+        found = np.flatnonzero(mask & present & (distance <= cutoff)).astype(np.int64)
         order = np.lexsort((found, distance[found]))
         return found[order], distance[found][order], "cosine_distance"
 
@@ -295,6 +310,8 @@ class SearchIndex:
         mask = np.ones(n, dtype=bool)
         if req.labels_one_of is not None:
             mask &= _any_of(self._by_label, req.labels_one_of, n)
+        if req.label_rules:
+            mask &= label_rules_mask(req.label_rules, self._labels)
         if req.tags_is is not None:
             mask &= _any_of(self._by_tag, req.tags_is, n)
         # NaN compares false, so a NaN filter value matches nothing rather than everything.

@@ -1,8 +1,18 @@
-"""`vlbench serve` in a child process: start it, read the address it announces, stop it.
+"""Starting and stopping the local server: in this process, or as a child `vlbench serve`.
 
-Benchmarks and CLI tests run the server in a process of its own, so that it shares no GIL with
-the client that drives it. `runner.cli.serve` prints `base_url: ...` and `dataset_id: ...` once it
-listens; this module is the one reader of that announcement.
+In this process (tests, the embedded server of `vlbench run`, the `vlbench serve` command): the
+one starter is `serve_in_background`, an async context manager in the running loop; `ServerThread`
+runs it in a thread of its own for synchronous code, and `serve_until_signal` is that thread
+until Ctrl-C or SIGTERM (the CLI).
+
+    async with serve_in_background(ServerConfig("demo")) as server:   # in the running loop
+        print(server.base_url, server.dataset_id)
+    with ServerThread(ServerConfig(dataset_dir)) as server:            # own thread and loop
+        ...
+
+As a child process (benchmarks and CLI tests, so that the server shares no GIL with the client
+that drives it): `serve_process` starts `vlbench serve --port 0`, reads the `base_url: ...` and
+`dataset_id: ...` lines it announces once it listens, and stops it with SIGTERM.
 
     with serve_process(["--dataset", "demo", "--no-auth"]) as server:
         drive(server.base_url, server.dataset_id)
@@ -10,20 +20,237 @@ listens; this module is the one reader of that announcement.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+import tempfile
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Final
+
+from aiohttp import web
 
 from runner.errors import VlbenchError
+from runner.server.app import build_app
+from runner.server.config import ServerConfig
+from runner.server.index import SearchIndex
+from runner.server.query import DatasetInfo
 
-__all__ = ["ServeProcess", "serve_process", "start_serve_process", "stop_serve_process"]
+__all__ = [
+    "RunningServer",
+    "ServeProcess",
+    "ServerThread",
+    "resolve_dataset_dir",
+    "serve_in_background",
+    "serve_process",
+    "serve_until_signal",
+    "start_serve_process",
+    "stop_serve_process",
+]
+
+# The index is thread-safe; two workers let a search and an export overlap on two cores.
+_INDEX_THREADS: Final = 2
+# aiohttp's default 8 KiB request line would answer a long (hostile) query string with a bare 400.
+_MAX_LINE_SIZE: Final = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class RunningServer:
+    """A started server: where it listens and which dataset it serves."""
+
+    base_url: str
+    dataset_id: str
+    config: ServerConfig
+    info: DatasetInfo
+
+
+def resolve_dataset_dir(dataset_dir: Path | str) -> Path:
+    """The directory to serve.
+
+    The string "demo" is the demo dataset (built once into the cache); a `Path`, or a string
+    such as "./demo", is a directory.
+    """
+    if isinstance(dataset_dir, str) and dataset_dir == "demo":
+        from runner.server.demo import demo_dataset_dir
+
+        return demo_dataset_dir()
+    return Path(dataset_dir)
+
+
+# --- in this process --------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def serve_in_background(config: ServerConfig) -> AsyncIterator[RunningServer]:
+    """Serve `config`'s dataset in the running loop until the block ends.
+
+    Opens the index once (in the server's index thread), listens on `config.host:config.port`
+    (port 0: a free one), and on exit stops listening, cancels export jobs, removes their files.
+    """
+    executor = ThreadPoolExecutor(max_workers=_INDEX_THREADS, thread_name_prefix="vlbench-index")
+    try:
+        path = await asyncio.to_thread(resolve_dataset_dir, config.dataset_dir)
+        index = await asyncio.to_thread(SearchIndex.open, path)
+        with tempfile.TemporaryDirectory(prefix="vlbench-exports-") as workdir:
+            runner = web.AppRunner(
+                build_app(config, index, executor, Path(workdir)),
+                access_log=None,
+                handle_signals=False,
+                shutdown_timeout=1.0,
+                max_line_size=_MAX_LINE_SIZE,
+                max_field_size=_MAX_LINE_SIZE,
+            )
+            await runner.setup()
+            try:
+                site = web.TCPSite(runner, config.host, config.port)
+                await site.start()
+                host, port = _bound_address(runner, config)
+                yield RunningServer(f"http://{host}:{port}", index.info.id, config, index.info)
+            finally:
+                await runner.cleanup()
+                index.close()
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _bound_address(runner: web.AppRunner, config: ServerConfig) -> tuple[str, int]:
+    for address in runner.addresses:
+        if isinstance(address, tuple) and len(address) >= 2:
+            host = config.host if config.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+            if ":" in host:
+                host = f"[{host}]"
+            return host, int(address[1])
+    raise RuntimeError("the server is not listening on a TCP port")
+
+
+class ServerThread:
+    """`serve_in_background` in its own thread and event loop, for synchronous code and tests.
+
+        with ServerThread(ServerConfig("demo", port=0)) as server:
+            requests.get(server.base_url + "/api/v1/healthcheck")
+
+    Entering blocks until the server listens (or re-raises why it could not start); leaving
+    stops it and joins the thread.
+    """
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self._ready = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._server: RunningServer | None = None
+        self._error: BaseException | None = None
+
+    @property
+    def server(self) -> RunningServer:
+        """The running server (only inside the `with` block)."""
+        if self._server is None:
+            raise RuntimeError("the server is not running")
+        return self._server
+
+    @property
+    def base_url(self) -> str:
+        """E.g. `http://127.0.0.1:43817`."""
+        return self.server.base_url
+
+    @property
+    def dataset_id(self) -> str:
+        """The id of the dataset it serves."""
+        return self.server.dataset_id
+
+    @property
+    def info(self) -> DatasetInfo:
+        """What the served dataset is."""
+        return self.server.info
+
+    @property
+    def running(self) -> bool:
+        """Whether the server's thread is alive."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> RunningServer:
+        """Start the thread and wait until the server listens."""
+        self._thread = threading.Thread(target=self._run, name="vlbench-server", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            self._thread.join()
+            raise self._error
+        return self.server
+
+    def stop(self) -> None:
+        """Stop the server and join its thread (idempotent)."""
+        loop, stop = self._loop, self._stop
+        if loop is not None and stop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(stop.set)
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self._server = None
+
+    def __enter__(self) -> ServerThread:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as exc:  # noqa: BLE001 - handed to the starting thread
+            self._error = exc
+        finally:
+            self._ready.set()
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        async with serve_in_background(self.config) as server:
+            self._server = server
+            self._ready.set()
+            await self._stop.wait()
+
+
+def serve_until_signal(
+    config: ServerConfig, *, ready: Callable[[RunningServer], None] | None = None
+) -> None:
+    """Serve until SIGINT or SIGTERM (from the main thread); `ready` is called once it listens."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with ServerThread(config) as server:
+            if ready is not None:
+                ready(server.server)
+            # A timed wait, so that a server thread that died is noticed too.
+            while server.running and not stop.wait(0.5):
+                pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+# --- as a child process -----------------------------------------------------------------------
 
 # The current interpreter running the CLI: works in any venv, installed console script or not.
-DEFAULT_COMMAND = (sys.executable, "-c", "from runner.cli import main; main()")
+DEFAULT_COMMAND: Final = (sys.executable, "-c", "from runner.cli import main; main()")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +310,7 @@ def stop_serve_process(process: subprocess.Popen[str], *, timeout_s: float = 20)
             pipe.close()
 
 
-@contextmanager
+@contextlib.contextmanager
 def serve_process(
     args: Sequence[str],
     *,
