@@ -336,3 +336,41 @@ async def test_an_export_fault_fails_the_export_check(start_server: Any) -> None
     export = next(f for f in report.findings if f.check == "export")
     assert export.status == "failed"
     assert "REJECTED" in export.evidence
+
+
+def _run_and_report(tmp_path: Path, base_url: str, dataset_id: str) -> dict[str, Any]:
+    tmp_path.mkdir()
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(
+        f"name: contract\nbase_url: {base_url}\ndataset_id: {dataset_id}\nrate_limit: 100/s\n"
+        "modes: [caption, fts, semantic]\n"
+        "queries: [{id: q1, text: a dog on a skateboard}, {id: q2, text: a red bus}]\n"
+    )
+    env = {**os.environ, "VL_API_KEY": DEMO_API_KEY, "VL_API_SECRET": DEMO_API_SECRET}
+    env.pop("VL_TOKEN", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "runner", "run", str(suite), "--out", str(tmp_path), "-q"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    run_dir = next(tmp_path.rglob("manifest.json")).parent
+    summary: dict[str, Any] = orjson.loads((run_dir / "summary.json").read_bytes())
+    summary["_html"] = (run_dir / "report.html").read_text()
+    return summary
+
+
+def test_the_report_tells_a_changed_api_from_a_changed_search(
+    tmp_path: Path, start_server: Any
+) -> None:
+    flipped = start_server(contract_changes=frozenset({"score-type-flip"}))
+    changed = _run_and_report(tmp_path / "flipped", flipped.base_url, flipped.dataset_id)
+    assert changed["api_contract"]["changed"] is True
+    assert "API changed" in changed["_html"]
+    assert "cosine_similarity" in changed["_html"]
+    plain = start_server()
+    same = _run_and_report(tmp_path / "plain", plain.base_url, plain.dataset_id)
+    assert same["api_contract"]["changed"] is False
+    assert "API as expected" in same["_html"]

@@ -18,6 +18,7 @@ from typing import Any, Final
 import polars as pl
 
 import runner
+from runner.api.contract import CONTRACT_KEY, Finding, findings_from_dicts
 from runner.errors import RunError
 from runner.evaluate.compare import Comparison, Gate, GateFailure
 from runner.evaluate.evaluation import Evaluation
@@ -106,6 +107,21 @@ class ReportContent:
         ExtraSection, ...
     ] = ()  # sections of other features (runner.report.sections.extra)
     quality: Quality | None = None  # intervals, fusions, cut-off advice (runner.report.sections)
+    api_contract: tuple[Finding, ...] = ()  # the run's own answers checked (runner.api.contract)
+
+    def api_verdict(self) -> tuple[str, str] | None:
+        """("changed", what) when the service's answers broke what vlbench relies on, else
+        ("ok", how much was checked); None for a run that recorded no checks.
+
+        Shown apart from the quality measures: a drop with "API changed" beside it is the
+        service's doing, not the search's.
+        """
+        if not self.api_contract:
+            return None
+        changed = [f for f in self.api_contract if f.status == "changed"]
+        if changed:
+            return "changed", "; ".join(f"{f.check}: {f.evidence}" for f in changed)
+        return "ok", f"{len(self.api_contract)} checks of this run's own answers passed"
 
     def best_settings(self) -> dict[str, str]:
         """Each mode's best setting by the primary measure (media); its loosest when unjudged."""
@@ -153,6 +169,13 @@ def _run_facts(run: RunRef, ev: Evaluation) -> dict[str, Any]:
     facts["counts"] = {str(k): v for k, v in counts.items()} if isinstance(counts, Mapping) else {}
     facts["path"] = where
     return facts
+
+
+def _api_contract(run: RunRef) -> tuple[Finding, ...]:
+    try:
+        return tuple(findings_from_dicts(open_run(run).manifest.get(CONTRACT_KEY)))
+    except RunError:  # a copied or synthetic run without a manifest checked nothing
+        return ()
 
 
 def _sorted_settings(frame: pl.DataFrame) -> pl.DataFrame:
@@ -333,4 +356,5 @@ def gather(
         failures=tuple(failures),
         extras=extra_sections(local_dir(open_run(run)), ev, extra),
         quality=gather_quality(run, ev, primary, best, quality),
+        api_contract=_api_contract(run),
     )

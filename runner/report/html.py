@@ -177,6 +177,11 @@ def _header(content: ReportContent) -> str:
             f'<div class="banner warn">This run is {_e(status)}: failed or missing requests '
             "count as returning nothing.</div>"
         )
+    verdict = content.api_verdict()
+    if verdict is not None:
+        kind, text = verdict
+        css, lead = ("fail", "API changed") if kind == "changed" else ("pass", "API as expected")
+        banner = f'<div class="banner {css}" id="api-contract">{lead}: {_e(text)}</div>' + banner
     title = f"vlbench report — {run.get('suite_name') or 'run'}"
     sub = f"run {run.get('run_id')}"
     if content.comparison is not None:

@@ -56,6 +56,10 @@ def render_markdown(content: ReportContent) -> str:
     out = [f"# vlbench report — {_cell(run.get('suite_name') or 'run')}", ""]
     out += [f"- **{_cell(label)}**: {_cell(value)}" for label, value in tables.run_facts(content)]
     out.append("")
+    verdict = content.api_verdict()
+    if verdict is not None:
+        lead = "**API changed**" if verdict[0] == "changed" else "API as expected"
+        out += [f"> {lead}: {_cell(verdict[1])}", ""]
     if run.get("status") not in (None, "complete"):
         out += [f"> This run is **{_cell(run['status'])}**: missing requests count as empty.", ""]
     cmp = content.comparison

@@ -123,6 +123,11 @@ def build_summary(content: ReportContent) -> dict[str, Any]:
         from runner.report.sections.render import quality_summary
 
         summary.update(quality_summary(content.quality))
+    verdict = content.api_verdict()
+    summary["api_contract"] = {
+        "changed": verdict is not None and verdict[0] == "changed",
+        "findings": [f.to_dict() for f in content.api_contract],
+    }
     comparison = _comparison(content)
     if comparison is not None:
         summary["comparison"] = comparison
