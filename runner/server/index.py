@@ -42,6 +42,7 @@ from runner.server.dataset import (
     EMBEDDINGS_FILE,
     FTS_FILE,
     FTS_TABLE,
+    FTS_TOKENIZER,
     MEDIA_FILE,
     TextEncoder,
     read_info,
@@ -143,7 +144,9 @@ class SearchIndex:
         try:
             media = pq.read_table(path / MEDIA_FILE)
             embeddings = np.load(path / EMBEDDINGS_FILE, mmap_mode="r")
-            fts = FtsIndex(path / FTS_FILE, FTS_TABLE)
+            fts = FtsIndex(
+                path / FTS_FILE, FTS_TABLE, n_docs=info.n_images, tokenizer=FTS_TOKENIZER
+            )
         except (OSError, ValueError, sqlite3.Error, pa.ArrowException) as exc:
             raise DatasetError(f"incomplete dataset directory ({exc})", path=str(path)) from exc
         if media.num_rows != info.n_images or embeddings.shape[0] != info.n_images:
