@@ -28,12 +28,12 @@ import signal
 import tempfile
 import threading
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, TypeVar
+from typing import Final, TypeVar
 
 import orjson
 from aiohttp import web
@@ -45,7 +45,7 @@ from runner.server.errors import HttpError, Issue, ValidationFailed
 from runner.server.exports import ExportManager
 from runner.server.faults import Decision, FaultConfig, FaultInjector, retry_after_header
 from runner.server.index import SearchIndex
-from runner.server.query import ClusterMatch, DatasetInfo, MemberMatch
+from runner.server.query import DatasetInfo
 from runner.server.vql import parse_explore, parse_export
 
 __all__ = [
@@ -216,16 +216,12 @@ async def _explore(request: web.Request) -> web.Response:
     state = _dataset_state(request)
     _require_ready(state)
     parsed = parse_explore(request.query, state.info)
-    page = await state.in_index_thread(
-        lambda: state.index.search_page(parsed.request, parsed.page_number, PAGE_SIZE)
+    clusters = await state.in_index_thread(
+        lambda: state.index.search_page_json(parsed.request, parsed.page_number, PAGE_SIZE)
     )
-    entity_type = parsed.request.entity_type
-    return _json(
-        {
-            "clusters": [_cluster_json(c, entity_type) for c in page],
-            "metadata": {"used_duckdb": True},
-        }
-    )
+    # The page comes as JSON bytes written from per-row fragments (runner.server.page).
+    body = b'{"clusters":' + clusters + b',"metadata":{"used_duckdb":true}}'
+    return web.Response(body=body, content_type="application/json")
 
 
 async def _export_start(request: web.Request) -> web.Response:
@@ -290,46 +286,6 @@ def _require_ready(state: _State) -> None:
 
 
 # --- response shapes --------------------------------------------------------------------------
-
-
-def _cluster_json(cluster: ClusterMatch, entity_type: str) -> dict[str, Any]:
-    members = cluster.members
-    captions = list(dict.fromkeys(m.caption for m in members if m.caption))
-    return {
-        "cluster_id": cluster.cluster_id,
-        "type": entity_type,
-        "n_images": cluster.n_images,
-        "similarity_threshold": str(cluster.granularity),
-        "relevance_score": cluster.score,
-        "relevance_score_type": cluster.score_type,
-        "captions": captions,
-        "previews": [_preview_json(m) for m in members],
-        "labels": _union(m.labels for m in members),
-        "user_tags": _union(m.tags for m in members),
-    }
-
-
-def _preview_json(member: MemberMatch) -> dict[str, Any]:
-    return {
-        "type": "IMAGE",
-        "media_id": member.media_id,
-        "media_uri": member.media_uri,
-        # No thumbnails are made locally: the thumbnail is the image itself.
-        "media_thumb_uri": member.media_uri,
-        "caption": member.caption,
-        "file_name": member.file_name,
-        "relevance_score": member.score,
-        "relevance_score_type": member.score_type,
-        "width": member.width,
-        "height": member.height,
-        "labels": list(member.labels) if member.labels else None,
-    }
-
-
-def _union(groups: Iterator[tuple[str, ...] | None]) -> list[str] | None:
-    """The sorted union of the groups, or None when there is nothing (as the API's null)."""
-    items = {item for group in groups if group for item in group}
-    return sorted(items) if items else None
 
 
 def _stable_id(name: str) -> str:

@@ -27,7 +27,6 @@ import sqlite3
 import threading
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
@@ -48,6 +47,7 @@ from runner.server.dataset import (
     read_info,
 )
 from runner.server.fts import FtsIndex
+from runner.server.page import Grouped, PageWriter, group
 from runner.server.query import (
     DEFAULT_CUTOFF,
     GRANULARITIES,
@@ -71,23 +71,10 @@ EXPORT_COLUMNS: Final = (
     "media_uri",
 )
 _CACHE_SIZE: Final = 32
+_MEMBER_COLUMNS: Final = ("media_id", "file_name", "caption", "width", "height", "media_uri")
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
-
-
-@dataclass(frozen=True, slots=True)
-class _Result:
-    """One request's matches, grouped: clusters best first, members best first."""
-
-    rows: I64  # matching rows in member order (cluster by cluster)
-    scores: F64  # their scores, same order
-    score_type: ScoreType
-    clusters: I64  # cluster indices at the granularity, best first
-    cluster_scores: F64
-    bounds: I64  # members of clusters[i] are rows[bounds[i]:bounds[i + 1]]
-    ranked_rows: I64  # matching rows best first, ties by row (the export order)
-    ranked_scores: F64
 
 
 class SearchIndex:
@@ -113,16 +100,13 @@ class SearchIndex:
         self._fts = fts
         self._encoder = encoder
         self._lock = threading.Lock()
-        self._cache: OrderedDict[SearchRequest, _Result] = OrderedDict()
-        self._media_ids: list[str] = media.column("media_id").to_pylist()
-        self._file_names: list[str] = media.column("file_name").to_pylist()
-        self._captions: list[str | None] = media.column("caption").to_pylist()
-        self._widths: list[int | None] = media.column("width").to_pylist()
-        self._heights: list[int | None] = media.column("height").to_pylist()
-        self._uris: list[str | None] = media.column("media_uri").to_pylist()
+        self._cache: OrderedDict[SearchRequest, Grouped] = OrderedDict()
+        # Columns as single arrays (O(1) access by row); no Python object per row but the
+        # media id lookup and the label and tag tuples (filters and unions need those).
+        self._columns = {name: media.column(name).combine_chunks() for name in _MEMBER_COLUMNS}
         self._labels = _tuples(media.column("labels").to_pylist())
         self._tags = _tuples(media.column("tags").to_pylist())
-        self._row_of = {m: i for i, m in enumerate(self._media_ids)}
+        self._row_of = {m: i for i, m in enumerate(media.column("media_id").to_pylist())}
         self._has_caption = ~np.asarray(media.column("caption").is_null(), dtype=bool)
         self._duplicate = media.column("duplicate").to_numpy().astype(np.float64)
         self._uniqueness = media.column("uniqueness").to_numpy().astype(np.float64)
@@ -134,7 +118,8 @@ class SearchIndex:
         self._by_label = _inverted(self._labels)
         self._by_tag = _inverted(self._tags)
         # Cluster ids look like the hosted API's UUIDs and sort like (granularity, index).
-        self._id_prefix = uuid.uuid5(uuid.NAMESPACE_URL, f"vlbench:dataset:{info.id}").int >> 64
+        id_prefix = uuid.uuid5(uuid.NAMESPACE_URL, f"vlbench:dataset:{info.id}").int >> 64
+        self._writer = PageWriter(media, self._labels, self._tags, self._cluster_sizes, id_prefix)
 
     @classmethod
     def open(cls, path: Path, *, encoder: TextEncoder | None = None) -> SearchIndex:
@@ -185,7 +170,7 @@ class SearchIndex:
 
     def cluster_id(self, granularity: int, index: int) -> str:
         """The id of cluster `index` at `granularity`: a UUID string, stable per dataset."""
-        return str(uuid.UUID(int=(self._id_prefix << 64) | (granularity << 48) | index))
+        return self._writer.cluster_id(granularity, index)
 
     def row_of(self, media_id: str) -> int | None:
         """The row of a media id, or None."""
@@ -193,18 +178,14 @@ class SearchIndex:
 
     def member(self, row: int, score: float = 0.0, score_type: ScoreType = "none") -> MemberMatch:
         """The media item at `row` as a `MemberMatch` with the given score."""
+        values = {name: column[row].as_py() for name, column in self._columns.items()}
         return MemberMatch(
             row=row,
-            media_id=self._media_ids[row],
-            file_name=self._file_names[row],
-            caption=self._captions[row],
             score=score,
             score_type=score_type,
-            width=self._widths[row],
-            height=self._heights[row],
-            media_uri=self._uris[row],
             labels=self._labels[row],
             tags=self._tags[row],
+            **values,
         )
 
     # --- search ----------------------------------------------------------------------------------
@@ -228,6 +209,19 @@ class SearchIndex:
         hi = min(len(result.clusters), lo + page_size)
         return self._clusters(result, req.granularity, lo, hi)
 
+    def search_page_json(
+        self, req: SearchRequest, page_number: int, page_size: int = PAGE_SIZE
+    ) -> bytes:
+        """The page `search_page` gives, as the explore answer's `clusters` JSON array.
+
+        Written from bytes made once per media row (`runner.server.page`): the fast path.
+        """
+        if page_number < 0 or page_size < 1:
+            return b"[]"
+        result = self._result(req)
+        lo = page_number * page_size
+        return self._writer.write(result, req.granularity, lo, lo + page_size, req.entity_type)
+
     def count_clusters(self, req: SearchRequest) -> int:
         """How many clusters `search(req)` returns."""
         return len(self._result(req).clusters)
@@ -248,7 +242,7 @@ class SearchIndex:
 
     # --- internals -------------------------------------------------------------------------------
 
-    def _result(self, req: SearchRequest) -> _Result:
+    def _result(self, req: SearchRequest) -> Grouped:
         granularity = _check_granularity(req.granularity)
         req = _hashable(req)
         with self._lock:
@@ -257,7 +251,7 @@ class SearchIndex:
                 self._cache.move_to_end(req)
                 return cached
         rows, scores, score_type = self._match(req)
-        result = _group(rows, scores, score_type, self._levels[:, granularity])
+        result = group(rows, scores, score_type, self._levels[:, granularity])
         with self._lock:
             self._cache[req] = result
             while len(self._cache) > _CACHE_SIZE:
@@ -315,7 +309,7 @@ class SearchIndex:
                 self._encoder = load_encoder()
             return self._encoder
 
-    def _clusters(self, result: _Result, granularity: int, lo: int, hi: int) -> list[ClusterMatch]:
+    def _clusters(self, result: Grouped, granularity: int, lo: int, hi: int) -> list[ClusterMatch]:
         sizes = self._cluster_sizes[granularity]
         out: list[ClusterMatch] = []
         for i in range(lo, hi):
@@ -338,37 +332,6 @@ class SearchIndex:
                 )
             )
         return out
-
-
-def _group(rows: I64, scores: F64, score_type: ScoreType, level: I64) -> _Result:
-    """Group rows (best first) by cluster: clusters by best member, ties by cluster index."""
-    if rows.size == 0:
-        empty_i = np.zeros(0, dtype=np.int64)
-        return _Result(
-            rows, scores, score_type, empty_i, np.zeros(0), np.zeros(1, np.int64), rows, scores
-        )
-    cluster_of = level[rows]
-    clusters, first = np.unique(cluster_of, return_index=True)
-    # rows are best first, so a cluster's first position holds its best member.
-    best = scores[first]
-    key = -best if score_type == "bm25" else best
-    order = np.lexsort((clusters, key))
-    rank = np.empty(order.size, dtype=np.int64)
-    rank[order] = np.arange(order.size)
-    member_rank = rank[np.searchsorted(clusters, cluster_of)]
-    positions = np.argsort(member_rank, kind="stable")
-    counts = np.bincount(member_rank, minlength=order.size)
-    bounds = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    return _Result(
-        rows=rows[positions],
-        scores=scores[positions],
-        score_type=score_type,
-        clusters=clusters[order].astype(np.int64),
-        cluster_scores=best[order],
-        bounds=bounds,
-        ranked_rows=rows,
-        ranked_scores=scores,
-    )
 
 
 def _hashable(req: SearchRequest) -> SearchRequest:

@@ -1,0 +1,128 @@
+"""A page written from per-row bytes says what the search's records say, field for field."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from helpers_server import import_small_dataset
+
+from runner.server.index import SearchIndex
+from runner.server.query import ClusterMatch, MemberMatch, SearchRequest, TextQuery
+
+RED = str(uuid.uuid5(uuid.NAMESPACE_DNS, "red"))
+BLUE = str(uuid.uuid5(uuid.NAMESPACE_DNS, "blue"))
+CAPTIONS = [
+    "A dog on a porch.",
+    "A dog on a porch.",  # identical captions share every cluster: clusters of several members
+    "A dog on a porch.",
+    'Quotes " and \\ backslashes, unicode: café 東京 🐶',
+    "",  # an empty caption: no entry in a cluster's captions
+    None,  # no caption at all
+    "Two cats on a sofa.",
+    "Two cats on a sofa.",
+]
+
+
+@pytest.fixture(scope="module")
+def index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SearchIndex]:
+    rows: list[dict[str, Any]] = []
+    for i in range(60):
+        caption = CAPTIONS[i % len(CAPTIONS)]
+        row: dict[str, Any] = {"file_name": f"img-{i}.jpg", "caption": caption}
+        if i % 3:
+            row["labels"] = ["dog", "porch"] if i % 2 else ["zebra", "cat"]
+        if i % 4 == 0:
+            row["tags"] = [BLUE, RED] if i % 8 else [RED]
+        if i % 5:
+            row.update(width=640 + i, height=480, media_uri=f"https://example.invalid/{i}.jpg")
+        rows.append(row)
+    base = tmp_path_factory.mktemp("page")
+    import_small_dataset(base, "pages", rows)
+    with SearchIndex.open(base / "pages") as opened:
+        yield opened
+
+
+def render(cluster: ClusterMatch, entity_type: str) -> dict[str, Any]:
+    """The explore answer's cluster, from the search's records (the shape explore-api.md gives)."""
+    members = cluster.members
+    return {
+        "cluster_id": cluster.cluster_id,
+        "type": entity_type,
+        "n_images": cluster.n_images,
+        "similarity_threshold": str(cluster.granularity),
+        "relevance_score": cluster.score,
+        "relevance_score_type": cluster.score_type,
+        "captions": list(dict.fromkeys(m.caption for m in members if m.caption)),
+        "previews": [preview(m) for m in members],
+        "labels": union(m.labels for m in members),
+        "user_tags": union(m.tags for m in members),
+    }
+
+
+def preview(member: MemberMatch) -> dict[str, Any]:
+    return {
+        "type": "IMAGE",
+        "media_id": member.media_id,
+        "media_uri": member.media_uri,
+        "media_thumb_uri": member.media_uri,
+        "caption": member.caption,
+        "file_name": member.file_name,
+        "relevance_score": member.score,
+        "relevance_score_type": member.score_type,
+        "width": member.width,
+        "height": member.height,
+        "labels": list(member.labels) if member.labels else None,
+    }
+
+
+def union(groups: Iterator[tuple[str, ...] | None]) -> list[str] | None:
+    items = {item for group in groups if group for item in group}
+    return sorted(items) if items else None
+
+
+REQUESTS = [pytest.param(SearchRequest(granularity=g), id=f"all-g{g}") for g in range(5)] + [
+    pytest.param(SearchRequest(text=TextQuery("fts", "dog cats")), id="fts"),
+    pytest.param(SearchRequest(granularity=2, text=TextQuery("fts", "sofa")), id="fts-g2"),
+    pytest.param(SearchRequest(text=TextQuery("semantic", "A dog on a porch.")), id="semantic"),
+    pytest.param(SearchRequest(labels_one_of=("dog",), tags_is=(RED,)), id="filters"),
+    pytest.param(SearchRequest(text=TextQuery("fts", "nothing-here")), id="no-match"),
+]
+
+
+@pytest.mark.parametrize("req", REQUESTS)
+@pytest.mark.parametrize("page_size", [1, 3, 100])
+def test_json_page_equals_the_records(
+    index: SearchIndex, req: SearchRequest, page_size: int
+) -> None:
+    pages = 0
+    for page in range(60):
+        want = [render(c, "IMAGES") for c in index.search_page(req, page, page_size)]
+        got = json.loads(index.search_page_json(req, page, page_size))
+        assert got == want, f"page {page}"
+        if not want:
+            break
+        pages += 1
+    assert pages == -(-index.count_clusters(req) // page_size)
+
+
+def test_several_members_and_odd_captions_are_covered(index: SearchIndex) -> None:
+    clusters = json.loads(index.search_page_json(SearchRequest(), 0))
+    assert any(len(c["previews"]) > 1 for c in clusters)
+    captions = {p["caption"] for c in clusters for p in c["previews"]}
+    assert {"", None, CAPTIONS[3]} <= captions
+
+
+def test_out_of_range_pages_are_empty(index: SearchIndex) -> None:
+    assert index.search_page_json(SearchRequest(), -1) == b"[]"
+    assert index.search_page_json(SearchRequest(), 10_000) == b"[]"
+    assert index.search_page_json(SearchRequest(), 0, 0) == b"[]"
+
+
+def test_cluster_ids_are_uuids_that_sort_like_granularity_then_index(index: SearchIndex) -> None:
+    ids = [index.cluster_id(g, i) for g in range(5) for i in (0, 1, 255, 2**40)]
+    assert [str(uuid.UUID(x)) for x in ids] == ids
+    assert sorted(ids) == ids
