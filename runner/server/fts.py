@@ -131,7 +131,9 @@ class FtsIndex:
             return _nothing()
         tokens = self._tokenizer.tokens(terms)
         if any(len(t) != 1 for t in tokens):
-            return self.search_sqlite(text)
+            rows, scores = self.search_sqlite(text)
+            order = np.argsort(rows)
+            return rows[order], scores[order]
         return self._bm25.score([t[0] for t in tokens])
 
     def search_sqlite(self, text: str) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:

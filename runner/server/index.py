@@ -58,7 +58,7 @@ from runner.server.query import (
     SearchRequest,
 )
 
-__all__ = ["EXPORT_COLUMNS", "PAGE_SIZE", "SearchIndex"]
+__all__ = ["EXPORT_COLUMNS", "PAGE_SIZE", "SearchIndex", "rank_by_vector"]
 
 PAGE_SIZE: Final = 100
 EXPORT_COLUMNS: Final = (
@@ -266,24 +266,26 @@ class SearchIndex:
             rows = np.flatnonzero(mask).astype(np.int64)
             return rows, np.zeros(rows.size, dtype=np.float64), "none"
         if text.op == "fts":
-            found, bm25 = self._fts.search(text.value)
+            found, bm25 = self._fts.search(text.value)  # rows ascending
             keep = mask[found]
             found, bm25 = found[keep], bm25[keep]
-            order = np.lexsort((found, -bm25))
+            order = np.argsort(-bm25, kind="stable")  # stable: ties stay in row order
             return found[order], bm25[order], "bm25"
         cutoff = DEFAULT_CUTOFF if text.cutoff is None else float(text.cutoff)
-        query = np.asarray(self._get_encoder().encode_query(text.value), dtype=np.float32)
+        query = self._query_vector(text.value)
+        rows, distance = rank_by_vector(query, self._embeddings, mask & self._has_caption, cutoff)
+        return rows, distance, "cosine_distance"
+
+    def _query_vector(self, text: str) -> npt.NDArray[np.float32]:
+        """The query's embedding (the encoder caches it by text: a repeated query costs nothing)."""
+        query = np.asarray(self._get_encoder().encode_query(text), dtype=np.float32)
         if query.shape != (self._embeddings.shape[1],):
             raise DatasetError(
                 f"the encoder gives {query.shape} vectors, the dataset holds "
                 f"{self._embeddings.shape[1]}-d embeddings",
                 path=str(self.path),
             )
-        similarity = np.asarray(self._embeddings) @ query
-        distance = np.clip(1.0 - similarity.astype(np.float64), 0.0, 2.0)
-        found = np.flatnonzero(mask & self._has_caption & (distance <= cutoff)).astype(np.int64)
-        order = np.lexsort((found, distance[found]))
-        return found[order], distance[found][order], "cosine_distance"
+        return query
 
     def _filter_mask(self, req: SearchRequest) -> npt.NDArray[np.bool_]:
         n = self.n_images
@@ -332,6 +334,25 @@ class SearchIndex:
                 )
             )
         return out
+
+
+def rank_by_vector(
+    query: npt.NDArray[np.float32],
+    matrix: npt.NDArray[np.float32],
+    keep: npt.NDArray[np.bool_],
+    cutoff: float,
+) -> tuple[I64, F64]:
+    """Rows of `matrix` (n, d; L2-normalised) within `cutoff` of `query`, nearest first.
+
+    The distance is d = clip(1 - cos, 0, 2); rows where `keep` is False are left out; ties go to
+    the lower row. Exact: one matrix-vector product over every row.
+    """
+    similarity = np.asarray(matrix) @ query
+    distance = np.clip(1.0 - similarity.astype(np.float64), 0.0, 2.0)
+    found = np.flatnonzero(keep & (distance <= cutoff))
+    order = np.argsort(distance[found], kind="stable")  # found ascending: ties stay in row order
+    rows = found[order].astype(np.int64, copy=False)
+    return rows, distance[rows]
 
 
 def _hashable(req: SearchRequest) -> SearchRequest:
