@@ -8,7 +8,8 @@ import typer
 
 from runner.cli._app import app, fail
 from runner.errors import UsageError, VlbenchError
-from runner.server.app import RunningServer, ServerConfig, run_server
+from runner.server.app import RunningServer, ServerConfig
+from runner.server.workers import serve as serve_processes
 
 __all__ = ["serve"]
 
@@ -32,6 +33,9 @@ def serve(
         None, help="Treat tokens older than this (s) as expired."
     ),
     seed: int = typer.Option(0, help="Seed of the fault draws (same seed, same faults)."),
+    workers: int = typer.Option(
+        1, min=1, help="Processes sharing the port (SO_REUSEPORT), e.g. one a core."
+    ),
 ) -> None:
     """Serve the Explore API locally until Ctrl-C, printing its base URL and dataset id.
 
@@ -56,7 +60,7 @@ def serve(
     except ValueError as exc:
         fail(UsageError(str(exc)))
     try:
-        run_server(config, ready=_announce)
+        serve_processes(config, workers=workers, ready=_announce)
     except VlbenchError as exc:
         fail(exc)
     except OSError as exc:

@@ -101,6 +101,7 @@ class ServerConfig:
     export_fail: bool = False
     export_delay_ms: float = 0.0
     credentials: Credentials | None = None
+    reuse_port: bool = False  # SO_REUSEPORT: processes share the port (runner.server.workers)
 
     def __post_init__(self) -> None:
         if self.dataset_status not in DATASET_STATUSES:
@@ -483,7 +484,9 @@ async def serve_in_background(config: ServerConfig) -> AsyncIterator[RunningServ
             )
             await runner.setup()
             try:
-                site = web.TCPSite(runner, config.host, config.port)
+                site = web.TCPSite(
+                    runner, config.host, config.port, reuse_port=config.reuse_port or None
+                )
                 await site.start()
                 host, port = _bound_address(runner, config)
                 yield RunningServer(f"http://{host}:{port}", index.info.id, config, index.info)
