@@ -7,11 +7,13 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pytest
 from helpers_server import import_small_dataset
 
 from runner.server.index import SearchIndex
-from runner.server.query import ClusterMatch, MemberMatch, SearchRequest, TextQuery
+from runner.server.page import collect, ranked, window
+from runner.server.query import ClusterMatch, MemberMatch, ScoreType, SearchRequest, TextQuery
 
 RED = str(uuid.uuid5(uuid.NAMESPACE_DNS, "red"))
 BLUE = str(uuid.uuid5(uuid.NAMESPACE_DNS, "blue"))
@@ -126,3 +128,35 @@ def test_cluster_ids_are_uuids_that_sort_like_granularity_then_index(index: Sear
     ids = [index.cluster_id(g, i) for g in range(5) for i in (0, 1, 255, 2**40)]
     assert [str(uuid.UUID(x)) for x in ids] == ids
     assert sorted(ids) == ids
+
+
+@pytest.mark.parametrize("score_type", ["bm25", "cosine_distance", "none"])
+@pytest.mark.parametrize("seed", range(4))
+def test_window_ranks_as_a_full_sort(score_type: ScoreType, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n, n_clusters = 500, 120
+    level = rng.integers(0, n_clusters, n)
+    rows = np.sort(rng.choice(n, size=300, replace=False))
+    # Few distinct values: ties between members and between clusters everywhere.
+    scores = rng.integers(0, 6, rows.size).astype(np.float64) / 4
+    if score_type == "none":
+        scores[:] = 0.0
+    sign = -1.0 if score_type == "bm25" else 1.0  # bm25: higher first; others: lower first
+    by_cluster: dict[int, list[tuple[float, int]]] = {}
+    for row, score in zip(rows.tolist(), scores.tolist(), strict=True):
+        by_cluster.setdefault(int(level[row]), []).append((sign * score, row))
+    # Clusters by their best score, ties by cluster index (not by the best member's row).
+    expected = sorted((min(ms)[0], c, sorted(ms)) for c, ms in by_cluster.items())
+    matches = collect(rows, scores, score_type, level, n_clusters)
+    for lo, hi in [(0, 1), (0, 10), (3, 17), (50, 60), (0, 1000), (100, 200)]:
+        got = window(matches, lo, hi)
+        want = expected[lo:hi]
+        assert got.clusters.tolist() == [c for _, c, _ in want]
+        assert (sign * got.cluster_scores).tolist() == [best for best, _, _ in want]
+        members = [row for _, _, ms in want for _, row in ms]
+        assert got.rows.tolist() == members
+        assert np.diff(got.bounds).tolist() == [len(ms) for _, _, ms in want]
+    all_rows, _ = ranked(matches)
+    assert all_rows.tolist() == [
+        row for _, row in sorted(zip((sign * scores).tolist(), rows.tolist(), strict=True))
+    ]

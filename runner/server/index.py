@@ -47,7 +47,7 @@ from runner.server.dataset import (
     read_info,
 )
 from runner.server.fts import FtsIndex
-from runner.server.page import Grouped, PageWriter, group
+from runner.server.page import Grouped, Matches, PageWriter, collect, ranked, window
 from runner.server.query import (
     DEFAULT_CUTOFF,
     GRANULARITIES,
@@ -58,7 +58,7 @@ from runner.server.query import (
     SearchRequest,
 )
 
-__all__ = ["EXPORT_COLUMNS", "PAGE_SIZE", "SearchIndex", "rank_by_vector"]
+__all__ = ["EXPORT_COLUMNS", "PAGE_SIZE", "SearchIndex", "within_distance"]
 
 PAGE_SIZE: Final = 100
 EXPORT_COLUMNS: Final = (
@@ -71,6 +71,7 @@ EXPORT_COLUMNS: Final = (
     "media_uri",
 )
 _CACHE_SIZE: Final = 32
+_CACHE_BYTES: Final = 64 * 2**20
 _MEMBER_COLUMNS: Final = ("media_id", "file_name", "caption", "width", "height", "media_uri")
 
 I64 = npt.NDArray[np.int64]
@@ -100,7 +101,8 @@ class SearchIndex:
         self._fts = fts
         self._encoder = encoder
         self._lock = threading.Lock()
-        self._cache: OrderedDict[SearchRequest, Grouped] = OrderedDict()
+        self._cache: OrderedDict[SearchRequest, Matches] = OrderedDict()
+        self._cache_bytes = 0
         # Columns as single arrays (O(1) access by row); no Python object per row but the
         # media id lookup and the label and tag tuples (filters and unions need those).
         self._columns = {name: media.column(name).combine_chunks() for name in _MEMBER_COLUMNS}
@@ -192,8 +194,8 @@ class SearchIndex:
 
     def search(self, req: SearchRequest) -> list[ClusterMatch]:
         """Every matching cluster, best first, each with its matching members best first."""
-        result = self._result(req)
-        return self._clusters(result, req.granularity, 0, len(result.clusters))
+        matches = self._result(req)
+        return self._clusters(window(matches, 0, len(matches.clusters)), req.granularity)
 
     def search_page(
         self, req: SearchRequest, page_number: int, page_size: int = PAGE_SIZE
@@ -204,10 +206,8 @@ class SearchIndex:
         """
         if page_number < 0 or page_size < 1:
             return []
-        result = self._result(req)
         lo = page_number * page_size
-        hi = min(len(result.clusters), lo + page_size)
-        return self._clusters(result, req.granularity, lo, hi)
+        return self._clusters(window(self._result(req), lo, lo + page_size), req.granularity)
 
     def search_page_json(
         self, req: SearchRequest, page_number: int, page_size: int = PAGE_SIZE
@@ -218,9 +218,9 @@ class SearchIndex:
         """
         if page_number < 0 or page_size < 1:
             return b"[]"
-        result = self._result(req)
         lo = page_number * page_size
-        return self._writer.write(result, req.granularity, lo, lo + page_size, req.entity_type)
+        page = window(self._result(req), lo, lo + page_size)
+        return self._writer.write(page, req.granularity, req.entity_type)
 
     def count_clusters(self, req: SearchRequest) -> int:
         """How many clusters `search(req)` returns."""
@@ -232,17 +232,18 @@ class SearchIndex:
 
     def matching_rows(self, req: SearchRequest) -> tuple[I64, F64, ScoreType]:
         """Every matching row best first (ties by row), its score and the score type."""
-        result = self._result(req)
-        return result.ranked_rows, result.ranked_scores, result.score_type
+        matches = self._result(req)
+        rows, scores = ranked(matches)
+        return rows, scores, matches.score_type
 
     def export_rows(self, req: SearchRequest) -> pa.Table:
         """Every matching media item, best first: the columns in `EXPORT_COLUMNS`."""
-        rows = self._result(req).ranked_rows
+        rows, _ = ranked(self._result(req))
         return self._media.select(list(EXPORT_COLUMNS)).take(pa.array(rows, type=pa.int64()))
 
     # --- internals -------------------------------------------------------------------------------
 
-    def _result(self, req: SearchRequest) -> Grouped:
+    def _result(self, req: SearchRequest) -> Matches:
         granularity = _check_granularity(req.granularity)
         req = _hashable(req)
         with self._lock:
@@ -251,15 +252,22 @@ class SearchIndex:
                 self._cache.move_to_end(req)
                 return cached
         rows, scores, score_type = self._match(req)
-        result = group(rows, scores, score_type, self._levels[:, granularity])
+        result = collect(
+            rows, scores, score_type, self._levels[:, granularity], self.n_clusters(granularity)
+        )
         with self._lock:
-            self._cache[req] = result
-            while len(self._cache) > _CACHE_SIZE:
-                self._cache.popitem(last=False)
+            if req not in self._cache:
+                self._cache[req] = result
+                self._cache_bytes += result.nbytes
+            # Bounded in entries and in bytes (a match of every row of a large dataset is big).
+            while len(self._cache) > _CACHE_SIZE or (
+                len(self._cache) > 1 and self._cache_bytes > _CACHE_BYTES
+            ):
+                self._cache_bytes -= self._cache.popitem(last=False)[1].nbytes
         return result
 
     def _match(self, req: SearchRequest) -> tuple[I64, F64, ScoreType]:
-        """Matching rows and scores, best first, ties by row."""
+        """Matching rows (ascending), their scores and the score type."""
         mask = self._filter_mask(req)
         text = req.text
         if text is None:
@@ -268,12 +276,10 @@ class SearchIndex:
         if text.op == "fts":
             found, bm25 = self._fts.search(text.value)  # rows ascending
             keep = mask[found]
-            found, bm25 = found[keep], bm25[keep]
-            order = np.argsort(-bm25, kind="stable")  # stable: ties stay in row order
-            return found[order], bm25[order], "bm25"
+            return found[keep], bm25[keep], "bm25"
         cutoff = DEFAULT_CUTOFF if text.cutoff is None else float(text.cutoff)
         query = self._query_vector(text.value)
-        rows, distance = rank_by_vector(query, self._embeddings, mask & self._has_caption, cutoff)
+        rows, distance = within_distance(query, self._embeddings, mask & self._has_caption, cutoff)
         return rows, distance, "cosine_distance"
 
     def _query_vector(self, text: str) -> npt.NDArray[np.float32]:
@@ -311,10 +317,10 @@ class SearchIndex:
                 self._encoder = load_encoder()
             return self._encoder
 
-    def _clusters(self, result: Grouped, granularity: int, lo: int, hi: int) -> list[ClusterMatch]:
+    def _clusters(self, result: Grouped, granularity: int) -> list[ClusterMatch]:
         sizes = self._cluster_sizes[granularity]
         out: list[ClusterMatch] = []
-        for i in range(lo, hi):
+        for i in range(len(result.clusters)):
             index = int(result.clusters[i])
             a, b = int(result.bounds[i]), int(result.bounds[i + 1])
             members = tuple(
@@ -336,22 +342,20 @@ class SearchIndex:
         return out
 
 
-def rank_by_vector(
+def within_distance(
     query: npt.NDArray[np.float32],
     matrix: npt.NDArray[np.float32],
     keep: npt.NDArray[np.bool_],
     cutoff: float,
 ) -> tuple[I64, F64]:
-    """Rows of `matrix` (n, d; L2-normalised) within `cutoff` of `query`, nearest first.
+    """Rows of `matrix` (n, d; L2-normalised) within `cutoff` of `query` (ascending), distances.
 
-    The distance is d = clip(1 - cos, 0, 2); rows where `keep` is False are left out; ties go to
-    the lower row. Exact: one matrix-vector product over every row.
+    The distance is d = clip(1 - cos, 0, 2); rows where `keep` is False are left out. Exact: one
+    matrix-vector product over every row. Ranking is the caller's (`runner.server.page`).
     """
     similarity = np.asarray(matrix) @ query
     distance = np.clip(1.0 - similarity.astype(np.float64), 0.0, 2.0)
-    found = np.flatnonzero(keep & (distance <= cutoff))
-    order = np.argsort(distance[found], kind="stable")  # found ascending: ties stay in row order
-    rows = found[order].astype(np.int64, copy=False)
+    rows = np.flatnonzero(keep & (distance <= cutoff)).astype(np.int64, copy=False)
     return rows, distance[rows]
 
 

@@ -1,10 +1,11 @@
 """A search's matches grouped into clusters, and a page of them written as the explore answer.
 
-    grouped = group(rows, scores, "bm25", levels[:, granularity])   # arrays, no Python loop
-    body = writer.write(grouped, granularity, 0, 100, "IMAGES")      # the `clusters` JSON array
+    matches = collect(rows, scores, "bm25", levels[:, g], n_clusters)  # arrays, no Python loop
+    body = writer.write(window(matches, 0, 100), g, "IMAGES")         # the `clusters` JSON array
 
 Grouping: clusters are ordered by their best member (score descending for bm25, ascending for
-distances), ties by cluster index; members best first, ties by row (the order they come in).
+distances), ties by cluster index; members best first, ties by row. A page sorts only its own
+clusters and members (`window`); the full ranking is made only for exports (`ranked`).
 
 Writing: everything in a preview but its score is fixed per media row, so `PageWriter` makes each
 row's JSON once (two byte strings around the score) and a page is those bytes joined with the
@@ -26,7 +27,7 @@ import pyarrow as pa
 
 from runner.server.query import ScoreType
 
-__all__ = ["Grouped", "PageWriter", "group"]
+__all__ = ["Grouped", "Matches", "PageWriter", "collect", "ranked", "window"]
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
@@ -36,47 +37,97 @@ _EMPTY_LIST: Final = b"[]"
 
 
 @dataclass(frozen=True, slots=True)
-class Grouped:
-    """One request's matches, grouped: clusters best first, members best first."""
+class Matches:
+    """One request's matches in row order, and the clusters holding them (at one granularity)."""
 
-    rows: I64  # matching rows in member order (cluster by cluster)
+    rows: I64  # matching rows, ascending
+    scores: F64  # their scores
+    score_type: ScoreType
+    cluster_of: I64  # each match's cluster index
+    clusters: I64  # the clusters holding a match, ascending index
+    best: F64  # each such cluster's best goodness (higher is better; see `_goodness`)
+
+    @property
+    def nbytes(self) -> int:
+        arrays = (self.rows, self.scores, self.cluster_of, self.clusters, self.best)
+        return sum(a.nbytes for a in arrays)
+
+
+@dataclass(frozen=True, slots=True)
+class Grouped:
+    """Ranked clusters (a window of them) with their matching members, both best first."""
+
+    rows: I64  # the clusters' matching rows in member order (cluster by cluster)
     scores: F64  # their scores, same order
     score_type: ScoreType
-    clusters: I64  # cluster indices at the granularity, best first
+    clusters: I64  # cluster indices, best first
     cluster_scores: F64
     bounds: I64  # members of clusters[i] are rows[bounds[i]:bounds[i + 1]]
-    ranked_rows: I64  # matching rows best first, ties by row (the export order)
-    ranked_scores: F64
 
 
-def group(rows: I64, scores: F64, score_type: ScoreType, level: I64) -> Grouped:
-    """Group rows (best first, ties by row) by their cluster in `level` (row -> cluster index)."""
-    if rows.size == 0:
-        empty = np.zeros(0, dtype=np.int64)
-        return Grouped(
-            rows, scores, score_type, empty, np.zeros(0), np.zeros(1, np.int64), rows, scores
-        )
+def collect(rows: I64, scores: F64, score_type: ScoreType, level: I64, n_clusters: int) -> Matches:
+    """The matches (rows ascending) with their clusters in `level` (row -> cluster index)."""
     cluster_of = level[rows]
-    clusters, first, inverse = np.unique(cluster_of, return_index=True, return_inverse=True)
-    # rows are best first, so a cluster's first position holds its best member.
-    best = scores[first]
-    order = np.lexsort((clusters, -best if score_type == "bm25" else best))
-    rank = np.empty(order.size, dtype=np.int64)
-    rank[order] = np.arange(order.size)
-    member_rank = rank[inverse.ravel()]
-    positions = np.argsort(member_rank, kind="stable")
-    bounds = np.zeros(order.size + 1, dtype=np.int64)
-    np.cumsum(np.bincount(member_rank, minlength=order.size), out=bounds[1:])
+    best = np.full(n_clusters, -np.inf)
+    np.maximum.at(best, cluster_of, _goodness(scores, score_type))
+    clusters = np.flatnonzero(best > -np.inf)
+    return Matches(rows, scores, score_type, cluster_of, clusters, best[clusters])
+
+
+def window(m: Matches, lo: int, hi: int) -> Grouped:
+    """Clusters ranked lo..hi-1 (0-based) and their members; ranks past the end are left out.
+
+    Only the window is sorted: the clusters that can rank before `hi` are found by a partition
+    (O(clusters)), then sorted; so a first page costs about what the matching cost.
+    """
+    hi = min(hi, len(m.clusters))
+    lo = max(0, lo)
+    if lo >= hi:
+        empty = np.zeros(0, dtype=np.int64)
+        return Grouped(empty, np.zeros(0), m.score_type, empty, np.zeros(0), np.zeros(1, np.int64))
+    chosen = _top_clusters(m.clusters, m.best, hi)[lo:]
+    rank = np.full(int(m.clusters[-1]) + 1, -1, dtype=np.int64)
+    rank[m.clusters[chosen]] = np.arange(chosen.size)
+    member_rank = rank[m.cluster_of]
+    members = np.flatnonzero(member_rank >= 0)
+    goodness = _goodness(m.scores[members], m.score_type)
+    # Members by cluster rank, then best first; lexsort is stable, so ties stay in row order.
+    members = members[np.lexsort((-goodness, member_rank[members]))]
+    bounds = np.zeros(chosen.size + 1, dtype=np.int64)
+    np.cumsum(np.bincount(member_rank[members], minlength=chosen.size), out=bounds[1:])
+    best = m.best[chosen]
     return Grouped(
-        rows=rows[positions],
-        scores=scores[positions],
-        score_type=score_type,
-        clusters=clusters[order].astype(np.int64, copy=False),
-        cluster_scores=best[order],
+        rows=m.rows[members],
+        scores=m.scores[members],
+        score_type=m.score_type,
+        clusters=m.clusters[chosen],
+        cluster_scores=best if m.score_type == "bm25" else -best,
         bounds=bounds,
-        ranked_rows=rows,
-        ranked_scores=scores,
     )
+
+
+def ranked(m: Matches) -> tuple[I64, F64]:
+    """Every matching row best first, ties by row, and its score (the export order)."""
+    order = np.argsort(-_goodness(m.scores, m.score_type), kind="stable")
+    return m.rows[order], m.scores[order]
+
+
+def _top_clusters(clusters: I64, best: F64, hi: int) -> I64:
+    """Positions of the `hi` best clusters, best first (ties: lower cluster index first)."""
+    if hi * 4 < clusters.size:
+        # Every cluster as good as the hi-th best: a superset of the top hi, whatever the ties.
+        kth = best[np.argpartition(-best, hi - 1)[hi - 1]]
+        candidates = np.flatnonzero(best >= kth)
+    else:
+        candidates = np.arange(clusters.size)
+    order = np.lexsort((clusters[candidates], -best[candidates]))
+    top: I64 = candidates[order[:hi]]
+    return top
+
+
+def _goodness(scores: F64, score_type: ScoreType) -> F64:
+    """Scores turned so that higher is better: bm25 as is, distances (and "none") negated."""
+    return scores if score_type == "bm25" else -scores
 
 
 class PageWriter:
@@ -142,18 +193,16 @@ class PageWriter:
         """The id of cluster `index` at `granularity` (a UUID string)."""
         return self._cluster_id(granularity, index).decode()
 
-    def write(self, g: Grouped, granularity: int, lo: int, hi: int, entity_type: str) -> bytes:
-        """Clusters lo..hi-1 of `g` (at `granularity`) as a JSON array, members best first."""
-        hi = min(hi, len(g.clusters))
-        if lo >= hi:
+    def write(self, g: Grouped, granularity: int, entity_type: str) -> bytes:
+        """The clusters of `g` (at `granularity`) as a JSON array, members best first."""
+        if not len(g.clusters):
             return _EMPTY_LIST
-        first, last = int(g.bounds[lo]), int(g.bounds[hi])
-        rows: list[int] = g.rows[first:last].tolist()
-        member_scores = _numbers(g.scores[first:last])
-        cluster_scores = _numbers(g.cluster_scores[lo:hi])
-        starts: list[int] = (g.bounds[lo : hi + 1] - first).tolist()
-        indices: list[int] = g.clusters[lo:hi].tolist()
-        sizes: list[int] = self._sizes[granularity][g.clusters[lo:hi]].tolist()
+        rows: list[int] = g.rows.tolist()
+        member_scores = _numbers(g.scores)
+        cluster_scores = _numbers(g.cluster_scores)
+        starts: list[int] = g.bounds.tolist()
+        indices: list[int] = g.clusters.tolist()
+        sizes: list[int] = self._sizes[granularity][g.clusters].tolist()
         open_cluster = b'{"cluster_id":"%s-%04x-' % (self._id_head, granularity)
         cluster_type = b'","type":"' + entity_type.encode() + b'","n_images":'
         threshold = b',"similarity_threshold":"%d","relevance_score":' % granularity
