@@ -24,13 +24,15 @@ from __future__ import annotations
 import math
 import sqlite3
 from collections.abc import Sequence
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
 import numpy.typing as npt
-import scipy.sparse
 
 from runner.errors import DatasetError
+
+if TYPE_CHECKING:  # imported when a matrix is built: `vlbench --help` stays free of scipy
+    import scipy.sparse
 
 __all__ = ["B", "K1", "Bm25Matrix"]
 
@@ -130,6 +132,8 @@ class Bm25Matrix:
 
 def _weights(term_of: I64, docs: I64, df: I64, n_docs: int, n_rows: int) -> scipy.sparse.csr_array:
     """The BM25 term-frequency factor of every (term, document) pair, as a CSR matrix."""
+    import scipy.sparse
+
     if docs.size and (int(docs.max()) >= n_docs or int(docs.min()) < 0):
         raise DatasetError(f"the full-text index has rowids outside 0..{n_docs - 1}", path="fts")
     # Instances of one (term, document) pair are adjacent: each run's length is the frequency.
