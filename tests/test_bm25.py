@@ -112,3 +112,16 @@ def test_repeated_tokens_count_twice(small_fts: FtsIndex) -> None:
     two_rows, two = small_fts.search("dog dogs")
     assert one_rows.tolist() == two_rows.tolist()
     assert two == pytest.approx(2 * one, rel=1e-15)
+
+
+def test_a_small_token_cache_keeps_every_term_of_a_query() -> None:
+    tokenizer = QueryTokenizer(FTS_TOKENIZER, cache_size=3)
+    tokenizer.prime(["dogs", "cats", "running"])
+    # "dogs" is cached and oldest; the three new terms would evict it while it is still needed.
+    assert tokenizer.tokens(["dogs", "runners", "zebras", "walked"]) == [
+        ("dog",),
+        ("runner",),
+        ("zebra",),
+        ("walk",),
+    ]
+    assert tokenizer.tokens(["cats"]) == [("cat",)]  # evicted, tokenized again

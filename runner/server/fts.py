@@ -82,14 +82,17 @@ class QueryTokenizer:
     def tokens(self, terms: list[str]) -> list[tuple[str, ...]]:
         """Each term's tokens in order (a term may give none, or several: a phrase)."""
         with self._lock:
-            missing = [t for t in dict.fromkeys(terms) if t not in self._cache]
-            if missing:
-                self._tokenize(missing)
-            out = []
+            found: dict[str, tuple[str, ...]] = {}
             for term in terms:
-                out.append(self._cache[term])
-                self._cache.move_to_end(term)
-            return out
+                hit = self._cache.get(term)
+                if hit is not None:
+                    self._cache.move_to_end(term)
+                    found[term] = hit
+            missing = [t for t in dict.fromkeys(terms) if t not in found]
+            if missing:
+                # Kept aside: adding them may evict other terms of this very query.
+                found.update(self._tokenize(missing))
+            return [found[term] for term in terms]
 
     def prime(self, terms: Iterable[str]) -> None:
         """Tokenize `terms` ahead of queries (as many as the cache holds), in large batches."""
@@ -110,17 +113,19 @@ class QueryTokenizer:
         with self._lock:
             self._db.close()
 
-    def _tokenize(self, terms: list[str]) -> None:
+    def _tokenize(self, terms: list[str]) -> dict[str, tuple[str, ...]]:
+        """Tokenize `terms` (none of them cached) and cache them; their tokens by term."""
         db = self._db
         db.executemany("INSERT INTO terms(rowid, term) VALUES (?, ?)", enumerate(terms))
         found: dict[int, list[str]] = {}
         for token, row in db.execute("SELECT term, doc FROM tokens ORDER BY doc, offset"):
             found.setdefault(row, []).append(token)
         db.execute("DELETE FROM terms")
-        for row, term in enumerate(terms):
-            self._cache[term] = tuple(found.get(row, ()))
+        out = {term: tuple(found.get(row, ())) for row, term in enumerate(terms)}
+        self._cache.update(out)
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
+        return out
 
 
 class FtsIndex:
