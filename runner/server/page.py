@@ -179,7 +179,8 @@ class PageWriter:
                     {"width": width, "height": height, "labels": list(row_labels or ()) or None}
                 )[1:]
             )
-            self._caption.append(orjson.dumps(caption) if caption else None)
+            # orjson's bytes keep their 4 KiB buffer: copy each kept one to its own size.
+            self._caption.append(bytes(memoryview(orjson.dumps(caption))) if caption else None)
         # A cluster of one row (the most common kind) writes these around its preview.
         self._single_captions = [
             b'"captions":[' + (c or b"") + b'],"previews":[' for c in self._caption
