@@ -4,7 +4,9 @@
     page = index.search_page(SearchRequest(text=TextQuery("semantic", "a dog on a beach")), 0)
 
 Everything is computed in numpy over columns held in memory (embeddings memory-mapped): a
-semantic search is one matrix-vector product over all vectors, never a Python loop over rows.
+semantic search is one matrix-vector product over all vectors (`within_distance`, which takes
+any embedding matrix), full-text search is FTS5's bm25 in numpy (`runner.server.bm25`), and a
+page is ranked and written by `runner.server.page`: never a Python loop over rows.
 Semantics (see `runner.server.query` for scores):
 
 - Filters are ANDed: `labels_one_of` (any of), `tags_is` (any of), `duplicates` (duplicate score
@@ -17,7 +19,8 @@ Semantics (see `runner.server.query` for scores):
   cluster index (= by cluster id, which sorts the same way); members best first.
 - `entity_type` "OBJECTS" matches nothing: datasets hold images only.
 
-Results are cached per request (a small LRU), so paging through one query costs one search.
+Matches are cached per request (an LRU of 32 requests and at most 64 MiB), so paging through
+one query costs one search; `search_page_json` gives a page as the explore answer's JSON.
 """
 
 from __future__ import annotations
