@@ -16,7 +16,8 @@ from runner.server.config import (
     ServerConfig,
     fault_fields,
 )
-from runner.server.lifecycle import RunningServer, serve_until_signal
+from runner.server.lifecycle import RunningServer
+from runner.server.workers import serve as serve_processes
 
 __all__ = ["serve"]
 
@@ -70,6 +71,9 @@ def serve(
     hide_enrichment: Annotated[
         list[str] | None, typer.Option("--hide-enrichment", help=_HIDE_HELP)
     ] = None,
+    workers: int = typer.Option(
+        1, min=1, help="Processes sharing the port (SO_REUSEPORT), e.g. one a core."
+    ),
 ) -> None:
     """Serve the Explore API locally until Ctrl-C, printing its base URL and dataset id.
 
@@ -101,7 +105,7 @@ def serve(
     except ValueError as exc:
         fail(UsageError(str(exc)))
     try:
-        serve_until_signal(config, ready=_announce)
+        serve_processes(config, workers=workers, ready=_announce)
     except OSError as exc:
         fail(UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}"))
 

@@ -160,10 +160,14 @@ def _assign(x: F32, centroids: F32) -> I64:
 
 def _centroids(x: F32, w: npt.NDArray[np.float64], labels: I64, previous: F32) -> F32:
     k = previous.shape[0]
-    # Weighted sums per cluster as one product with a (k, m) membership matrix.
-    membership = np.zeros((k, x.shape[0]), dtype=np.float32)
-    membership[labels, np.arange(x.shape[0])] = w
-    sums = membership @ x
+    # Weighted sums per cluster: rows sorted by cluster, each run added up (O(m d); a dense
+    # (k, m) membership matrix product would cost O(k m d)).
+    order = np.argsort(labels, kind="stable")
+    counts = np.bincount(labels, minlength=k)
+    present = counts > 0
+    starts = (np.cumsum(counts) - counts)[present]
+    sums = np.zeros((k, x.shape[1]), dtype=np.float32)
+    sums[present] = np.add.reduceat(x[order] * w[order, None].astype(np.float32), starts, axis=0)
     norms = np.linalg.norm(sums, axis=1)
     # An emptied cluster (or one whose members cancel out) keeps its old centroid.
     alive = norms > 1e-6

@@ -89,6 +89,7 @@ class ServerConfig:
     export_delay_ms: float = 0.0
     credentials: Credentials | None = None
     disabled_features: frozenset[str] = frozenset()
+    reuse_port: bool = False  # SO_REUSEPORT: processes share the port (runner.server.workers)
     contract_changes: frozenset[str] = frozenset()
     hidden_enrichments: frozenset[str] = frozenset()
 

@@ -4,7 +4,9 @@
     page = index.search_page(SearchRequest(text=TextQuery("semantic", "a dog on a beach")), 0)
 
 Everything is computed in numpy over columns held in memory (embeddings memory-mapped): a
-semantic search is one matrix-vector product over all vectors, never a Python loop over rows.
+semantic search is one matrix-vector product over all vectors (`within_distance`, which takes
+any embedding matrix), full-text search is FTS5's bm25 in numpy (`runner.server.bm25`), and a
+page is ranked and written by `runner.server.page`: never a Python loop over rows.
 Semantics (see `runner.server.query` for scores):
 
 - Filters are ANDed: `labels_one_of` (any of), `tags_is` (any of), `duplicates` (duplicate score
@@ -17,7 +19,8 @@ Semantics (see `runner.server.query` for scores):
   cluster index (= by cluster id, which sorts the same way); members best first.
 - `entity_type` "OBJECTS" matches nothing: datasets hold images only.
 
-Results are cached per request (a small LRU), so paging through one query costs one search.
+Matches are cached per request (an LRU of 32 requests and at most 64 MiB), so paging through
+one query costs one search; `search_page_json` gives a page as the explore answer's JSON.
 """
 
 from __future__ import annotations
@@ -27,7 +30,6 @@ import sqlite3
 import threading
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
@@ -42,6 +44,7 @@ from runner.server.dataset import (
     EMBEDDINGS_FILE,
     FTS_FILE,
     FTS_TABLE,
+    FTS_TOKENIZER,
     IMAGE_EMBEDDINGS_FILE,
     MEDIA_FILE,
     TextEncoder,
@@ -49,6 +52,7 @@ from runner.server.dataset import (
 )
 from runner.server.filters import label_rules_mask
 from runner.server.fts import FtsIndex
+from runner.server.page import Grouped, Matches, PageWriter, collect, ranked, window
 from runner.server.query import (
     DEFAULT_CUTOFF,
     GRANULARITIES,
@@ -59,7 +63,7 @@ from runner.server.query import (
     SearchRequest,
 )
 
-__all__ = ["EXPORT_COLUMNS", "PAGE_SIZE", "SearchIndex"]
+__all__ = ["EXPORT_COLUMNS", "PAGE_SIZE", "SearchIndex", "within_distance"]
 
 PAGE_SIZE: Final = 100
 EXPORT_COLUMNS: Final = (
@@ -73,23 +77,11 @@ EXPORT_COLUMNS: Final = (
     "uniqueness",
 )
 _CACHE_SIZE: Final = 32
+_CACHE_BYTES: Final = 64 * 2**20
+_MEMBER_COLUMNS: Final = ("media_id", "file_name", "caption", "width", "height", "media_uri")
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
-
-
-@dataclass(frozen=True, slots=True)
-class _Result:
-    """One request's matches, grouped: clusters best first, members best first."""
-
-    rows: I64  # matching rows in member order (cluster by cluster)
-    scores: F64  # their scores, same order
-    score_type: ScoreType
-    clusters: I64  # cluster indices at the granularity, best first
-    cluster_scores: F64
-    bounds: I64  # members of clusters[i] are rows[bounds[i]:bounds[i + 1]]
-    ranked_rows: I64  # matching rows best first, ties by row (the export order)
-    ranked_scores: F64
 
 
 class SearchIndex:
@@ -118,16 +110,14 @@ class SearchIndex:
         self._fts = fts
         self._encoder = encoder
         self._lock = threading.Lock()
-        self._cache: OrderedDict[SearchRequest, _Result] = OrderedDict()
-        self._media_ids: list[str] = media.column("media_id").to_pylist()
-        self._file_names: list[str] = media.column("file_name").to_pylist()
-        self._captions: list[str | None] = media.column("caption").to_pylist()
-        self._widths: list[int | None] = media.column("width").to_pylist()
-        self._heights: list[int | None] = media.column("height").to_pylist()
-        self._uris: list[str | None] = media.column("media_uri").to_pylist()
+        self._cache: OrderedDict[SearchRequest, Matches] = OrderedDict()
+        self._cache_bytes = 0
+        # Columns as single arrays (O(1) access by row); no Python object per row but the
+        # media id lookup and the label and tag tuples (filters and unions need those).
+        self._columns = {name: media.column(name).combine_chunks() for name in _MEMBER_COLUMNS}
         self._labels = _tuples(media.column("labels").to_pylist())
         self._tags = _tuples(media.column("tags").to_pylist())
-        self._row_of = {m: i for i, m in enumerate(self._media_ids)}
+        self._row_of = {m: i for i, m in enumerate(media.column("media_id").to_pylist())}
         self._has_caption = ~np.asarray(media.column("caption").is_null(), dtype=bool)
         self._has_image = np.any(np.asarray(self._image_embeddings) != 0, axis=1)
         self._duplicate = media.column("duplicate").to_numpy().astype(np.float64)
@@ -140,7 +130,8 @@ class SearchIndex:
         self._by_label = _inverted(self._labels)
         self._by_tag = _inverted(self._tags)
         # Cluster ids look like the hosted API's UUIDs and sort like (granularity, index).
-        self._id_prefix = uuid.uuid5(uuid.NAMESPACE_URL, f"vlbench:dataset:{info.id}").int >> 64
+        id_prefix = uuid.uuid5(uuid.NAMESPACE_URL, f"vlbench:dataset:{info.id}").int >> 64
+        self._writer = PageWriter(media, self._labels, self._tags, self._cluster_sizes, id_prefix)
 
     @classmethod
     def open(cls, path: Path, *, encoder: TextEncoder | None = None) -> SearchIndex:
@@ -151,7 +142,9 @@ class SearchIndex:
             media = pq.read_table(path / MEDIA_FILE)
             embeddings = np.load(path / EMBEDDINGS_FILE, mmap_mode="r")
             image_embeddings = np.load(path / IMAGE_EMBEDDINGS_FILE, mmap_mode="r")
-            fts = FtsIndex(path / FTS_FILE, FTS_TABLE)
+            fts = FtsIndex(
+                path / FTS_FILE, FTS_TABLE, n_docs=info.n_images, tokenizer=FTS_TOKENIZER
+            )
         except (OSError, ValueError, sqlite3.Error, pa.ArrowException) as exc:
             raise DatasetError(f"incomplete dataset directory ({exc})", path=str(path)) from exc
         sizes = (media.num_rows, embeddings.shape[0], image_embeddings.shape[0])
@@ -191,7 +184,7 @@ class SearchIndex:
 
     def cluster_id(self, granularity: int, index: int) -> str:
         """The id of cluster `index` at `granularity`: a UUID string, stable per dataset."""
-        return str(uuid.UUID(int=(self._id_prefix << 64) | (granularity << 48) | index))
+        return self._writer.cluster_id(granularity, index)
 
     def row_of(self, media_id: str) -> int | None:
         """The row of a media id, or None."""
@@ -199,26 +192,22 @@ class SearchIndex:
 
     def member(self, row: int, score: float = 0.0, score_type: ScoreType = "none") -> MemberMatch:
         """The media item at `row` as a `MemberMatch` with the given score."""
+        values = {name: column[row].as_py() for name, column in self._columns.items()}
         return MemberMatch(
             row=row,
-            media_id=self._media_ids[row],
-            file_name=self._file_names[row],
-            caption=self._captions[row],
             score=score,
             score_type=score_type,
-            width=self._widths[row],
-            height=self._heights[row],
-            media_uri=self._uris[row],
             labels=self._labels[row],
             tags=self._tags[row],
+            **values,
         )
 
     # --- search ----------------------------------------------------------------------------------
 
     def search(self, req: SearchRequest) -> list[ClusterMatch]:
         """Every matching cluster, best first, each with its matching members best first."""
-        result = self._result(req)
-        return self._clusters(result, req.granularity, 0, len(result.clusters))
+        matches = self._result(req)
+        return self._clusters(window(matches, 0, len(matches.clusters)), req.granularity)
 
     def search_page(
         self, req: SearchRequest, page_number: int, page_size: int = PAGE_SIZE
@@ -229,10 +218,21 @@ class SearchIndex:
         """
         if page_number < 0 or page_size < 1:
             return []
-        result = self._result(req)
         lo = page_number * page_size
-        hi = min(len(result.clusters), lo + page_size)
-        return self._clusters(result, req.granularity, lo, hi)
+        return self._clusters(window(self._result(req), lo, lo + page_size), req.granularity)
+
+    def search_page_json(
+        self, req: SearchRequest, page_number: int, page_size: int = PAGE_SIZE
+    ) -> bytes:
+        """The page `search_page` gives, as the explore answer's `clusters` JSON array.
+
+        Written from bytes made once per media row (`runner.server.page`): the fast path.
+        """
+        if page_number < 0 or page_size < 1:
+            return b"[]"
+        lo = page_number * page_size
+        page = window(self._result(req), lo, lo + page_size)
+        return self._writer.write(page, req.granularity, req.entity_type)
 
     def count_clusters(self, req: SearchRequest) -> int:
         """How many clusters `search(req)` returns."""
@@ -244,17 +244,18 @@ class SearchIndex:
 
     def matching_rows(self, req: SearchRequest) -> tuple[I64, F64, ScoreType]:
         """Every matching row best first (ties by row), its score and the score type."""
-        result = self._result(req)
-        return result.ranked_rows, result.ranked_scores, result.score_type
+        matches = self._result(req)
+        rows, scores = ranked(matches)
+        return rows, scores, matches.score_type
 
     def export_rows(self, req: SearchRequest) -> pa.Table:
         """Every matching media item, best first: the columns in `EXPORT_COLUMNS`."""
-        rows = self._result(req).ranked_rows
+        rows, _ = ranked(self._result(req))
         return self._media.select(list(EXPORT_COLUMNS)).take(pa.array(rows, type=pa.int64()))
 
     # --- internals -------------------------------------------------------------------------------
 
-    def _result(self, req: SearchRequest) -> _Result:
+    def _result(self, req: SearchRequest) -> Matches:
         granularity = _check_granularity(req.granularity)
         req = _hashable(req)
         with self._lock:
@@ -263,26 +264,31 @@ class SearchIndex:
                 self._cache.move_to_end(req)
                 return cached
         rows, scores, score_type = self._match(req)
-        result = _group(rows, scores, score_type, self._levels[:, granularity])
+        result = collect(
+            rows, scores, score_type, self._levels[:, granularity], self.n_clusters(granularity)
+        )
         with self._lock:
-            self._cache[req] = result
-            while len(self._cache) > _CACHE_SIZE:
-                self._cache.popitem(last=False)
+            if req not in self._cache:
+                self._cache[req] = result
+                self._cache_bytes += result.nbytes
+            # Bounded in entries and in bytes (a match of every row of a large dataset is big).
+            while len(self._cache) > _CACHE_SIZE or (
+                len(self._cache) > 1 and self._cache_bytes > _CACHE_BYTES
+            ):
+                self._cache_bytes -= self._cache.popitem(last=False)[1].nbytes
         return result
 
     def _match(self, req: SearchRequest) -> tuple[I64, F64, ScoreType]:
-        """Matching rows and scores, best first, ties by row."""
+        """Matching rows (ascending), their scores and the score type."""
         mask = self._filter_mask(req)
         text = req.text
         if text is None:
             rows = np.flatnonzero(mask).astype(np.int64)
             return rows, np.zeros(rows.size, dtype=np.float64), "none"
         if text.op == "fts":
-            found, bm25 = self._fts.search(text.value)
+            found, bm25 = self._fts.search(text.value)  # rows ascending
             keep = mask[found]
-            found, bm25 = found[keep], bm25[keep]
-            order = np.lexsort((found, -bm25))
-            return found[order], bm25[order], "bm25"
+            return found[keep], bm25[keep], "bm25"
         cutoff = DEFAULT_CUTOFF if text.cutoff is None else float(text.cutoff)
         # caption: the AI caption's embedding; semantic, visual: the image-level embedding.
         vectors = self._embeddings if text.op == "caption" else self._image_embeddings
@@ -290,18 +296,20 @@ class SearchIndex:
         if text.op == "visual":
             query = np.asarray(vectors[self._row_of[text.value]], dtype=np.float32)
         else:
-            query = np.asarray(self._get_encoder().encode_query(text.value), dtype=np.float32)
+            query = self._query_vector(text.value)
+        rows, distance = within_distance(query, vectors, mask & present, cutoff)
+        return rows, distance, "cosine_distance"
+
+    def _query_vector(self, text: str) -> npt.NDArray[np.float32]:
+        """The query's embedding (the encoder caches it by text: a repeated query costs nothing)."""
+        query = np.asarray(self._get_encoder().encode_query(text), dtype=np.float32)
         if query.shape != (self._embeddings.shape[1],):
             raise DatasetError(
                 f"the encoder gives {query.shape} vectors, the dataset holds "
                 f"{self._embeddings.shape[1]}-d embeddings",
                 path=str(self.path),
             )
-        similarity = np.asarray(vectors) @ query
-        distance = np.clip(1.0 - similarity.astype(np.float64), 0.0, 2.0)
-        found = np.flatnonzero(mask & present & (distance <= cutoff)).astype(np.int64)
-        order = np.lexsort((found, distance[found]))
-        return found[order], distance[found][order], "cosine_distance"
+        return query
 
     def _filter_mask(self, req: SearchRequest) -> npt.NDArray[np.bool_]:
         n = self.n_images
@@ -329,10 +337,10 @@ class SearchIndex:
                 self._encoder = load_encoder()
             return self._encoder
 
-    def _clusters(self, result: _Result, granularity: int, lo: int, hi: int) -> list[ClusterMatch]:
+    def _clusters(self, result: Grouped, granularity: int) -> list[ClusterMatch]:
         sizes = self._cluster_sizes[granularity]
         out: list[ClusterMatch] = []
-        for i in range(lo, hi):
+        for i in range(len(result.clusters)):
             index = int(result.clusters[i])
             a, b = int(result.bounds[i]), int(result.bounds[i + 1])
             members = tuple(
@@ -354,35 +362,21 @@ class SearchIndex:
         return out
 
 
-def _group(rows: I64, scores: F64, score_type: ScoreType, level: I64) -> _Result:
-    """Group rows (best first) by cluster: clusters by best member, ties by cluster index."""
-    if rows.size == 0:
-        empty_i = np.zeros(0, dtype=np.int64)
-        return _Result(
-            rows, scores, score_type, empty_i, np.zeros(0), np.zeros(1, np.int64), rows, scores
-        )
-    cluster_of = level[rows]
-    clusters, first = np.unique(cluster_of, return_index=True)
-    # rows are best first, so a cluster's first position holds its best member.
-    best = scores[first]
-    key = -best if score_type == "bm25" else best
-    order = np.lexsort((clusters, key))
-    rank = np.empty(order.size, dtype=np.int64)
-    rank[order] = np.arange(order.size)
-    member_rank = rank[np.searchsorted(clusters, cluster_of)]
-    positions = np.argsort(member_rank, kind="stable")
-    counts = np.bincount(member_rank, minlength=order.size)
-    bounds = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    return _Result(
-        rows=rows[positions],
-        scores=scores[positions],
-        score_type=score_type,
-        clusters=clusters[order].astype(np.int64),
-        cluster_scores=best[order],
-        bounds=bounds,
-        ranked_rows=rows,
-        ranked_scores=scores,
-    )
+def within_distance(
+    query: npt.NDArray[np.float32],
+    matrix: npt.NDArray[np.float32],
+    keep: npt.NDArray[np.bool_],
+    cutoff: float,
+) -> tuple[I64, F64]:
+    """Rows of `matrix` (n, d; L2-normalised) within `cutoff` of `query` (ascending), distances.
+
+    The distance is d = clip(1 - cos, 0, 2); rows where `keep` is False are left out. Exact: one
+    matrix-vector product over every row. Ranking is the caller's (`runner.server.page`).
+    """
+    similarity = np.asarray(matrix) @ query
+    distance = np.clip(1.0 - similarity.astype(np.float64), 0.0, 2.0)
+    rows = np.flatnonzero(keep & (distance <= cutoff)).astype(np.int64, copy=False)
+    return rows, distance[rows]
 
 
 def _hashable(req: SearchRequest) -> SearchRequest:

@@ -108,7 +108,9 @@ async def serve_in_background(config: ServerConfig) -> AsyncIterator[RunningServ
             )
             await runner.setup()
             try:
-                site = web.TCPSite(runner, config.host, config.port)
+                site = web.TCPSite(
+                    runner, config.host, config.port, reuse_port=config.reuse_port or None
+                )
                 await site.start()
                 host, port = _bound_address(runner, config)
                 yield RunningServer(f"http://{host}:{port}", index.info.id, config, index.info)
