@@ -116,6 +116,9 @@ async def serve_in_background(config: ServerConfig) -> AsyncIterator[RunningServ
                 yield RunningServer(f"http://{host}:{port}", index.info.id, config, index.info)
             finally:
                 await runner.cleanup()
+                # Closed transports release their sockets in callbacks the loop runs next:
+                # let them run before the loop (a ServerThread's) closes, or sockets leak.
+                await asyncio.sleep(0.01)
                 index.close()
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
