@@ -235,7 +235,7 @@ def _stored_nesting(mode: str, requests: pl.DataFrame, hits: pl.DataFrame) -> Fi
     )
     group = ["query_id", "entity_type", "threshold", "labels_filter"]
     sets = (
-        hits.filter(pl.col("cutoff").is_not_null() & pl.col("request_key").is_in(ended))
+        hits.filter(pl.col("cutoff").is_not_null() & pl.col("request_key").is_in(ended.to_list()))
         .group_by([*group, "cutoff"])
         .agg(pl.col("media_id").unique())
     )
