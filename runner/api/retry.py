@@ -43,12 +43,16 @@ def classify(exc: VlbenchError) -> _Verdict:
 def wait_before_retry(
     verdict: _Verdict, attempt: int, retry: RetryPolicy, rng: random.Random, pacer: Pacer | None
 ) -> float:
-    """Seconds to sleep before the next attempt; a Retry-After is handed to the pacer instead."""
+    """Seconds to sleep before the next attempt; a Retry-After is handed to the pacer instead.
+
+    A Retry-After is obeyed up to the policy's cap (a server asking for an hour gets the cap).
+    """
     if verdict.retry_after is not None:
+        wait = min(verdict.retry_after, retry.retry_after_cap)
         if pacer is not None:
-            pacer.slow_down(verdict.retry_after)  # every later request waits, this one too
+            pacer.slow_down(wait)  # every later request waits, this one too
             return 0.0
-        return verdict.retry_after
+        return wait
     return retry.backoff(attempt, rng)
 
 

@@ -68,7 +68,8 @@ def run(
     except VlbenchError as exc:
         fail(exc)
     typer.echo(summary(result))
-    if report and result.status in ("complete", "partial"):
+    # An interrupted run ends now (within the 2 s a Ctrl-C promises); `vlbench report` later.
+    if report and result.status in ("complete", "partial") and not result.interrupted:
         _report(result.run_dir)
     raise typer.Exit(code=result.exit_code)
 

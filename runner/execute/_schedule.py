@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import random
 from collections.abc import Iterator, Sequence
@@ -51,6 +52,7 @@ class _Runner:
         """One page with its retries; a stop during a backoff drops the unit."""
         retry = self.options.retry
         timing = SendTiming()
+        notes: list[str] = []  # a Retry-After cut to the cap: said in the row's error text
         for attempt in itertools.count(1):
             self.stats.sent += 1
             try:
@@ -70,15 +72,27 @@ class _Runner:
                         attempt,
                         timing.sent_at,
                         timing.latency_s * 1000,
-                        str(exc),
+                        "; ".join([str(exc), *notes]),
                     )
+                note = retry.capped_note(verdict.retry_after)
+                if note is not None and note not in notes:
+                    notes.append(note)
+                self.stats.retry_after_capped += note is not None
                 self.stats.retries += 1
                 wait = wait_before_retry(verdict, attempt, retry, self.rng, self.client.pacer)
                 if await self._stopped_within(wait):
                     raise _Dropped from None
                 continue
+            error = "; ".join(notes) or None
             return Fetched(
-                page_number, page, "ok", 200, attempt, timing.sent_at, timing.latency_s * 1000
+                page_number,
+                page,
+                "ok",
+                200,
+                attempt,
+                timing.sent_at,
+                timing.latency_s * 1000,
+                error,
             )
         raise AssertionError("unreachable")
 
@@ -182,7 +196,7 @@ async def run_plan(
                 progress.update(stats)
 
     tasks = [asyncio.create_task(worker()) for _ in range(max(1, options.concurrency))]
-    aborter = asyncio.create_task(_cancel_on_abort(control, tasks))
+    aborter = asyncio.create_task(_cancel_after_stop(control, tasks, options.stop_grace_s))
     flusher = asyncio.create_task(recorder.flush_when_due())
     try:
         results: list[BaseException | None] = await asyncio.gather(*tasks, return_exceptions=True)
@@ -212,8 +226,17 @@ async def run_plan(
     return _finish(writer, stats, control, fatal)
 
 
-async def _cancel_on_abort(control: RunControl, tasks: Sequence[asyncio.Task[None]]) -> None:
-    await control.aborting.wait()
+async def _cancel_after_stop(
+    control: RunControl, tasks: Sequence[asyncio.Task[None]], grace_s: float
+) -> None:
+    """After a stop, give units in flight `grace_s` to complete, then cancel them (abort: at once).
+
+    Whatever a worker waits for (the pacer held by a long Retry-After, a backoff, a slow answer),
+    the run ends within the grace; a cancelled unit is not recorded and a resume redoes it.
+    """
+    await control.stopping.wait()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(control.aborting.wait(), timeout=grace_s)
     for task in tasks:
         task.cancel()
 

@@ -68,7 +68,10 @@ async def run_suite(
         plan = shard(plan, *shard_of)
     async with suite_client(suite, environ=env, shard_of=shard_of) as client:
         retry = RetryPolicy(
-            suite.retries.max_attempts, suite.retries.backoff_s, suite.retries.max_backoff_s
+            suite.retries.max_attempts,
+            suite.retries.backoff_s,
+            suite.retries.max_backoff_s,
+            suite.retries.max_retry_after_s,
         )
         checked = preflight(client, plan.specs, retry=retry, rng=random.Random(seed))
         await _unless_stopped(checked, control)

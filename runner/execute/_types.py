@@ -40,11 +40,28 @@ class RetryPolicy:
 
     The wait before attempt n+1 is drawn uniformly from 0..min(max_backoff_s, backoff_s * 2**(n-1))
     ("full jitter": retries of many workers spread out instead of returning in step).
+    A server's `Retry-After` is obeyed up to `max_retry_after_s` (None: `max_backoff_s`).
     """
 
     max_attempts: int = 5
     backoff_s: float = 0.5
     max_backoff_s: float = 30.0
+    max_retry_after_s: float | None = None
+
+    @property
+    def retry_after_cap(self) -> float:
+        """The longest wait a server's `Retry-After` may impose on the run."""
+        cap = self.max_retry_after_s
+        return self.max_backoff_s if cap is None else cap
+
+    def capped_note(self, asked: float | None) -> str | None:
+        """What a page records when the server asked to wait longer than the cap (else None)."""
+        if asked is None or asked <= self.retry_after_cap:
+            return None
+        return (
+            f"the server asked Retry-After {asked:g} s; waited {self.retry_after_cap:g} s "
+            "(retries.max_retry_after_s)"
+        )
 
     def backoff(self, attempt: int, rng: random.Random) -> float:
         """Seconds to wait after failed attempt number `attempt` (1-based)."""
@@ -61,6 +78,9 @@ class ExecuteOptions:
     retry: RetryPolicy = RetryPolicy()
     max_requests: int | None = None  # send at most this many wire requests, then stop
     seed: int | None = None  # for the jitter; None: unpredictable
+    # After a stop (Ctrl-C, SIGTERM), units in flight get this long to complete before they are
+    # cancelled: any run, whatever it waits for, ends within about this long.
+    stop_grace_s: float = 1.0
 
 
 class RunControl:
@@ -72,7 +92,7 @@ class RunControl:
         self.reason: str | None = None
 
     def stop(self, reason: str = "interrupted") -> None:
-        """Take no new work; let requests in flight end; a second call aborts."""
+        """Take no new work; give requests in flight a short grace; a second call aborts."""
         if self.stopping.is_set():
             self.abort(reason)
             return
@@ -98,6 +118,7 @@ class RunStats:
     hits: int = 0
     sent: int = 0  # HTTP requests sent, retries included
     retries: int = 0
+    retry_after_capped: int = 0  # Retry-After answers that asked for more than the cap
     started: float = field(default_factory=time.monotonic)
 
     @property
