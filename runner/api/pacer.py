@@ -13,14 +13,14 @@ Three guarantees, measured in `bench/bench_limiter.py` (alone and end to end, on
   wakes a caller late and its successor on time: a small log of the last admissions holds a
   caller back until the oldest one in the window has left it (by 0.1% of the period, so that
   a clock read a few microseconds later elsewhere agrees; the long-run rate gives up that 0.1%);
-- a late wake-up is caught up spread out, never at once: no 100 ms window holds more than its
-  even share plus one (`ceil(rate / 10) + 1`), and two admissions are at least 100 ms / that
-  share apart (and at least half an interval), so the catch-up runs evenly a little above the
-  rate. A loop that stalls 100 ms at 50/s used to release
-  the five overdue requests in the same millisecond, a burst a hosted API answers with 429s;
-  now they go out over the next few hundred milliseconds, slightly above the rate, until the
-  schedule is met again. What cannot be caught up inside the period's window (a stall of more
-  than a few tens of milliseconds) is forgiven: the schedule moves back instead of bursting.
+- a late wake-up is caught up spread out, never at once. A loop that stalled 100 ms at 50/s
+  used to release the five overdue requests in the same millisecond (a burst a hosted API
+  answers with 429s). Now no 100 ms window holds more than its even share plus one
+  (`ceil(rate / 10) + 1`), and a backlog goes out evenly at that share's pace (its gap is
+  100 ms / share, at least half an interval; the first one after a stall may come a quarter
+  gap early), a little above the rate, until the schedule is met again. What the period's
+  window cannot absorb (a stall of more than a few tens of milliseconds) is forgiven: the
+  schedule moves back instead of repeating the catch-up as a burst and a pause every period.
 
 `slow_down(seconds)` (the API said `Retry-After`) moves every slot not yet admitted, reserved or
 not, so that none is before `now + seconds`; the spacing after the pause is the same as before.
