@@ -23,12 +23,14 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
+import numpy as np
 import orjson
 
+from runner._plan_columns import PlanColumns, RequestView, Setting, SpecView
 from runner.errors import UsageError
 from runner.suite import Mode, Suite
 
@@ -147,12 +149,14 @@ class Plan:
     """Every spec of a suite (or of one shard of it) and the unique wire requests behind them.
 
     Iterating a plan, or `len(plan)`, goes over the specs; `requests` is what to send.
-    `dataset_id` is the key namespace: the suite's dataset, or "embedded".
+    `dataset_id` is the key namespace: the suite's dataset, or "embedded". An expanded plan's
+    `specs` and `requests` are read-only sequences that build each spec when it is read (a few
+    numbers a spec are held, see `runner._plan_columns`); a plan can also be made of tuples.
     """
 
     dataset_id: str
-    specs: tuple[RequestSpec, ...]
-    requests: tuple[WireRequest, ...]
+    specs: Sequence[RequestSpec]
+    requests: Sequence[WireRequest]
     shard: tuple[int, int] | None = None
 
     def __len__(self) -> int:
@@ -185,45 +189,44 @@ def _grid(mode: Mode, suite: Suite) -> list[tuple[str, float | None, int]]:
     return grid
 
 
+def _settings(suite: Suite) -> list[Setting]:
+    """Every (mode, setting) of the suite, modes in suite order, each mode's grid in sweep order."""
+    return [
+        Setting(name, mode.via, mode.op, mode.kind, label, cutoff, granularity)
+        for name, mode in suite.modes.items()
+        for label, cutoff, granularity in _grid(mode, suite)
+    ]
+
+
 def expand(suite: Suite) -> Plan:
     """Every (query, mode, setting) of a suite as a `RequestSpec`, grouped into wire requests.
 
     Order: queries as in the suite, then modes, then each mode's settings in sweep order.
     Count: n_queries × Σ_modes (cut-offs of the mode, or 1) × (granularities, or 1).
+    The plan holds four numbers a spec; its `specs` and `requests` build the objects when read.
     """
     dataset = suite.dataset_id or EMBEDDED_DATASET
     entity_type = suite.defaults.entity_type
-    grids = {name: _grid(mode, suite) for name, mode in suite.modes.items()}
-    specs: list[RequestSpec] = []
-    groups: dict[str, list[RequestSpec]] = {}
+    settings = _settings(suite)
+    ops = [None if at.via == "caption" else at.op for at in settings]
+    n = len(suite.queries) * len(settings)
+    query_index = np.repeat(np.arange(len(suite.queries), dtype=np.int32), len(settings))
+    setting_index = np.tile(np.arange(len(settings), dtype=np.int32), len(suite.queries))
+    keys, wires = np.empty(n, np.uint64), np.empty(n, np.uint64)
+    i = 0
     for query in suite.queries:
         labels = tuple(sorted(set(query.labels))) if query.labels else None
-        for name, mode in suite.modes.items():
-            op = None if mode.via == "caption" else mode.op
-            for setting, cutoff, granularity in grids[name]:
-                params = _wire_params(query.text, op, entity_type, granularity, cutoff, labels)
-                canonical = orjson.dumps(params, option=orjson.OPT_SORT_KEYS).decode()
-                wire_key = _digest(dataset, canonical)
-                spec = RequestSpec(
-                    key=_digest(wire_key, query.id),
-                    wire_key=wire_key,
-                    query_id=query.id,
-                    query_text=query.text,
-                    mode=name,
-                    via=mode.via,
-                    op=mode.op,
-                    setting=setting,
-                    entity_type=entity_type,
-                    threshold=granularity,
-                    textual_similarity_threshold=cutoff if mode.kind == "caption" else None,
-                    semantic_threshold=cutoff if mode.kind == "semantic" else None,
-                    cutoff=cutoff,
-                    labels_filter=labels,
-                )
-                specs.append(spec)
-                groups.setdefault(wire_key, []).append(spec)
-    requests = tuple(WireRequest(key, tuple(group)) for key, group in groups.items())
-    return Plan(dataset, tuple(specs), requests)
+        for at, op in zip(settings, ops, strict=True):
+            params = _wire_params(query.text, op, entity_type, at.granularity, at.cutoff, labels)
+            canonical = orjson.dumps(params, option=orjson.OPT_SORT_KEYS).decode()
+            wire_key = _digest(dataset, canonical)
+            wires[i] = int(wire_key, 16)
+            keys[i] = int(_digest(wire_key, query.id), 16)
+            i += 1
+    columns = PlanColumns(
+        dataset, entity_type, suite.queries, settings, query_index, setting_index, keys, wires
+    )
+    return Plan(dataset, SpecView(columns), RequestView(columns))
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -249,6 +252,10 @@ def shard(plan: Plan, k: int, n: int) -> Plan:
     _checked(k, n)
     if plan.shard is not None:
         raise UsageError(f"the plan is already shard {plan.shard_label}")
+    if isinstance(plan.specs, SpecView):  # an expanded plan: select by numbers, build nothing
+        columns = plan.specs.columns
+        part = columns.subset(columns.wire % np.uint64(n) == np.uint64(k - 1))
+        return Plan(plan.dataset_id, SpecView(part), RequestView(part), (k, n))
     keep = tuple(r for r in plan.requests if int(r.wire_key, 16) % n == k - 1)
     keys = {r.wire_key for r in keep}
     specs = tuple(spec for spec in plan.specs if spec.wire_key in keys)

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import itertools
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Sequence, Set
 from dataclasses import dataclass
 
 from runner.api.client import ExploreClient, SendTiming
@@ -138,14 +138,15 @@ def _last_page(fetched: Fetched, number: int, limit: int) -> bool:
     return page.total_pages is not None and number + 1 >= page.total_pages
 
 
-def wire_units(plan: Plan, done: set[str]) -> list[tuple[RequestSpec, ...]]:
-    """The plan's wire requests, each as the specs it answers, without the keys already done."""
-    units = []
+def wire_units(plan: Plan, done: Set[str]) -> Iterator[tuple[RequestSpec, ...]]:
+    """The plan's wire requests, each as the specs it answers, without the keys already done.
+
+    Lazy: a plan of 100,000 requests is read one unit at a time, never held as objects.
+    """
     for request in plan.requests:
         specs = tuple(spec for spec in request.specs if spec.key not in done)
         if specs:
-            units.append(specs)
-    return units
+            yield specs
 
 
 async def run_plan(
@@ -166,13 +167,12 @@ async def run_plan(
     control = control or RunControl()
     options = options or ExecuteOptions()
     rng = random.Random(options.seed)
-    units = wire_units(plan, writer.completed_keys())
-    stats = RunStats(total=len(plan.requests), skipped=len(plan.requests) - len(units))
-    if options.max_requests is not None:
-        units = units[: options.max_requests]
+    done = writer.completed_keys()
+    remaining = sum(1 for _ in wire_units(plan, done)) if done else len(plan.requests)
+    stats = RunStats(total=len(plan.requests), skipped=len(plan.requests) - remaining)
     runner = _Runner(client, options, control, stats, rng)
     recorder = Recorder(writer)
-    queue: Iterator[tuple[RequestSpec, ...]] = iter(units)
+    queue = itertools.islice(wire_units(plan, done), options.max_requests)
     fatal: list[VlbenchError] = []
 
     async def worker() -> None:
