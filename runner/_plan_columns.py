@@ -1,45 +1,31 @@
-"""A plan held compactly: four numbers a spec, `RequestSpec` objects made only when read.
+"""A plan held compactly: a few numbers a spec, `RequestSpec` objects made only when read.
 
 A suite of 100,000 requests expanded into frozen dataclasses (two hex keys each, a tuple of specs
 a wire request) held ~45 MB of Python objects for the whole run. `PlanColumns` holds, per spec in
-plan order, the index of its query, the index of its setting and its two 64-bit keys (numpy), and
-the grouping into wire requests as index arrays (~30 bytes a spec). `SpecView` and `RequestView`
-are the read-only sequences `Plan.specs` and `Plan.requests` that build each `RequestSpec` /
-`WireRequest` when it is read; a run reads them one unit at a time.
-
-Keys keep their text form: `f"{key:016x}"` is the first 16 hex digits of the SHA-256 the plan
-has always used.
+plan order, the index of its query and of its setting and its wire key as a 64-bit number
+(numpy), and the grouping into wire requests as index arrays (~30 bytes a spec); `make(query,
+setting)`, the plan's one way to build a spec, builds it again when it is read. `SpecView` and
+`RequestView` are the read-only sequences `Plan.specs` and `Plan.requests`; a run reads them one
+unit at a time.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import numpy as np
 import numpy.typing as npt
 
 if TYPE_CHECKING:
     from runner.plan import RequestSpec, WireRequest
-    from runner.suite import Query
 
-__all__ = ["PlanColumns", "RequestView", "Setting", "SpecView"]
+__all__ = ["MakeSpec", "PlanColumns", "RequestView", "SpecView"]
+
+# Builds the spec of (query index, setting index); the same function expansion used.
+MakeSpec = Callable[[int, int], "RequestSpec"]
 
 _T = TypeVar("_T")
-
-
-@dataclass(frozen=True, slots=True)
-class Setting:
-    """One point of a mode's grid, as every spec at it shares it."""
-
-    mode: str
-    via: Literal["caption", "vql"]
-    op: Literal["fts", "semantic"] | None
-    kind: str
-    label: str
-    cutoff: float | None
-    granularity: int
 
 
 def group(wire: npt.NDArray[np.uint64]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
@@ -61,65 +47,29 @@ def group(wire: npt.NDArray[np.uint64]) -> tuple[npt.NDArray[np.int64], npt.NDAr
 class PlanColumns:
     """Every spec of a plan as numbers; `spec(i)` and `request(j)` build the objects."""
 
-    __slots__ = (
-        "dataset_id",
-        "entity_type",
-        "key",
-        "order",
-        "queries",
-        "query",
-        "setting",
-        "settings",
-        "starts",
-        "wire",
-    )
+    __slots__ = ("make", "order", "query", "setting", "starts", "wire")
 
     def __init__(
         self,
-        dataset_id: str,
-        entity_type: str,
-        queries: Sequence[Query],
-        settings: Sequence[Setting],
+        make: MakeSpec,
         query: npt.NDArray[np.int32],
         setting: npt.NDArray[np.int32],
-        key: npt.NDArray[np.uint64],
         wire: npt.NDArray[np.uint64],
     ) -> None:
-        self.dataset_id, self.entity_type = dataset_id, entity_type
-        self.queries, self.settings = queries, tuple(settings)
-        self.query, self.setting, self.key, self.wire = query, setting, key, wire
+        self.make = make
+        self.query, self.setting, self.wire = query, setting, wire
         self.order, self.starts = group(wire)
 
     @property
     def n_specs(self) -> int:
-        return len(self.key)
+        return len(self.wire)
 
     @property
     def n_requests(self) -> int:
         return len(self.starts) - 1
 
     def spec(self, i: int) -> RequestSpec:
-        from runner.plan import RequestSpec
-
-        query = self.queries[int(self.query[i])]
-        at = self.settings[int(self.setting[i])]
-        labels = tuple(sorted(set(query.labels))) if query.labels else None
-        return RequestSpec(
-            key=f"{int(self.key[i]):016x}",
-            wire_key=f"{int(self.wire[i]):016x}",
-            query_id=query.id,
-            query_text=query.text,
-            mode=at.mode,
-            via=at.via,
-            op=at.op,
-            setting=at.label,
-            entity_type=self.entity_type,
-            threshold=at.granularity,
-            textual_similarity_threshold=at.cutoff if at.kind == "caption" else None,
-            semantic_threshold=at.cutoff if at.kind == "semantic" else None,
-            cutoff=at.cutoff,
-            labels_filter=labels,
-        )
+        return self.make(int(self.query[i]), int(self.setting[i]))
 
     def request(self, j: int) -> WireRequest:
         from runner.plan import WireRequest
@@ -128,23 +78,9 @@ class PlanColumns:
         specs = tuple(self.spec(int(i)) for i in members)
         return WireRequest(specs[0].wire_key, specs)
 
-    def request_wire(self) -> npt.NDArray[np.uint64]:
-        """The wire key of every request, in request order."""
-        wire: npt.NDArray[np.uint64] = self.wire[self.order[self.starts[:-1]]]
-        return wire
-
     def subset(self, keep: npt.NDArray[np.bool_]) -> PlanColumns:
         """The specs where `keep` is true, in plan order (regrouped)."""
-        return PlanColumns(
-            self.dataset_id,
-            self.entity_type,
-            self.queries,
-            self.settings,
-            self.query[keep],
-            self.setting[keep],
-            self.key[keep],
-            self.wire[keep],
-        )
+        return PlanColumns(self.make, self.query[keep], self.setting[keep], self.wire[keep])
 
 
 class _View(Sequence[_T]):

@@ -30,9 +30,9 @@ from typing import Final, Literal
 import numpy as np
 import orjson
 
-from runner._plan_columns import PlanColumns, RequestView, Setting, SpecView
+from runner._plan_columns import MakeSpec, PlanColumns, RequestView, SpecView
 from runner.errors import UsageError
-from runner.suite import Mode, Suite
+from runner.suite import Mode, Query, Suite
 
 __all__ = [
     "EMBEDDED_DATASET",
@@ -189,13 +189,62 @@ def _grid(mode: Mode, suite: Suite) -> list[tuple[str, float | None, int]]:
     return grid
 
 
-def _settings(suite: Suite) -> list[Setting]:
+@dataclass(frozen=True, slots=True)
+class _Setting:
+    """One point of a mode's grid, as every spec at it shares it."""
+
+    mode: str
+    via: Literal["caption", "vql"]
+    op: Literal["fts", "semantic"] | None
+    kind: str
+    label: str
+    cutoff: float | None
+    granularity: int
+
+
+def _settings(suite: Suite) -> list[_Setting]:
     """Every (mode, setting) of the suite, modes in suite order, each mode's grid in sweep order."""
     return [
-        Setting(name, mode.via, mode.op, mode.kind, label, cutoff, granularity)
+        _Setting(name, mode.via, mode.op, mode.kind, label, cutoff, granularity)
         for name, mode in suite.modes.items()
         for label, cutoff, granularity in _grid(mode, suite)
     ]
+
+
+def _spec(query: Query, at: _Setting, dataset: str, entity_type: str) -> RequestSpec:
+    """The spec of one query at one setting: the one place a spec and its keys are made."""
+    labels = tuple(sorted(set(query.labels))) if query.labels else None
+    op = None if at.via == "caption" else at.op
+    params = _wire_params(query.text, op, entity_type, at.granularity, at.cutoff, labels)
+    canonical = orjson.dumps(params, option=orjson.OPT_SORT_KEYS).decode()
+    wire_key = _digest(dataset, canonical)
+    return RequestSpec(
+        key=_digest(wire_key, query.id),
+        wire_key=wire_key,
+        query_id=query.id,
+        query_text=query.text,
+        mode=at.mode,
+        via=at.via,
+        op=at.op,
+        setting=at.label,
+        entity_type=entity_type,
+        threshold=at.granularity,
+        textual_similarity_threshold=at.cutoff if at.kind == "caption" else None,
+        semantic_threshold=at.cutoff if at.kind == "semantic" else None,
+        cutoff=at.cutoff,
+        labels_filter=labels,
+    )
+
+
+def _made(
+    queries: Sequence[Query], settings: Sequence[_Setting], dataset: str, entity_type: str
+) -> MakeSpec:
+    """`make(query index, setting index)`: the spec again, for a plan's views (see `_spec`)."""
+
+    def make(q: int, s: int, /) -> RequestSpec:
+        return _spec(queries[q], settings[s], dataset, entity_type)
+
+    return make
 
 
 def expand(suite: Suite) -> Plan:
@@ -203,28 +252,23 @@ def expand(suite: Suite) -> Plan:
 
     Order: queries as in the suite, then modes, then each mode's settings in sweep order.
     Count: n_queries × Σ_modes (cut-offs of the mode, or 1) × (granularities, or 1).
-    The plan holds four numbers a spec; its `specs` and `requests` build the objects when read.
+    The plan holds a few numbers a spec; its `specs` and `requests` build them when read.
     """
     dataset = suite.dataset_id or EMBEDDED_DATASET
     entity_type = suite.defaults.entity_type
     settings = _settings(suite)
-    ops = [None if at.via == "caption" else at.op for at in settings]
-    n = len(suite.queries) * len(settings)
-    query_index = np.repeat(np.arange(len(suite.queries), dtype=np.int32), len(settings))
-    setting_index = np.tile(np.arange(len(settings), dtype=np.int32), len(suite.queries))
-    keys, wires = np.empty(n, np.uint64), np.empty(n, np.uint64)
-    i = 0
-    for query in suite.queries:
-        labels = tuple(sorted(set(query.labels))) if query.labels else None
-        for at, op in zip(settings, ops, strict=True):
-            params = _wire_params(query.text, op, entity_type, at.granularity, at.cutoff, labels)
-            canonical = orjson.dumps(params, option=orjson.OPT_SORT_KEYS).decode()
-            wire_key = _digest(dataset, canonical)
-            wires[i] = int(wire_key, 16)
-            keys[i] = int(_digest(wire_key, query.id), 16)
-            i += 1
+    queries, at, wires = [], [], []
+    for q, query in enumerate(suite.queries):
+        for s, setting in enumerate(settings):
+            spec = _spec(query, setting, dataset, entity_type)
+            queries.append(q)
+            at.append(s)
+            wires.append(int(spec.wire_key, 16))
     columns = PlanColumns(
-        dataset, entity_type, suite.queries, settings, query_index, setting_index, keys, wires
+        _made(suite.queries, settings, dataset, entity_type),
+        np.array(queries, np.int32),
+        np.array(at, np.int32),
+        np.array(wires, np.uint64),
     )
     return Plan(dataset, SpecView(columns), RequestView(columns))
 
