@@ -2,9 +2,10 @@
 
 A suite of 100,000 requests expanded into frozen dataclasses (two hex keys each, a tuple of specs
 a wire request) held ~45 MB of Python objects for the whole run. `PlanColumns` holds, per spec in
-plan order, the index of its query and of its setting and its wire key as a 64-bit number
-(numpy), and the grouping into wire requests as index arrays (~30 bytes a spec); `make(query,
-setting)`, the plan's one way to build a spec, builds it again when it is read. `SpecView` and
+plan order, the index of its query and of its setting and its two keys as 64-bit numbers
+(numpy), and the grouping into wire requests as index arrays (~40 bytes a spec); `make(query,
+setting, keys)`, the plan's one way to build a spec, builds it again when it is read (given the
+keys, it does not hash again). `SpecView` and
 `RequestView` are the read-only sequences `Plan.specs` and `Plan.requests`; a run reads them one
 unit at a time.
 """
@@ -22,8 +23,8 @@ if TYPE_CHECKING:
 
 __all__ = ["MakeSpec", "PlanColumns", "RequestView", "SpecView"]
 
-# Builds the spec of (query index, setting index); the same function expansion used.
-MakeSpec = Callable[[int, int], "RequestSpec"]
+# Builds the spec of (query index, setting index, (wire key, key)); expansion's own function.
+MakeSpec = Callable[[int, int, tuple[int, int]], "RequestSpec"]
 
 _T = TypeVar("_T")
 
@@ -47,7 +48,7 @@ def group(wire: npt.NDArray[np.uint64]) -> tuple[npt.NDArray[np.int64], npt.NDAr
 class PlanColumns:
     """Every spec of a plan as numbers; `spec(i)` and `request(j)` build the objects."""
 
-    __slots__ = ("make", "order", "query", "setting", "starts", "wire")
+    __slots__ = ("key", "make", "order", "query", "setting", "starts", "wire")
 
     def __init__(
         self,
@@ -55,9 +56,10 @@ class PlanColumns:
         query: npt.NDArray[np.int32],
         setting: npt.NDArray[np.int32],
         wire: npt.NDArray[np.uint64],
+        key: npt.NDArray[np.uint64],
     ) -> None:
         self.make = make
-        self.query, self.setting, self.wire = query, setting, wire
+        self.query, self.setting, self.wire, self.key = query, setting, wire, key
         self.order, self.starts = group(wire)
 
     @property
@@ -69,7 +71,8 @@ class PlanColumns:
         return len(self.starts) - 1
 
     def spec(self, i: int) -> RequestSpec:
-        return self.make(int(self.query[i]), int(self.setting[i]))
+        keys = (int(self.wire[i]), int(self.key[i]))
+        return self.make(int(self.query[i]), int(self.setting[i]), keys)
 
     def request(self, j: int) -> WireRequest:
         from runner.plan import WireRequest
@@ -80,7 +83,9 @@ class PlanColumns:
 
     def subset(self, keep: npt.NDArray[np.bool_]) -> PlanColumns:
         """The specs where `keep` is true, in plan order (regrouped)."""
-        return PlanColumns(self.make, self.query[keep], self.setting[keep], self.wire[keep])
+        return PlanColumns(
+            self.make, self.query[keep], self.setting[keep], self.wire[keep], self.key[keep]
+        )
 
 
 class _View(Sequence[_T]):

@@ -211,15 +211,28 @@ def _settings(suite: Suite) -> list[_Setting]:
     ]
 
 
-def _spec(query: Query, at: _Setting, dataset: str, entity_type: str) -> RequestSpec:
-    """The spec of one query at one setting: the one place a spec and its keys are made."""
+def _spec(
+    query: Query,
+    at: _Setting,
+    dataset: str,
+    entity_type: str,
+    keys: tuple[int, int] | None = None,
+) -> RequestSpec:
+    """The spec of one query at one setting: the one place a spec and its keys are made.
+
+    `keys` (wire key, key) as numbers, when known already, spare the hashing.
+    """
     labels = tuple(sorted(set(query.labels))) if query.labels else None
-    op = None if at.via == "caption" else at.op
-    params = _wire_params(query.text, op, entity_type, at.granularity, at.cutoff, labels)
-    canonical = orjson.dumps(params, option=orjson.OPT_SORT_KEYS).decode()
-    wire_key = _digest(dataset, canonical)
+    if keys is None:
+        op = None if at.via == "caption" else at.op
+        params = _wire_params(query.text, op, entity_type, at.granularity, at.cutoff, labels)
+        canonical = orjson.dumps(params, option=orjson.OPT_SORT_KEYS).decode()
+        wire_key = _digest(dataset, canonical)
+        key = _digest(wire_key, query.id)
+    else:
+        wire_key, key = f"{keys[0]:016x}", f"{keys[1]:016x}"
     return RequestSpec(
-        key=_digest(wire_key, query.id),
+        key=key,
         wire_key=wire_key,
         query_id=query.id,
         query_text=query.text,
@@ -241,8 +254,8 @@ def _made(
 ) -> MakeSpec:
     """`make(query index, setting index)`: the spec again, for a plan's views (see `_spec`)."""
 
-    def make(q: int, s: int, /) -> RequestSpec:
-        return _spec(queries[q], settings[s], dataset, entity_type)
+    def make(q: int, s: int, keys: tuple[int, int], /) -> RequestSpec:
+        return _spec(queries[q], settings[s], dataset, entity_type, keys)
 
     return make
 
@@ -257,18 +270,20 @@ def expand(suite: Suite) -> Plan:
     dataset = suite.dataset_id or EMBEDDED_DATASET
     entity_type = suite.defaults.entity_type
     settings = _settings(suite)
-    queries, at, wires = [], [], []
+    queries, at, wires, keys = [], [], [], []
     for q, query in enumerate(suite.queries):
         for s, setting in enumerate(settings):
             spec = _spec(query, setting, dataset, entity_type)
             queries.append(q)
             at.append(s)
             wires.append(int(spec.wire_key, 16))
+            keys.append(int(spec.key, 16))
     columns = PlanColumns(
         _made(suite.queries, settings, dataset, entity_type),
         np.array(queries, np.int32),
         np.array(at, np.int32),
         np.array(wires, np.uint64),
+        np.array(keys, np.uint64),
     )
     return Plan(dataset, SpecView(columns), RequestView(columns))
 
