@@ -82,11 +82,16 @@ class Child:
     def peak_mb(self) -> float:
         return max((mb for _, mb in self.rss), default=float("nan"))
 
-    def peak_until(self, fraction: float) -> float:
-        """The highest RSS sampled in the first `fraction` of the run's wall time."""
+    def peak_within(self, start: float, end: float) -> float:
+        """The highest RSS sampled between these fractions of the run's wall time."""
         times = [t for t, _ in self.rss]
-        end = bisect.bisect_right(times, fraction * self.wall_s)
-        return max((mb for _, mb in self.rss[:end]), default=float("nan"))
+        first = bisect.bisect_left(times, start * self.wall_s)
+        last = bisect.bisect_right(times, end * self.wall_s)
+        return max((mb for _, mb in self.rss[first:last]), default=float("nan"))
+
+    def quarters(self) -> list[float]:
+        """The peak RSS within each quarter of the run (the last one holds the finish)."""
+        return [self.peak_within(q / 4, (q + 1) / 4) for q in range(4)]
 
     @property
     def run_dir(self) -> Path:

@@ -115,11 +115,11 @@ def report(child: Child, n: int, rate: float, workers: int, plan_mb: tuple[float
     print(f"status {manifest['status']}, {hits} hits ({hits / n:.0f} a request)")
     print(f"wall / floor, whole process:   {child.wall_s / floor:.3f}  ({child.wall_s:.1f} s)")
     print(f"wall / floor, sending:         {span / floor:.3f}  ({span:.1f} s)   target <= 1.05")
-    quarters = [child.peak_until(q) for q in (0.25, 0.5, 0.75, 1.0)]
+    quarters = child.quarters()
     print(
         "peak RSS by quarter of the run: "
         + ", ".join(f"Q{i}: {mb:.0f} MB" for i, mb in enumerate(quarters, 1))
-        + f"   (Q4 / Q1 {quarters[3] / quarters[0]:.2f})"
+        + f"   (Q3 / Q2 {quarters[2] / quarters[1]:.2f}: flat after warm-up; Q4 holds the finish)"
     )
     per_million = hits_bytes / hits * 1e6 if hits else float("nan")
     print(
