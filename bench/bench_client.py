@@ -232,7 +232,7 @@ async def main(rounds: int, concurrency: int) -> None:
     pages = canned_pages(8)
     with CannedServer(pages) as server:
         base_url, dataset_id = server.base_url, server.dataset_id
-        copies = max(1, round(2 * scale()))
+        copies = max(1, round(10 * scale()))
         plan, name, digest = make_plan(base_url, dataset_id, concurrency, copies)
         ways: dict[str, Round] = {
             "bare": bare_round(base_url, dataset_id, concurrency, parse=False),
