@@ -210,6 +210,7 @@ def test_a_signal_during_a_long_retry_after_ends_the_run_and_resume_completes_it
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr
     assert "stopped: interrupted" in stdout
+    assert "to wait longer than retries.max_retry_after_s" in stdout  # 600 s asked, 300 s cap
     (run_dir,) = out.glob("suite=*/run_date=*/run_id=*")
     manifest = read_manifest(run_dir)
     assert manifest["status"] == "partial"

@@ -127,6 +127,11 @@ def summary(result: RunResult) -> str:
     ]
     if stats.skipped:
         lines.append(f"skipped {stats.skipped} requests done before (resume)")
+    if stats.retry_after_capped:
+        lines.append(
+            f"the server asked {stats.retry_after_capped} time(s) to wait longer than "
+            "retries.max_retry_after_s; waited that long (see the error text in requests.parquet)"
+        )
     if result.message:
         lines.append(result.message)
     lines.append(f"run_dir: {result.run_dir}")
