@@ -80,7 +80,7 @@ class ExecuteOptions:
     seed: int | None = None  # for the jitter; None: unpredictable
     # After a stop (Ctrl-C, SIGTERM), units in flight get this long to complete before they are
     # cancelled: any run, whatever it waits for, ends within about this long.
-    stop_grace_s: float = 1.0
+    stop_grace_s: float = 0.5
 
 
 class RunControl:
