@@ -194,6 +194,8 @@ async def run_plan(
                 stats.failed += 1
             if progress is not None:
                 progress.update(stats)
+            if recorder.ready():
+                await recorder.flush_in_thread()  # the loop paces on while the store writes
 
     tasks = [asyncio.create_task(worker()) for _ in range(max(1, options.concurrency))]
     aborter = asyncio.create_task(_cancel_after_stop(control, tasks, options.stop_grace_s))
@@ -207,6 +209,9 @@ async def run_plan(
             task.cancel()
     if flusher.done() and not flusher.cancelled() and flusher.exception() is not None:
         results.append(flusher.exception())
+    late = await recorder.drain()  # a record still running in a thread finishes first
+    if late is not None and not any(r is late for r in results):
+        results.append(late)
     errors = [r for r in results if isinstance(r, BaseException)]
     if not any(isinstance(e, RunError) for e in errors):
         try:
