@@ -29,6 +29,20 @@ from runner.server.lifecycle import start_serve_process
 ROOT = Path(__file__).resolve().parent.parent
 CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("VL_")}
 _VLBENCH = [sys.executable, "-c", "from runner.cli import main; main()"]
+# `vlbench` that prints its own peak RSS on stderr at exit: VmHWM, the high-water mark of this
+# program's memory (ru_maxrss would also count the parent's pages the child was forked with).
+_MEASURED = [
+    sys.executable,
+    "-c",
+    "import atexit, re, sys\n"
+    "def peak():\n"
+    "    status = open('/proc/self/status').read()\n"
+    "    print('VMHWM_KB=' + re.search(r'VmHWM:\\s+(\\d+)', status).group(1), file=sys.stderr)\n"
+    "atexit.register(peak)\n"
+    "from runner.cli import main\n"
+    "sys.argv[0] = 'vlbench'\n"
+    "main()\n",
+]
 
 
 def scale() -> float:
@@ -72,15 +86,17 @@ def local_server(workers: int) -> Iterator[tuple[str, str, list[int]]]:
 
 @dataclass(frozen=True, slots=True)
 class Child:
-    """A finished `vlbench run`: wall time, RSS samples (seconds since start, MB), stdout."""
+    """A finished `vlbench run`: wall time, RSS samples (seconds since start, MB), stdout, and
+    its true peak RSS (its VmHWM at exit, which no sample can miss)."""
 
     wall_s: float
     rss: list[tuple[float, float]]
     stdout: str
+    maxrss_mb: float
 
     @property
     def peak_mb(self) -> float:
-        return max((mb for _, mb in self.rss), default=float("nan"))
+        return self.maxrss_mb
 
     def peak_within(self, start: float, end: float) -> float:
         """The highest RSS sampled between these fractions of the run's wall time."""
@@ -90,7 +106,7 @@ class Child:
         return max((mb for _, mb in self.rss[first:last]), default=float("nan"))
 
     def quarters(self) -> list[float]:
-        """The peak RSS within each quarter of the run (the last one holds the finish)."""
+        """The peak RSS sampled within each quarter of the run (the last one holds the finish)."""
         return [self.peak_within(q / 4, (q + 1) / 4) for q in range(4)]
 
     @property
@@ -105,7 +121,7 @@ def run_vlbench(args: Sequence[str], *, sample_s: float = 0.25) -> Child:
     """`vlbench ARGS` in a child process, its RSS sampled every `sample_s`; raises if it fails."""
     started = time.perf_counter()
     process = subprocess.Popen(
-        [*_VLBENCH, *args],
+        [*_MEASURED, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -114,7 +130,7 @@ def run_vlbench(args: Sequence[str], *, sample_s: float = 0.25) -> Child:
     )
     watched = psutil.Process(process.pid)
     samples: list[tuple[float, float]] = []
-    while process.poll() is None:
+    while process.poll() is None:  # vlbench run -q writes little: the pipes do not fill
         with contextlib.suppress(psutil.Error):
             samples.append((time.perf_counter() - started, watched.memory_info().rss / 1e6))
         time.sleep(sample_s)
@@ -122,4 +138,6 @@ def run_vlbench(args: Sequence[str], *, sample_s: float = 0.25) -> Child:
     wall = time.perf_counter() - started
     if process.returncode != 0:
         raise RuntimeError(f"vlbench {' '.join(args)} failed:\n{stdout}\n{stderr}")
-    return Child(wall, samples, stdout)
+    match = re.search(r"VMHWM_KB=(\d+)", stderr)
+    peak = int(match.group(1)) * 1024 / 1e6 if match else float("nan")
+    return Child(wall, samples, stdout, peak)
