@@ -25,14 +25,16 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
+import numpy as np
 import orjson
 
+from runner._plan_columns import MakeSpec, PlanColumns, RequestView, SpecView
 from runner.errors import UsageError
-from runner.suite import Mode, Suite
+from runner.suite import Mode, Query, Suite
 from runner.suite.fields import MAX_PAGES
 
 __all__ = [
@@ -168,12 +170,14 @@ class Plan:
     """Every spec of a suite (or of one shard of it) and the unique wire requests behind them.
 
     Iterating a plan, or `len(plan)`, goes over the specs; `requests` is what to send.
-    `dataset_id` is the key namespace: the suite's dataset, or "embedded".
+    `dataset_id` is the key namespace: the suite's dataset, or "embedded". An expanded plan's
+    `specs` and `requests` are read-only sequences that build each spec when it is read (a few
+    numbers a spec are held, see `runner._plan_columns`); a plan can also be made of tuples.
     """
 
     dataset_id: str
-    specs: tuple[RequestSpec, ...]
-    requests: tuple[WireRequest, ...]
+    specs: Sequence[RequestSpec]
+    requests: Sequence[WireRequest]
     shard: tuple[int, int] | None = None
 
     def __len__(self) -> int:
@@ -206,51 +210,114 @@ def _grid(mode: Mode, suite: Suite) -> list[tuple[str, float | None, int]]:
     return grid
 
 
+@dataclass(frozen=True, slots=True)
+class _Setting:
+    """One point of a mode's grid, as every spec at it shares it."""
+
+    mode: str
+    via: Literal["caption", "vql", "anchor"]
+    op: Literal["fts", "semantic"] | None
+    kind: str
+    sends: str  # "text" or "anchor": what of a query the mode sends
+    label: str
+    cutoff: float | None
+    granularity: int
+
+
+def _settings(suite: Suite) -> list[_Setting]:
+    """Every (mode, setting) of the suite, modes in suite order, each mode's grid in sweep order."""
+    return [
+        _Setting(name, mode.via, mode.op, mode.kind, mode.sends, label, cutoff, granularity)
+        for name, mode in suite.modes.items()
+        for label, cutoff, granularity in _grid(mode, suite)
+    ]
+
+
+def _spec(
+    query: Query,
+    at: _Setting,
+    dataset: str,
+    entity_type: str,
+    keys: tuple[int, int] | None = None,
+) -> RequestSpec:
+    """The spec of one query at one setting: the one place a spec and its keys are made.
+
+    `keys` (wire key, key) as numbers, when known already, spare the hashing.
+    """
+    labels = tuple(sorted(set(query.labels))) if query.labels else None
+    anchor = query.anchor if at.sends == "anchor" else None
+    text = f"anchor:{anchor}" if anchor is not None else query.text or ""
+    if keys is None:
+        op = None if at.via == "caption" else at.op
+        params = wire_params(text, op, entity_type, at.granularity, at.cutoff, labels, anchor)
+        canonical = orjson.dumps(params, option=orjson.OPT_SORT_KEYS).decode()
+        wire_key = _digest(dataset, canonical)
+        key = _digest(wire_key, query.id)
+    else:
+        wire_key, key = f"{keys[0]:016x}", f"{keys[1]:016x}"
+    return RequestSpec(
+        key=key,
+        wire_key=wire_key,
+        query_id=query.id,
+        query_text=text,
+        mode=at.mode,
+        via=at.via,
+        op=at.op,
+        setting=at.label,
+        entity_type=entity_type,
+        threshold=at.granularity,
+        textual_similarity_threshold=at.cutoff if at.kind == "caption" else None,
+        semantic_threshold=at.cutoff if at.kind == "semantic" else None,
+        cutoff=at.cutoff,
+        labels_filter=labels,
+        anchor_media_id=anchor,
+    )
+
+
+def _asks(query: Query, at: _Setting) -> bool:
+    """Whether a mode asks this query: it gives what the mode sends (text, or an anchor)."""
+    return (query.anchor if at.sends == "anchor" else query.text) is not None
+
+
+def _made(
+    queries: Sequence[Query], settings: Sequence[_Setting], dataset: str, entity_type: str
+) -> MakeSpec:
+    """`make(query index, setting index)`: the spec again, for a plan's views (see `_spec`)."""
+
+    def make(q: int, s: int, keys: tuple[int, int], /) -> RequestSpec:
+        return _spec(queries[q], settings[s], dataset, entity_type, keys)
+
+    return make
+
+
 def expand(suite: Suite) -> Plan:
     """Every (query, mode, setting) of a suite as a `RequestSpec`, grouped into wire requests.
 
     Order: queries as in the suite, then modes, then each mode's settings in sweep order.
     Count: Σ_modes (queries the mode asks) × (cut-offs of the mode, or 1) × (granularities, or 1).
+    The plan holds a few numbers a spec; its `specs` and `requests` build them when read.
     """
     dataset = suite.dataset_id or EMBEDDED_DATASET
     entity_type = suite.defaults.entity_type
-    grids = {name: _grid(mode, suite) for name, mode in suite.modes.items()}
-    specs: list[RequestSpec] = []
-    groups: dict[str, list[RequestSpec]] = {}
-    for query in suite.queries:
-        labels = tuple(sorted(set(query.labels))) if query.labels else None
-        for name, mode in suite.modes.items():
-            # A mode asks only the queries that give what it sends (text, or an anchor).
-            anchor = query.anchor if mode.sends == "anchor" else None
-            text = query.text if mode.sends == "text" else anchor and f"anchor:{anchor}"
-            if text is None:
+    settings = _settings(suite)
+    queries, at, wires, keys = [], [], [], []
+    for q, query in enumerate(suite.queries):
+        for s, setting in enumerate(settings):
+            if not _asks(query, setting):
                 continue
-            op = None if mode.via == "caption" else mode.op
-            for setting, cutoff, granularity in grids[name]:
-                params = wire_params(text, op, entity_type, granularity, cutoff, labels, anchor)
-                canonical = orjson.dumps(params, option=orjson.OPT_SORT_KEYS).decode()
-                wire_key = _digest(dataset, canonical)
-                spec = RequestSpec(
-                    key=_digest(wire_key, query.id),
-                    wire_key=wire_key,
-                    query_id=query.id,
-                    query_text=text,
-                    mode=name,
-                    via=mode.via,
-                    op=mode.op,
-                    setting=setting,
-                    entity_type=entity_type,
-                    threshold=granularity,
-                    textual_similarity_threshold=cutoff if mode.kind == "caption" else None,
-                    semantic_threshold=cutoff if mode.kind == "semantic" else None,
-                    cutoff=cutoff,
-                    labels_filter=labels,
-                    anchor_media_id=anchor,
-                )
-                specs.append(spec)
-                groups.setdefault(wire_key, []).append(spec)
-    requests = tuple(WireRequest(key, tuple(group)) for key, group in groups.items())
-    return Plan(dataset, tuple(specs), requests)
+            spec = _spec(query, setting, dataset, entity_type)
+            queries.append(q)
+            at.append(s)
+            wires.append(int(spec.wire_key, 16))
+            keys.append(int(spec.key, 16))
+    columns = PlanColumns(
+        _made(suite.queries, settings, dataset, entity_type),
+        np.array(queries, np.int32),
+        np.array(at, np.int32),
+        np.array(wires, np.uint64),
+        np.array(keys, np.uint64),
+    )
+    return Plan(dataset, SpecView(columns), RequestView(columns))
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -276,6 +343,10 @@ def shard(plan: Plan, k: int, n: int) -> Plan:
     _checked(k, n)
     if plan.shard is not None:
         raise UsageError(f"the plan is already shard {plan.shard_label}")
+    if isinstance(plan.specs, SpecView):  # an expanded plan: select by numbers, build nothing
+        columns = plan.specs.columns
+        part = columns.subset(columns.wire % np.uint64(n) == np.uint64(k - 1))
+        return Plan(plan.dataset_id, SpecView(part), RequestView(part), (k, n))
     keep = tuple(r for r in plan.requests if int(r.wire_key, 16) % n == k - 1)
     keys = {r.wire_key for r in keep}
     specs = tuple(spec for spec in plan.specs if spec.wire_key in keys)

@@ -17,7 +17,7 @@ from helpers_exec import DEMO_ENV, hit_rows, request_rows, run_sync, write_suite
 
 from runner.api.auth import Credentials
 from runner.api.client import ExploreClient, TokenSource
-from runner.errors import UsageError
+from runner.errors import RunError, UsageError
 from runner.execute import (
     ExecuteOptions,
     RetryPolicy,
@@ -31,6 +31,7 @@ from runner.execute import (
     run_suite,
     suite_client,
 )
+from runner.execute._rows import Recorder
 from runner.plan import Plan, expand
 from runner.server.lifecycle import ServerThread
 from runner.store import RunCounts, RunWriter, read_manifest, scan_hits
@@ -393,3 +394,52 @@ async def test_suite_client_embedded_serves_only_the_demo(tmp_path: Path) -> Non
     with pytest.raises(UsageError, match="only the demo dataset"):
         async with suite_client(suite, environ={}):
             pass
+
+
+class FailingStore:
+    """A run writer whose `record` fails from the `fail_at`-th call on (a full disk, say)."""
+
+    def __init__(self, writer: RunWriter, fail_at: int) -> None:
+        self.writer, self.fail_at, self.calls = writer, fail_at, 0
+        self.finished: list[str] = []
+
+    @property
+    def run_dir(self) -> Path:
+        return self.writer.run_dir
+
+    @property
+    def counts(self) -> RunCounts:
+        return self.writer.counts
+
+    def completed_keys(self) -> set[str]:
+        return self.writer.completed_keys()
+
+    def record(self, request_rows: Any, hit_rows: Any) -> None:
+        self.calls += 1
+        if self.calls >= self.fail_at:
+            raise RunError(f"{self.run_dir}: cannot append to the journal: No space left on device")
+        self.writer.record(request_rows, hit_rows)
+
+    def finish(self, status: str) -> object:
+        self.finished.append(status)
+        return self.writer.finish(status)
+
+
+async def test_a_store_error_in_the_recording_thread_fails_the_run(
+    demo_server: ServerThread,
+    api_credentials: Credentials,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Rows are recorded in a worker thread: its error still ends the run `failed`, raised."""
+    monkeypatch.setattr(Recorder, "ready", lambda self: True)  # a flush in a thread every unit
+    suite = load_suite(write_suite(tmp_path, demo_server, pagination={"max_pages": 1}))
+    plan = expand(suite)
+    store = FailingStore(new_writer(tmp_path, suite, plan, demo_server.base_url), fail_at=2)
+    auth = TokenSource(credentials=api_credentials)
+    async with ExploreClient(demo_server.base_url, demo_server.dataset_id, auth=auth) as client:
+        options = ExecuteOptions(concurrency=4)
+        with pytest.raises(RunError, match="No space left on device"):
+            await run_plan(plan, store, client=client, options=options)
+    assert store.finished == ["failed"]
+    assert read_manifest(store.run_dir)["status"] == "failed"

@@ -82,14 +82,12 @@ def test_rate_limited_server_slows_the_whole_run(
 
     Only three attempts a request: if each worker merely backed off for its few milliseconds,
     requests would exhaust them inside one second; obeying Retry-After for the whole run, every
-    retry lands after the server's bucket refilled.
+    retry lands after the server's bucket refilled (Retry-After is obeyed up to 5 s here, not
+    cut to the 0.01 s of max_backoff_s, its default cap).
     """
     server = start_server(rate_limit=10)
-    suite = write_suite(
-        tmp_path,
-        server,
-        retries={"max_attempts": 3, "backoff_s": 0.005, "max_backoff_s": 0.01},
-    )
+    retries = {"max_attempts": 3, "backoff_s": 0.005, "max_backoff_s": 0.01, "max_retry_after_s": 5}
+    suite = write_suite(tmp_path, server, retries=retries)
     started = time.monotonic()
     result = run_sync(suite, tmp_path / "reports")
     elapsed = time.monotonic() - started

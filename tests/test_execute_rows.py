@@ -150,6 +150,8 @@ def test_hit_rows_are_the_plain_reading_of_the_pages(
         if i % 5 == 2:  # a page that failed for good ends the request
             pages.append(Fetched(n_pages, None, "timeout", None, 5, SENT_AT, 10.0, "timed out"))
         hits = recorder.add(unit, pages)
+        if recorder.ready():
+            recorder.flush()
         rows = expected_hits(unit, pages)
         assert hits == len(rows)
         expected += rows

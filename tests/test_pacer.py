@@ -26,6 +26,9 @@ class VirtualTime:
         self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
         self.lateness = 0.0  # added to every wake-up, as a busy event loop would
+        # (start, end): the loop is frozen then, as when the OS gives the CPU to another
+        # process; a wake-up due inside happens at the end
+        self.stall: tuple[float, float] | None = None
 
     def clock(self) -> float:
         return self.now
@@ -33,6 +36,8 @@ class VirtualTime:
     async def sleep(self, seconds: float) -> None:
         future = asyncio.get_running_loop().create_future()
         wake = self.now + max(0.0, seconds) + self.lateness
+        if self.stall is not None and self.stall[0] < wake < self.stall[1]:
+            wake = self.stall[1]
         heapq.heappush(self._sleepers, (wake, next(self._order), future))
         await future
 
@@ -116,6 +121,53 @@ async def test_late_wakeups_never_overfill_a_window() -> None:
     # lateness delays admissions, not the schedule: the rate stays close to the limit
     achieved = (len(admitted) - 1) / (max(admitted) - min(admitted))
     assert achieved >= 0.99 * rate
+
+
+def catch_up_gap(rate: float) -> float:
+    """The pacer's catch-up spacing: a 100 ms window's allowance spread evenly, at least half
+    an interval; the first catch-up admission may come a quarter of it after a stall ends."""
+    return max(0.5 / rate, 0.1 / (math.ceil(rate / 10) + 2))
+
+
+@pytest.mark.parametrize("rate", [50, 200])
+async def test_a_stalled_loop_catches_up_spread_out_never_at_once(rate: int) -> None:
+    """A 200 ms stall makes R/5 slots overdue: they go out spread, a little above the rate."""
+    vt = VirtualTime()
+    vt.stall = (1.0, 1.2)
+    pacer = Pacer(rate, clock=vt.clock, sleep=vt.sleep)
+    admitted = sorted(await run_workers(pacer, vt, workers=16, per_worker=rate // 4, work_s=0.003))
+    n = len(admitted)
+    assert not [t for t in admitted if 1.0 < t < 1.2]  # frozen: nobody admitted
+    gap = catch_up_gap(rate)
+    after = [t for t in admitted if t >= 1.2]
+    # never at once: the old pacer fired every overdue slot at 1.2 in the same instant
+    assert after[:3] == pytest.approx([1.2, 1.2 + gap / 4, 1.2 + gap / 4 + gap], abs=1e-3)
+    assert min(b - a for a, b in itertools.pairwise(after)) >= gap / 4 * (1 - 1e-6)
+    assert busiest(admitted, 0.1) <= math.ceil(rate / 10) + 2
+    assert busiest(admitted, 1.0) <= rate
+    # what the period's window cannot absorb is forgiven, not fired later as a burst: a second
+    # after the stall the schedule is even again, behind by the stall and the guard's margins
+    late = [t for t in admitted if t > 2.3]
+    assert [b - a for a, b in itertools.pairwise(late)] == pytest.approx(
+        [1 / rate] * (len(late) - 1), abs=2 * MARGIN
+    )
+    assert max(admitted) == pytest.approx((n - 1) / rate + 0.2, abs=(n / rate + 1) * 2 * MARGIN)
+
+
+async def test_a_short_stall_is_caught_up_spread_and_in_full() -> None:
+    """The loop wakes 60 ms late once at 50/s: the three overdue slots go out spread, and the
+    schedule is met again within a few hundred milliseconds (nothing lost)."""
+    vt = VirtualTime()
+    rate = 50
+    pacer = Pacer(rate, clock=vt.clock, sleep=vt.sleep)
+    vt.stall = (0.5, 0.56)
+    admitted = sorted(await run_workers(pacer, vt, workers=8, per_worker=8))
+    gap = catch_up_gap(rate)
+    caught_up = [t for t in admitted if 0.56 <= t < 0.6]
+    expected = [0.56, 0.56 + gap / 4, 0.56 + gap / 4 + gap, 0.56 + gap / 4 + 2 * gap]
+    assert caught_up == pytest.approx(expected, abs=1e-3)
+    assert busiest(admitted, 0.1) <= 7  # R/10 + 2
+    assert max(admitted) == pytest.approx(63 / rate, abs=2 * MARGIN)  # on schedule again
 
 
 async def test_fractional_rate_per_period() -> None:

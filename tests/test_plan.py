@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 from collections import Counter
 from pathlib import Path
@@ -202,6 +203,24 @@ def test_keys_are_stable_across_loads(tmp_path: Path) -> None:
     first = keyed(expand(make(tmp_path, suite_yaml(), "a.yaml")))
     assert first == keyed(expand(make(tmp_path, suite_yaml(), "b.yaml")))
     assert all(len(k) == 16 and len(w) == 16 for k, w in first.values())
+
+
+def test_keys_read_back_from_the_plan_are_the_hashes_of_what_is_sent(tmp_path: Path) -> None:
+    """The plan holds keys as numbers: read back, each is the hash it always was (leading zeros
+    too), so that a run resumes across versions. Also holds for a shard's specs."""
+    queries = [(f"q{i}", f"query number {i}") for i in range(40)]
+    plan = expand(make(tmp_path, suite_yaml(queries=queries)))
+
+    def digest(*parts: str) -> str:
+        return hashlib.sha256("\0".join(("vlbench-plan-v1", *parts)).encode()).hexdigest()[:16]
+
+    specs = [*plan.specs, *shard(plan, 2, 3).specs]
+    assert any(spec.key.startswith("0") for spec in specs)
+    for spec in specs:
+        canonical = orjson.dumps(spec.params(), option=orjson.OPT_SORT_KEYS).decode()
+        assert spec.wire_key == digest("ds1", canonical)
+        assert spec.key == digest(spec.wire_key, spec.query_id)
+    assert list(plan.specs) == list(plan.specs)  # built again on each read, equal each time
 
 
 def test_keys_do_not_depend_on_yaml_order(tmp_path: Path) -> None:

@@ -6,13 +6,22 @@ slot, `next = max(now, next) + interval`, and sleeps until it. There is no burst
 pacer that sat idle does not fire a volley when work comes back, and a hosted API sees the same
 spacing at the top of a second as in its middle.
 
-Two guarantees, both measured in `bench/bench_limiter.py`:
+Three guarantees, measured in `bench/bench_limiter.py` (alone and end to end, on a busy machine):
 - the long-run rate is the limit (slots are reserved back to back while callers wait, so a late
   wake-up of one caller does not push the others back);
 - no window of `per_seconds` holds more than `ceil(requests)` admissions, even when the event loop
   wakes a caller late and its successor on time: a small log of the last admissions holds a
   caller back until the oldest one in the window has left it (by 0.1% of the period, so that
-  a clock read a few microseconds later elsewhere agrees; the long-run rate gives up that 0.1%).
+  a clock read a few microseconds later elsewhere agrees; the long-run rate gives up that 0.1%);
+- a late wake-up is caught up spread out, never at once. A loop that stalled 100 ms at 50/s
+  used to release the five overdue requests in the same millisecond (a burst a hosted API
+  answers with 429s). Now no 100 ms window holds more than its even share plus two
+  (`ceil(rate / 10) + 2`), and a backlog goes out evenly at that share's pace (its gap is
+  100 ms / share, at least half an interval; the first one after a stall may come a quarter
+  gap early): at most 40% above the rate at 50/s, 10% at 200/s, until the schedule is met
+  again. What the period's window cannot absorb (a stall of more than a few tens of
+  milliseconds) is forgiven: the schedule moves back instead of repeating the catch-up as a
+  burst and a pause every period.
 
 `slow_down(seconds)` (the API said `Retry-After`) moves every slot not yet admitted, reserved or
 not, so that none is before `now + seconds`; the spacing after the pause is the same as before.
@@ -39,7 +48,32 @@ __all__ = ["Pacer"]
 Clock = Callable[[], float]
 # The window guard's margin, as a share of the period (see `_window_opens`).
 _WINDOW_MARGIN: Final = 1e-3
+# Catch-up after a late wake-up: no window of _BURST_WINDOW_S holds more than its even share +
+# _BURST_EXTRA, and admissions keep a catch-up gap (see `Pacer.__init__`); a wake-up up to
+# _LATE_TOLERANCE of that gap late does not count as catching up.
+_BURST_WINDOW_S: Final = 0.1
+_BURST_EXTRA: Final = 2
+_MIN_GAP: Final = 0.5  # of an interval
+_LATE_TOLERANCE: Final = 0.75  # of the gap
 Sleep = Callable[[float], Awaitable[None]]
+
+
+class _Window:
+    """A sliding window [t, t + width) that holds at most `count` admissions (a log of them)."""
+
+    __slots__ = ("log", "width")
+
+    def __init__(self, width: float, count: int) -> None:
+        self.width = width
+        self.log: deque[float] = deque(maxlen=count)
+
+    def opens(self) -> float:
+        """The earliest time this window has room for one more admission."""
+        if len(self.log) < (self.log.maxlen or 0):
+            return -math.inf
+        # A hair more than the width: whoever timestamps the requests (the API) does so a few
+        # microseconds after we do, and not always by the same few. Costs 0.1% of the rate.
+        return self.log[0] + self.width * (1 + _WINDOW_MARGIN)
 
 
 class Pacer:
@@ -52,13 +86,15 @@ class Pacer:
     __slots__ = (
         "_clock",
         "_hold_until",
+        "_catch_up",
+        "_gap",
         "_interval",
-        "_log",
         "_next",
         "_offset",
         "_pending",
         "_sleep",
-        "_window_count",
+        "_tolerance",
+        "_windows",
         "per_seconds",
         "requests",
     )
@@ -88,9 +124,23 @@ class Pacer:
         # order and slots are reserved in increasing order); the first is the front of the queue.
         self._pending: dict[float, None] = {}
         self._hold_until = -math.inf  # real time before which nothing is admitted
-        # The last admissions (real times): a window of per_seconds holds at most this many.
-        self._window_count = max(1, math.ceil(requests - 1e-9))
-        self._log: deque[float] = deque(maxlen=self._window_count)
+        # The windows every admission must fit: the period (the limit itself), a short burst
+        # window and the catch-up gap (a window of half an interval holding one).
+        rate = requests / per_seconds
+        burst = math.ceil(rate * _BURST_WINDOW_S - 1e-9) + _BURST_EXTRA
+        # The windows every admission must fit: the period (the limit itself) and the burst one.
+        self._windows = (
+            _Window(per_seconds, max(1, math.ceil(requests - 1e-9))),
+            _Window(_BURST_WINDOW_S, burst),
+        )
+        # The catch-up clock: the time the last admission counts as, for spacing the next.
+        # It advances by the gap (a burst window's allowance spread evenly over it, at least
+        # half an interval) and never lags the real admission by more than the tolerance, so a
+        # backlog goes out at the gap's rate however late the loop wakes each caller, while one
+        # caller woken a little late (less than the tolerance) is not held back at all.
+        self._gap = max(self._interval * _MIN_GAP, _BURST_WINDOW_S / burst)
+        self._tolerance = self._gap * _LATE_TOLERANCE
+        self._catch_up = -math.inf
 
     @property
     def rate(self) -> float:
@@ -108,27 +158,35 @@ class Pacer:
         Callers normally use `acquire()`; this is the pure scheduling step, for tests and for
         estimating when work will be admitted.
         """
+        return self._reserve_base() + self._offset
+
+    def _reserve_base(self) -> float:
+        """Reserve the next free slot; its base time is also its key in `_pending`."""
         now = self._clock()
         earliest = max(now, self._hold_until) - self._offset
         base = max(earliest, self._next)
         self._next = base + self._interval
         self._pending[base] = None
-        return base + self._offset
+        return base
 
     async def acquire(self) -> float:
         """Wait for this caller's slot and return the clock time at which it was admitted."""
-        base = self.reserve() - self._offset
+        base = self._reserve_base()
         try:
             while True:
                 now = self._clock()
-                due = max(base + self._offset, self._window_opens())
+                self._forgive_lost_slots()
+                slot = base + self._offset
+                due = max(slot, self._window_opens(), self._catch_up + self._gap)
                 if due <= now:
                     break
                 await self._sleep(due - now)
         finally:
             # Admitted or cancelled, the slot is no longer waiting.
             del self._pending[base]
-        self._log.append(now)
+        for window in self._windows:
+            window.log.append(now)
+        self._catch_up = max(slot, self._catch_up + self._gap, now - self._tolerance)
         return now
 
     def slow_down(self, seconds: float) -> None:
@@ -148,13 +206,23 @@ class Pacer:
             front = next(iter(self._pending))
             self._offset += max(0.0, until - (front + self._offset))
 
+    def _forgive_lost_slots(self) -> None:
+        """Move the schedule back when the period's window, not the slot, holds the front back.
+
+        Then the slots the loop overslept cannot be caught up without breaking the limit: they
+        are lost, and keeping them would make every later second a burst followed by a pause
+        (the window remembers the catch-up). The schedule resumes evenly from the window's room.
+        """
+        if not self._pending:
+            return
+        front = next(iter(self._pending)) + self._offset
+        opens = self._windows[0].opens()
+        if opens > front:
+            self._offset += opens - front
+
     def _window_opens(self) -> float:
-        """The earliest time the sliding window has room for one more admission."""
-        if len(self._log) < self._window_count:
-            return -math.inf
-        # A hair more than the period: whoever timestamps the requests (the API) does so a few
-        # microseconds after we do, and not always by the same few. Costs 0.1% of the rate.
-        return self._log[0] + self.per_seconds * (1 + _WINDOW_MARGIN)
+        """The earliest time every sliding window has room for one more admission."""
+        return max(window.opens() for window in self._windows)
 
     async def __aenter__(self) -> None:
         await self.acquire()

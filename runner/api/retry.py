@@ -33,11 +33,28 @@ class RetryPolicy:
 
     The wait before attempt n+1 is drawn uniformly from 0..min(max_backoff_s, backoff_s * 2**(n-1))
     ("full jitter": retries of many workers spread out instead of returning in step).
+    A server's `Retry-After` is obeyed up to `max_retry_after_s` (None: `max_backoff_s`).
     """
 
     max_attempts: int = 5
     backoff_s: float = 0.5
     max_backoff_s: float = 30.0
+    max_retry_after_s: float | None = None
+
+    @property
+    def retry_after_cap(self) -> float:
+        """The longest wait a server's `Retry-After` may impose on the run."""
+        cap = self.max_retry_after_s
+        return self.max_backoff_s if cap is None else cap
+
+    def capped_note(self, asked: float | None) -> str | None:
+        """What a page records when the server asked to wait longer than the cap (else None)."""
+        if asked is None or asked <= self.retry_after_cap:
+            return None
+        return (
+            f"the server asked Retry-After {asked:g} s; waited {self.retry_after_cap:g} s "
+            "(retries.max_retry_after_s)"
+        )
 
     def backoff(self, attempt: int, rng: random.Random) -> float:
         """Seconds to wait after failed attempt number `attempt` (1-based)."""
@@ -74,12 +91,16 @@ def classify(exc: VlbenchError) -> _Verdict:
 def wait_before_retry(
     verdict: _Verdict, attempt: int, retry: RetryPolicy, rng: random.Random, pacer: Pacer | None
 ) -> float:
-    """Seconds to sleep before the next attempt; a Retry-After is handed to the pacer instead."""
+    """Seconds to sleep before the next attempt; a Retry-After is handed to the pacer instead.
+
+    A Retry-After is obeyed up to the policy's cap (a server asking for an hour gets the cap).
+    """
     if verdict.retry_after is not None:
+        wait = min(verdict.retry_after, retry.retry_after_cap)
         if pacer is not None:
-            pacer.slow_down(verdict.retry_after)  # every later request waits, this one too
+            pacer.slow_down(wait)  # every later request waits, this one too
             return 0.0
-        return verdict.retry_after
+        return wait
     return retry.backoff(attempt, rng)
 
 

@@ -66,7 +66,8 @@ def run(
     target: Path | bool = run_dir if run_dir is not None else resume
     result = asyncio.run(_run(loaded, out, target, shard_of, quiet, max_requests))
     typer.echo(summary(result))
-    if report and result.status in ("complete", "partial"):
+    # An interrupted run ends now (within the 2 s a Ctrl-C promises); `vlbench report` later.
+    if report and result.status in ("complete", "partial") and not result.interrupted:
         _report(result.run_dir)
     raise typer.Exit(code=result.exit_code)
 
@@ -124,6 +125,11 @@ def summary(result: RunResult) -> str:
     ]
     if stats.skipped:
         lines.append(f"skipped {stats.skipped} requests done before (resume)")
+    if stats.retry_after_capped:
+        lines.append(
+            f"the server asked {stats.retry_after_capped} time(s) to wait longer than "
+            "retries.max_retry_after_s; waited that long (see the error text in requests.parquet)"
+        )
     if result.message:
         lines.append(result.message)
     lines.append(f"run_dir: {result.run_dir}")

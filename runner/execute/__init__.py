@@ -23,9 +23,11 @@ How a run goes:
   than 100 clusters) or `total_pages`; `PAGE_CAP` bounds "all" so that a run cannot loop forever.
 - Each completed unit goes to the store (`RunWriter.record`) whole, a few units a call; keys the
   store has already (a resumed run) are skipped.
-- `RunControl.stop()` (Ctrl-C) stops taking new units; units in flight finish the HTTP request
-  they are in and are dropped unless that completes them. `abort()` cancels them at once.
-  Either way the writer is finished `partial`, and a resume does what is left.
+- `RunControl.stop()` (Ctrl-C, SIGTERM) stops taking new units; units in flight get
+  `stop_grace_s` (0.5 s) to complete and are then cancelled, whatever they wait for (the pacer, a
+  backoff, a slow answer); `abort()` cancels them at once. Either way the writer is finished
+  `partial`, and a resume does what is left. A `Retry-After` is obeyed up to the suite's
+  `retries.max_retry_after_s` (default `max_backoff_s`); a longer ask is noted on the page's row.
 
 Rooms: `_types` (options, results, controls; retries follow `runner.api.retry`),
 `_preflight`, `_schedule` (workers, pages, the run's end), `_rows` (rows for the store),

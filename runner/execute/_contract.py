@@ -49,7 +49,11 @@ def record_contract(run_dir: Path) -> list[Finding]:
         .head(_SAMPLE_REQUESTS)["request_key"]
     )
     requests = requests.filter(pl.col("request_key").is_in(sample.to_list()))
-    hits = scan_hits(run_dir).select(_HIT_COLUMNS).filter(pl.col("request_key").is_in(sample.to_list()))
+    hits = (
+        scan_hits(run_dir)
+        .select(_HIT_COLUMNS)
+        .filter(pl.col("request_key").is_in(sample.to_list()))
+    )
     findings = run_findings(requests, hits.collect())
     manifest = read_manifest(run_dir)
     manifest[CONTRACT_KEY] = [f.to_dict() for f in findings]

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Sequence, Set
 from dataclasses import dataclass, field
 
 from runner.api.client import ExploreClient, SendTiming
@@ -61,6 +62,7 @@ class _Runner:
         """One page with its retries; a stop during a backoff drops the unit."""
         retry = self.options.retry
         timing = SendTiming()
+        notes: list[str] = []  # a Retry-After cut to the cap: said in the row's error text
         for attempt in itertools.count(1):
             self.stats.sent += 1
             try:
@@ -80,15 +82,27 @@ class _Runner:
                         attempt,
                         timing.sent_at,
                         timing.latency_s * 1000,
-                        str(exc),
+                        "; ".join([str(exc), *notes]),
                     )
+                note = retry.capped_note(verdict.retry_after)
+                if note is not None and note not in notes:
+                    notes.append(note)
+                self.stats.retry_after_capped += note is not None
                 self.stats.retries += 1
                 wait = wait_before_retry(verdict, attempt, retry, self.rng, self.client.pacer)
                 if await self._stopped_within(wait):
                     raise _Dropped from None
                 continue
+            error = "; ".join(notes) or None
             return Fetched(
-                page_number, page, "ok", 200, attempt, timing.sent_at, timing.latency_s * 1000
+                page_number,
+                page,
+                "ok",
+                200,
+                attempt,
+                timing.sent_at,
+                timing.latency_s * 1000,
+                error,
             )
         raise AssertionError("unreachable")
 
@@ -158,14 +172,15 @@ def _last_page(fetched: Fetched, number: int, limit: int) -> bool:
     return page.total_pages is not None and number + 1 >= page.total_pages
 
 
-def wire_units(plan: Plan, done: set[str]) -> list[tuple[RequestSpec, ...]]:
-    """The plan's wire requests, each as the specs it answers, without the keys already done."""
-    units = []
+def wire_units(plan: Plan, done: Set[str]) -> Iterator[tuple[RequestSpec, ...]]:
+    """The plan's wire requests, each as the specs it answers, without the keys already done.
+
+    Lazy: a plan of 100,000 requests is read one unit at a time, never held as objects.
+    """
     for request in plan.requests:
         specs = tuple(spec for spec in request.specs if spec.key not in done)
         if specs:
-            units.append(specs)
-    return units
+            yield specs
 
 
 async def run_plan(
@@ -186,13 +201,12 @@ async def run_plan(
     control = control or RunControl()
     options = options or ExecuteOptions()
     rng = random.Random(options.seed)
-    units = wire_units(plan, writer.completed_keys())
-    stats = RunStats(total=len(plan.requests), skipped=len(plan.requests) - len(units))
-    if options.max_requests is not None:
-        units = units[: options.max_requests]
+    done = writer.completed_keys()
+    remaining = sum(1 for _ in wire_units(plan, done)) if done else len(plan.requests)
+    stats = RunStats(total=len(plan.requests), skipped=len(plan.requests) - remaining)
     runner = _Runner(client, options, control, stats, rng)
     recorder = Recorder(writer)
-    queue: Iterator[tuple[RequestSpec, ...]] = iter(units)
+    queue = itertools.islice(wire_units(plan, done), options.max_requests)
     fatal: list[VlbenchError] = []
 
     async def worker() -> None:
@@ -214,9 +228,11 @@ async def run_plan(
                 stats.failed += 1
             if progress is not None:
                 progress.update(stats)
+            if recorder.ready():
+                await recorder.flush_in_thread()  # the loop paces on while the store writes
 
     tasks = [asyncio.create_task(worker()) for _ in range(max(1, options.concurrency))]
-    aborter = asyncio.create_task(_cancel_on_abort(control, tasks))
+    aborter = asyncio.create_task(_cancel_after_stop(control, tasks, options.stop_grace_s))
     flusher = asyncio.create_task(recorder.flush_when_due())
     try:
         results: list[BaseException | None] = await asyncio.gather(*tasks, return_exceptions=True)
@@ -227,6 +243,9 @@ async def run_plan(
             task.cancel()
     if flusher.done() and not flusher.cancelled() and flusher.exception() is not None:
         results.append(flusher.exception())
+    late = await recorder.drain()  # a record still running in a thread finishes first
+    if late is not None and not any(r is late for r in results):
+        results.append(late)
     errors = [r for r in results if isinstance(r, BaseException)]
     if not any(isinstance(e, RunError) for e in errors):
         try:
@@ -246,8 +265,17 @@ async def run_plan(
     return _finish(writer, stats, control, fatal, _refusal_lines(runner.refused))
 
 
-async def _cancel_on_abort(control: RunControl, tasks: Sequence[asyncio.Task[None]]) -> None:
-    await control.aborting.wait()
+async def _cancel_after_stop(
+    control: RunControl, tasks: Sequence[asyncio.Task[None]], grace_s: float
+) -> None:
+    """After a stop, give units in flight `grace_s` to complete, then cancel them (abort: at once).
+
+    Whatever a worker waits for (the pacer held by a long Retry-After, a backoff, a slow answer),
+    the run ends within the grace; a cancelled unit is not recorded and a resume redoes it.
+    """
+    await control.stopping.wait()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(control.aborting.wait(), timeout=grace_s)
     for task in tasks:
         task.cancel()
 

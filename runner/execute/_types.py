@@ -45,6 +45,9 @@ class ExecuteOptions:
     retry: RetryPolicy = RetryPolicy()
     max_requests: int | None = None  # send at most this many wire requests, then stop
     seed: int | None = None  # for the jitter; None: unpredictable
+    # After a stop (Ctrl-C, SIGTERM), units in flight get this long to complete before they are
+    # cancelled: any run, whatever it waits for, ends within about this long.
+    stop_grace_s: float = 0.5
 
 
 class RunControl:
@@ -56,7 +59,7 @@ class RunControl:
         self.reason: str | None = None
 
     def stop(self, reason: str = "interrupted") -> None:
-        """Take no new work; let requests in flight end; a second call aborts."""
+        """Take no new work; give requests in flight a short grace; a second call aborts."""
         if self.stopping.is_set():
             self.abort(reason)
             return
@@ -82,6 +85,7 @@ class RunStats:
     hits: int = 0
     sent: int = 0  # HTTP requests sent, retries included
     retries: int = 0
+    retry_after_capped: int = 0  # Retry-After answers that asked for more than the cap
     started: float = field(default_factory=time.monotonic)
 
     @property

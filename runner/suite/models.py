@@ -105,6 +105,9 @@ class Retries(SuiteModel):
     max_attempts: PositiveInt = 5
     backoff_s: NonNegativeFloat = 0.5
     max_backoff_s: PositiveFloat = 30.0
+    # The longest wait a server's Retry-After may impose (None: max_backoff_s); a hostile
+    # `Retry-After: 3600` must not freeze a nightly run.
+    max_retry_after_s: PositiveFloat | None = None
 
 
 class Pagination(SuiteModel):
