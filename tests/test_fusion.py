@@ -170,3 +170,11 @@ def test_suite_fusion_of_an_unknown_mode_names_its_line(tmp_path: Path) -> None:
     )
     with pytest.raises(SuiteError, match=r"s.yaml:5: fusions\[0\].modes\[1\]: unknown mode"):
         load_suite(path)
+
+
+def test_default_fusions_leave_out_modes_that_share_no_query() -> None:
+    queries = {"fts": {"q1", "q2"}, "semantic": {"q1", "q2"}, "visual": {"v1"}}
+    groups = {f.modes for f in default_fusions(["fts", "semantic", "visual"], queries)}
+    assert groups == {("fts", "semantic")}
+    every = {f.modes for f in default_fusions(["fts", "semantic", "visual"])}
+    assert ("fts", "visual") in every and ("fts", "semantic", "visual") in every

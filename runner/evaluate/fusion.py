@@ -159,12 +159,23 @@ def parse_fusion(text: str) -> Fusion:
         raise UsageError(f"fusion {text!r}: {exc}") from None
 
 
-def default_fusions(modes: Sequence[str]) -> tuple[Fusion, ...]:
-    """Every method over every pair of modes, and over all of them when there are three or more."""
+def default_fusions(
+    modes: Sequence[str], queries: Mapping[str, set[str]] | None = None
+) -> tuple[Fusion, ...]:
+    """Every method over every pair of modes, and over all of them when there are three or more.
+
+    With `queries` (each mode's query ids), only modes that answer a query in common are fused:
+    a visual-search mode, asked by anchors, has nothing to fuse with the text modes.
+    """
+
+    def shared(group: tuple[str, ...]) -> bool:
+        return queries is None or bool(set.intersection(*(queries.get(m, set()) for m in group)))
+
     names = sorted(set(modes))
     groups = [tuple(pair) for pair in itertools.combinations(names, 2)]
     if len(names) >= 3:
         groups.append(tuple(names))
+    groups = [g for g in groups if shared(g)]
     return tuple(Fusion(method, group) for group in groups for method in FUSION_METHODS)
 
 

@@ -60,7 +60,7 @@ def fusion_bars(
     rows = systems.filter(pl.col("value").is_not_null()).sort("value", descending=True)
     if rows.height == 0:
         return None
-    title = f"{measure}: each fusion and each mode alone (95% intervals)"
+    title = f"{measure}: fusions and modes alone (95% CI)"
     fig = new_figure(6.8, 0.9 + 0.26 * rows.height)
     (ax,) = axes_row(fig, 1)
     with matplotlib.rc_context(STYLE):

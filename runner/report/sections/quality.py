@@ -74,11 +74,16 @@ class Quality:
     options: QualityOptions
 
 
-def fusions_of(manifest: Mapping[str, Any], modes: Sequence[str]) -> tuple[Fusion, ...]:
-    """The suite's fusions as the manifest recorded them, else every default fusion of `modes`."""
+def fusions_of(
+    manifest: Mapping[str, Any],
+    modes: Sequence[str],
+    queries: Mapping[str, set[str]] | None = None,
+) -> tuple[Fusion, ...]:
+    """The suite's fusions as the manifest recorded them, else every default fusion of `modes`
+    (of those answering a query in common, given each mode's query ids `queries`)."""
     listed = manifest.get("fusions")
     if not listed:
-        return default_fusions(modes)
+        return default_fusions(modes, queries)
     out = []
     for item in listed:
         if isinstance(item, str):
@@ -115,7 +120,13 @@ def gather_quality(
         manifest: Mapping[str, Any] = open_run(run_dir).manifest
     except RunError:
         manifest = {}
-    fusions = opts.fusions if opts.fusions is not None else fusions_of(manifest, list(best))
+    asked = ev.per_query.select("mode", "query_id").unique()
+    queries = {
+        str(mode): set(part["query_id"].to_list()) for (mode,), part in asked.group_by("mode")
+    }
+    fusions = (
+        opts.fusions if opts.fusions is not None else fusions_of(manifest, list(best), queries)
+    )
     fused = evaluate_fusions(run_dir, fusions, best, measures=ev.measures, extra_judgments=extra)
     fused_intervals = summary_intervals(fused.per_query, **kw)
     systems = pl.concat(
