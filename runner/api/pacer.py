@@ -15,13 +15,14 @@ Three guarantees, measured in `bench/bench_limiter.py` (alone and end to end, on
   a clock read a few microseconds later elsewhere agrees; the long-run rate gives up that 0.1%);
 - a late wake-up is caught up spread out, never at once. A loop that stalled 100 ms at 50/s
   used to release the five overdue requests in the same millisecond (a burst a hosted API
-  answers with 429s). Now no 100 ms window holds more than its even share plus two
-  (`ceil(rate / 10) + 2`), and a backlog goes out evenly at that share's pace (its gap is
-  100 ms / share, at least half an interval; the first one after a stall may come a quarter
-  gap early): at most 40% above the rate at 50/s, 10% at 200/s, until the schedule is met
-  again. What the period's window cannot absorb (a stall of more than a few tens of
-  milliseconds) is forgiven: the schedule moves back instead of repeating the catch-up as a
-  burst and a pause every period.
+  answers with 429s). Now no 100 ms window holds more than its even share plus one
+  (`ceil(rate / 10) + 1`: one below the bar R/10 + 2, so that the jitter between the
+  admission and the moment the request leaves cannot push a window over it), and a backlog
+  goes out evenly at that share's pace (its gap is 100 ms / share, at least half an interval;
+  the first one after a stall may come a quarter gap early): at most 20% above the rate at
+  50/s, 5% at 200/s, until the schedule is met again. What the period's window cannot absorb
+  (a stall of more than a few tens of milliseconds) is forgiven: the schedule moves back
+  instead of repeating the catch-up as a burst and a pause every period.
 
 `slow_down(seconds)` (the API said `Retry-After`) moves every slot not yet admitted, reserved or
 not, so that none is before `now + seconds`; the spacing after the pause is the same as before.
@@ -52,7 +53,7 @@ _WINDOW_MARGIN: Final = 1e-3
 # _BURST_EXTRA, and admissions keep a catch-up gap (see `Pacer.__init__`); a wake-up up to
 # _LATE_TOLERANCE of that gap late does not count as catching up.
 _BURST_WINDOW_S: Final = 0.1
-_BURST_EXTRA: Final = 2
+_BURST_EXTRA: Final = 1
 _MIN_GAP: Final = 0.5  # of an interval
 _LATE_TOLERANCE: Final = 0.75  # of the gap
 Sleep = Callable[[float], Awaitable[None]]
