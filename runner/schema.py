@@ -138,9 +138,10 @@ def missing_columns(found: pa.Schema, schema: pa.Schema) -> tuple[list[str], lis
     wrong: list[str] = []
     absent: list[str] = []
     for f in schema:
+        index = found.get_field_index(f.name)  # -1: absent, or there twice
         if f.name not in found.names:
             (absent if f.name in OPTIONAL_COLUMNS else wrong).append(f.name)
-        elif not found.field(f.name).type.equals(f.type):
+        elif index < 0 or not found.field(index).type.equals(f.type):
             wrong.append(f.name)
     return wrong, absent
 
