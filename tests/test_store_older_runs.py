@@ -16,6 +16,7 @@ import pytest
 
 from runner.errors import RunError
 from runner.evaluate import evaluate_run
+from runner.judge.session import open_session
 from runner.schema import HITS_FILE, HITS_SCHEMA, OPTIONAL_COLUMNS, conform, missing_columns
 from runner.store import RunWriter, check_parquet, scan_hits, scan_requests
 from runner.store._journal import Unit, encode_unit, read_segment
@@ -169,3 +170,13 @@ def test_conform_and_missing_columns() -> None:
     )
     batch = older_batch(hits.to_batches()[0])
     assert conform(batch, HITS_SCHEMA).schema.equals(HITS_SCHEMA)
+
+
+def test_the_judging_page_opens_an_older_run_without_thumbnails(tmp_path: Path) -> None:
+    run = older_run(tmp_path, range(3))
+    session = open_session(run, rater="ana", k=3)
+    assert session.items and all(item.thumb is None for item in session.items)
+    newer = create(tmp_path / "newer")
+    newer.record(*unit(0))
+    items = open_session(newer.finish("complete").path, rater="ana", k=3).items
+    assert items and all(str(item.thumb).startswith("https://cdn.invalid/") for item in items)

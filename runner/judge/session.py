@@ -208,19 +208,16 @@ def _thumb(uri: str | None, file_name: str | None, images: Path | None) -> str |
     return None
 
 
-def _items(
-    hits: pl.LazyFrame, todo: pl.DataFrame, images: Path | None, has_thumbs: bool
-) -> list[Item]:
+def _items(hits: pl.LazyFrame, todo: pl.DataFrame, images: Path | None) -> list[Item]:
     wanted = todo.lazy().select("query_id", "media_id")
     mine = hits.join(wanted, on=["query_id", "media_id"], how="semi")
     ranks: dict[tuple[str, str], dict[str, int]] = {}
     per_mode = mine.group_by("query_id", "media_id", "mode").agg(pl.col("rank").min())
     for q, m, mode, rank in per_mode.sort("mode").collect().iter_rows():
         ranks.setdefault((q, m), {})[mode] = rank
-    thumbs: dict[tuple[str, str], str] = {}
-    if has_thumbs:
-        found = mine.group_by("query_id", "media_id").agg(pl.col(THUMB_COLUMN).drop_nulls().first())
-        thumbs = {(q, m): t for q, m, t in found.collect().iter_rows() if t}
+    # Every run has the column (the reader gives an older run's as nulls).
+    found = mine.group_by("query_id", "media_id").agg(pl.col(THUMB_COLUMN).drop_nulls().first())
+    thumbs = {(q, m): t for q, m, t in found.collect().iter_rows() if t}
     return [
         Item(
             query_id=row["query_id"],
@@ -272,7 +269,6 @@ def open_session(
         raise UsageError(f"--images: {image_dir} is not a directory")
     info = open_run(run_dir)
     hits, qrels = load_run_judgments(info.path, extra_judgments, judgments_store=False)
-    has_thumbs = THUMB_COLUMN in hits.collect_schema().names()
     if hits.select(pl.len()).collect().item() == 0:
         raise RunError(f"{info.path}: the run has no hits: nothing to judge")
     store = store_dir(info.path)
@@ -285,7 +281,7 @@ def open_session(
         k=k,
         overlap=overlap,
         store=store,
-        items=_items(hits, todo, image_dir, has_thumbs),
+        items=_items(hits, todo, image_dir),
         texts=query_texts(info.path),
         stack=rater_stacks(log).get(rater, []),
     )
