@@ -7,11 +7,15 @@ Scores: `raw_score` and `score_type` are what the API said; `score` is normalise
 is always better (`cosine_distance` d -> 1 - d; similarities and bm25 as they are).
 `cutoff` is the score threshold the request asked for in its own mode's terms (caption:
 `textual_similarity_threshold`, semantic: the VQL `threshold`, fts: null).
+
+Optional columns (`OPTIONAL_COLUMNS`) were added after runs were first written: a file without one
+is still a run, read as if the column held nulls (`missing_columns`, `conform`). A new column
+goes at the end of its schema and into `OPTIONAL_COLUMNS`, so that every older run stays readable.
 """
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, TypeVar
 
 import pyarrow as pa
 
@@ -21,11 +25,14 @@ __all__ = [
     "JUDGMENTS_FILE",
     "JUDGMENTS_SCHEMA",
     "MANIFEST_FILE",
+    "OPTIONAL_COLUMNS",
     "OUTCOMES",
     "REQUESTS_FILE",
     "REQUESTS_SCHEMA",
     "RUN_STATUSES",
     "SETTING_COLUMNS",
+    "conform",
+    "missing_columns",
     "normalise_score",
 ]
 
@@ -97,6 +104,8 @@ HITS_SCHEMA: Final = pa.schema(
         pa.field("score_type", pa.string()),
         pa.field("score", pa.float64()),  # normalised: higher is better
         pa.field("labels", pa.list_(pa.string())),
+        # The API's thumbnail of the hit (a URL, a data: URI, or null); runs before it lack it.
+        pa.field("media_thumb_uri", pa.string()),
     ]
 )
 
@@ -112,6 +121,44 @@ JUDGMENTS_SCHEMA: Final = pa.schema(
         pa.field("source", pa.string(), nullable=False),
     ]
 )
+
+
+_Rows = TypeVar("_Rows", pa.Table, pa.RecordBatch)
+
+# Columns a file written before they existed may lack (each nullable, at the end of its schema).
+OPTIONAL_COLUMNS: Final = frozenset({"media_thumb_uri"})
+
+
+def missing_columns(found: pa.Schema, schema: pa.Schema) -> tuple[list[str], list[str]]:
+    """How the columns of a file (`found`) fall short of `schema`: (wrong, absent optional).
+
+    `wrong` names the columns missing or of another type (the file is not of this schema);
+    `absent` the optional ones it lacks (an older file, read with them as nulls).
+    """
+    wrong: list[str] = []
+    absent: list[str] = []
+    for f in schema:
+        index = found.get_field_index(f.name)  # -1: absent, or there twice
+        if f.name not in found.names:
+            (absent if f.name in OPTIONAL_COLUMNS else wrong).append(f.name)
+        elif index < 0 or not found.field(index).type.equals(f.type):
+            wrong.append(f.name)
+    return wrong, absent
+
+
+def conform(rows: _Rows, schema: pa.Schema) -> _Rows:
+    """`rows` as `schema`: the optional columns it lacks added as nulls, columns in schema order.
+
+    For rows of an older file (see `OPTIONAL_COLUMNS`); rows already of `schema` are returned as
+    they are.
+    """
+    if rows.schema.equals(schema, check_metadata=False):
+        return rows
+    columns = [
+        rows.column(f.name) if f.name in rows.column_names else pa.nulls(rows.num_rows, f.type)
+        for f in schema
+    ]
+    return type(rows).from_arrays(columns, schema=schema)
 
 
 def normalise_score(raw: float | None, score_type: str | None) -> float | None:

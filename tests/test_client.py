@@ -150,7 +150,9 @@ def test_parse_refuses_bodies_that_are_not_the_contract(raw: bytes, reason: str)
         pytest.param({}, {"labels": "dog"}, "not a list", id="string-labels"),
         pytest.param({}, {"labels": ""}, "not a list", id="empty-string-labels"),
         pytest.param({"labels": "dog"}, {}, "not a list", id="string-cluster-labels"),
-        pytest.param({}, {"media_id": 7.5, "caption": 3}, None, id="numbers-as-text"),
+        pytest.param(
+            {}, {"media_id": 7.5, "caption": 3, "media_thumb_uri": 5}, None, id="numbers-as-text"
+        ),
     ],
 )
 def test_parse_is_as_strict_as_the_tolerant_reading(
@@ -168,8 +170,11 @@ def test_parse_is_as_strict_as_the_tolerant_reading(
         ]
     )
     if reason is None:
-        (only,) = parse_page(raw, 0).clusters
+        page = parse_page(raw, 0)
+        (only,) = page.clusters
         assert only.previews[0].media_id == "7.5" and only.previews[0].caption == "3"
+        assert only.previews[0].media_thumb_uri == "5"
+        assert page.data.to_pylist()[0]["previews"][0]["media_thumb_uri"] == "5"
         return
     with pytest.raises(ValueError, match=reason):
         parse_page(raw, 0)
@@ -214,6 +219,10 @@ async def test_the_fast_and_the_careful_reading_agree(
             fast = pages._fast(clusters)
             assert fast is not None and len(fast) > 0
             assert fast.equals(pages._careful(clusters))
+            # The thumbnail is stored: the URI the server sent for each preview.
+            thumbs = fast.field("previews").flatten().field("media_thumb_uri")
+            sent = [p["media_thumb_uri"] for c in clusters for p in c["previews"]]
+            assert thumbs.to_pylist() == sent and thumbs.null_count == 0
 
 
 # -- errors, classified -------------------------------------------------------------------------

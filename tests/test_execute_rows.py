@@ -62,6 +62,7 @@ def page_body(rng: random.Random, n_clusters: int) -> bytes:
                 "relevance_score": rng.choice([None, rng.random(), rng.random()]),
                 "relevance_score_type": rng.choice([None, kind]),
                 "labels": rng.choice([None, ["dog"], ["cat", "person"]]),
+                "media_thumb_uri": rng.choice([None, f"https://cdn.example.com/{k}/{j}.webp"]),
             }
             for j in range(rng.choice([1, 1, 2, 3]))
         ]
@@ -110,6 +111,7 @@ def expected_hits(specs: tuple[RequestSpec, ...], pages: list[Fetched]) -> list[
                             "score_type": kind,
                             "score": normalise_score(preview.relevance_score, kind),
                             "labels": None if labels is None else list(labels),
+                            "media_thumb_uri": preview.media_thumb_uri,
                         }
                     )
             clusters_before += fetched.page.n_clusters

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -23,7 +24,7 @@ from typer.testing import CliRunner
 from runner.cli import app
 from runner.judge.app import CSP, JudgeThread
 from runner.judge.labels import read_log, standing_labels, store_dir
-from runner.judge.session import open_session
+from runner.judge.session import _thumb, image_origin, open_session
 
 VLBENCH = str(Path(sys.executable).parent / "vlbench")
 PNG = bytes.fromhex(
@@ -145,15 +146,46 @@ def test_thumbnails_come_from_the_runs_media_thumb_uri(tmp_path: Path) -> None:
     image = tmp_path / "m4 thumb.png"
     image.write_bytes(PNG)
     hits = pq.read_table(run / "hits.parquet")
-    uris = {"m2": "https://cdn.example.com/m2/thumb.webp", "m4": image.as_uri()}
+    data = "data:image/png;base64," + base64.b64encode(PNG).decode()
+    uris = {
+        "m2": "https://cdn.example.com/m2/thumb.webp",
+        "m3": data,
+        "m4": image.as_uri(),
+        "n1": "http://127.0.0.1:9/n1.jpg",
+        "n2": "https://evil.example; script-src *",  # not an origin: never reaches the policy
+    }
     column = pa.array([uris.get(m) for m in hits["media_id"].to_pylist()], pa.string())
-    pq.write_table(hits.append_column("media_thumb_uri", column), run / "hits.parquet")
+    index = hits.schema.get_field_index("media_thumb_uri")
+    pq.write_table(hits.set_column(index, "media_thumb_uri", column), run / "hits.parquet")
     with JudgeThread(open_session(run, rater="ana", k=5)) as url:
         _, state = _call(url + "api/state")
-        thumbs = {i["media_id"]: i["thumb"] for i in state["queries"][0]["items"]}
-        assert thumbs == {"m2": uris["m2"], "m4": "/thumb/1", "m3": None}
+        thumbs = {i["media_id"]: i["thumb"] for q in state["queries"] for i in q["items"]}
+        assert thumbs == {
+            "m2": uris["m2"],
+            "m3": data,
+            "m4": "/thumb/1",
+            "n1": uris["n1"],
+            "n2": None,
+        }
         with urllib.request.urlopen(url + "thumb/1", timeout=30) as response:
             assert response.read() == PNG
+        with urllib.request.urlopen(url, timeout=30) as response:
+            policy = response.headers["Content-Security-Policy"]
+    # Exactly the thumbnails' origins, beside this server and data: images.
+    assert "img-src 'self' data: http://127.0.0.1:9 https://cdn.example.com;" in policy
+    assert policy.replace(" http://127.0.0.1:9 https://cdn.example.com", "") == CSP
+    assert "evil" not in policy and "http: " not in policy
+
+
+def test_image_origins_fit_for_a_policy() -> None:
+    assert image_origin("https://cdn.example.com/a/b.webp?x=1") == "https://cdn.example.com"
+    assert image_origin("http://[::1]:8080/x.png") == "http://[::1]:8080"
+    for bad in ("https://a b.com/x", "https://u:p@cdn.example.com/x", "ftp://x.com/y", "x.jpg"):
+        assert image_origin(bad) is None, bad
+    # data: URIs are shown when they are images only.
+    assert _thumb("data:image/png;base64,iVBO", None, None) == "data:image/png;base64,iVBO"
+    assert _thumb("data:text/html;base64,PHA+", None, None) is None
+    assert _thumb("data:image/svg+xml,<svg onload=x>", None, None) is None
 
 
 def test_raters_split_the_work_and_overlap_hides_grades(tmp_path: Path) -> None:

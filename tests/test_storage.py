@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 from moto.server import ThreadedMotoServer
 from pyarrow.fs import FileSelector, S3FileSystem
@@ -18,6 +19,8 @@ from runner.cli import app
 from runner.errors import RunError
 from runner.evaluate.history import load_history
 from runner.export.ids import export_run
+from runner.schema import HITS_SCHEMA, OPTIONAL_COLUMNS
+from runner.store import scan_hits
 from runner.store.location import resolve
 from runner.store.merge import merge_runs
 from runner.store.push import push_run
@@ -226,3 +229,15 @@ def test_push_copies_a_run_from_s3_elsewhere(s3: str, tmp_path: Path) -> None:
     assert all((copy / p.name).read_bytes() == p.read_bytes() for p in run.iterdir())
     again = push_run(remote, f"{s3}-mirror")
     assert read_manifest(again.uri)["run_id"] == "test-run"
+
+
+def test_an_older_run_on_s3_reads_with_the_thumbnail_column_as_nulls(
+    s3: str, tmp_path: Path
+) -> None:
+    run = build_run(tmp_path, hits=HITS)
+    table = pq.read_table(run / "hits.parquet")
+    pq.write_table(table.drop_columns(sorted(OPTIONAL_COLUMNS)), run / "hits.parquet")
+    remote = push_run(run, s3).uri
+    hits = scan_hits(remote).collect()
+    assert hits.columns == HITS_SCHEMA.names and hits["media_thumb_uri"].null_count() == 4
+    assert hits.drop("media_thumb_uri").equals(scan_hits(run).collect().drop("media_thumb_uri"))

@@ -125,6 +125,7 @@ def hit_row(key: str, rank: int, **overrides: Any) -> dict[str, Any]:
         "score_type": "cosine_distance",
         "score": 1 - 0.125 * rank,
         "labels": ["car"],
+        "media_thumb_uri": f"https://cdn.invalid/{key}/{rank}.webp",
     }
     row.update(overrides)
     return row

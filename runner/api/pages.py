@@ -4,8 +4,9 @@
 come, to `pyarrow.array(clusters, type=CLUSTER_TYPE)`: the per-preview work (hundreds of
 previews a page, a page a request) is done by Arrow's converter instead of a Python loop, no
 Python object is kept a hit, and the rows of the run are taken from that array by index
-(`runner.execute._rows`). `CLUSTER_TYPE` holds what a run stores; `Page.clusters` reads the
-body again for everything the API said (captions, media URIs, similarity thresholds).
+(`runner.execute._rows`). `CLUSTER_TYPE` holds what a run stores (the thumbnail URI included,
+not the full media URI); `Page.clusters` reads the body again for everything the API said
+(captions, media URIs, similarity thresholds).
 
 Arrow's converter accepts a little more than the contract, silently: `true` as a number (1.0), a
 fractional count (3.5 -> 3), a string as a list of its characters, a null inside a list. So the
@@ -57,6 +58,7 @@ PREVIEW_TYPE: Final = pa.struct(
         pa.field("relevance_score", pa.float64()),
         pa.field("relevance_score_type", _TEXT),
         pa.field("labels", _TEXTS),
+        pa.field("media_thumb_uri", _TEXT),
     ]
 )
 # What a run stores of a cluster, its matching previews nested best first.
@@ -86,6 +88,7 @@ class Preview:
     relevance_score_type: str | None
     media_uri: str | None = None
     labels: tuple[str, ...] | None = None
+    media_thumb_uri: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +147,7 @@ def _cluster(item: dict[str, Any]) -> Cluster:
             p["relevance_score_type"],
             p["media_uri"],
             p["labels"],
+            p["media_thumb_uri"],
         )
         for p in item["previews"]
     )
@@ -281,6 +285,7 @@ def _clean_preview(preview: object) -> dict[str, Any]:
         "relevance_score_type": _str_or_none(get("relevance_score_type")),
         "media_uri": _str_or_none(_either(preview, "media_uri", "preview")),
         "labels": _labels(get("labels")),
+        "media_thumb_uri": _str_or_none(get("media_thumb_uri")),
     }
 
 

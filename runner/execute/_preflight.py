@@ -31,9 +31,11 @@ class Preflight:
 def required_enrichments(specs: Sequence[RequestSpec]) -> dict[str, tuple[str, ...]]:
     """What the plan needs from the dataset: for each need, the enrichments that serve it.
 
-    caption needs CAPTION_IMAGES; semantic needs CAPTION_IMAGES or MULTIMODEL_IMAGE_ENCODING; a
-    labels filter needs IMAGE_TAGGING. fts needs none: it searches any caption, imported ones
-    too, so a dataset with captions but no CAPTION_IMAGES serves it.
+    caption needs CAPTION_IMAGES; semantic needs CAPTION_IMAGES or MULTIMODEL_IMAGE_ENCODING;
+    visual search (`via: anchor`) needs MULTIMODEL_IMAGE_ENCODING, the image-level embeddings it
+    ranks by (a caption's embedding is not the image's look); a labels filter needs
+    IMAGE_TAGGING. fts needs none: it searches any caption, imported ones too, so a dataset with
+    captions but no CAPTION_IMAGES serves it.
     """
     needs: dict[str, tuple[str, ...]] = {}
     for spec in specs:
@@ -44,6 +46,8 @@ def required_enrichments(specs: Sequence[RequestSpec]) -> dict[str, tuple[str, .
                 "CAPTION_IMAGES",
                 "MULTIMODEL_IMAGE_ENCODING",
             )
+        elif spec.via == "anchor":
+            needs[f"mode {spec.mode} (visual search)"] = ("MULTIMODEL_IMAGE_ENCODING",)
         if spec.labels_filter:
             needs["label filters"] = ("IMAGE_TAGGING",)
     return needs
@@ -53,9 +57,10 @@ def required_features(specs: Sequence[RequestSpec]) -> dict[str, tuple[str, ...]
     """The account features each mode needs, by the names `/user_config` may give them.
 
     caption search needs captions search, semantic VQL semantic search, a labels filter labels
-    search (the documented "text search of images" features). fts is in none of them; it is
-    refused only where the answer names a full-text feature and turns it off (the local server's
-    `full_text_search`); otherwise a 403 during the run fails its requests alone.
+    search (the documented "text search of images" features). fts and visual search are in none
+    of them; each is refused only where the answer names its feature and turns it off (the local
+    server's `full_text_search`, `visual_search`); otherwise a 403 during the run fails its
+    requests alone.
     """
     needs: dict[str, tuple[str, ...]] = {}
     for spec in specs:
@@ -65,6 +70,8 @@ def required_features(specs: Sequence[RequestSpec]) -> dict[str, tuple[str, ...]
             needs[f"mode {spec.mode}"] = ("semantic_search",)
         elif spec.op == "fts":
             needs[f"mode {spec.mode}"] = ("full_text_search", "fts_search")
+        elif spec.via == "anchor":
+            needs[f"mode {spec.mode}"] = ("visual_search",)
         if spec.labels_filter:
             needs[f"mode {spec.mode} (label filters)"] = ("labels_search", "label_search")
     return needs

@@ -119,6 +119,7 @@ def _hit_rows(
         # normalise_score: a cosine distance d becomes 1 - d, other scores are kept
         "score": pc.if_else(distance, pc.subtract(1.0, raw), raw),
         "labels": labels,
+        "media_thumb_uri": previews.field("media_thumb_uri"),
     }
     shared = requests.select(list(_SHARED)).take(pa.array(np.repeat(pairs.row, per_pair)))
     columns = [shared.column(n) if n in _SHARED else own[n] for n in HITS_SCHEMA.names]

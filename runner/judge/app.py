@@ -10,8 +10,9 @@ Bad input answers 400 with `{"error": "<parameter>: <what is wrong>"}`. POSTs mu
 `Content-Type: application/json`, which a page of another origin cannot send without the
 preflight this server never grants, so no other site can grade through a rater's browser.
 The page's Content-Security-Policy allows scripts, styles and requests to this server only;
-images may come from it or, when a run stores http(s) thumbnail URIs, from their host (without
-a network they fall back to the caption).
+images may come from it, from data: URIs, and from exactly the origins of the session's http(s)
+thumbnail URIs (`media_thumb_uri` of the run), nowhere else. A thumbnail that cannot load (no
+network, a server that is gone) falls back to the hit's caption and file name.
 """
 
 from __future__ import annotations
@@ -30,14 +31,14 @@ import orjson
 from aiohttp import web
 
 from runner.errors import UsageError
-from runner.judge.session import Item, JudgeSession
+from runner.judge.session import Item, JudgeSession, image_origin
 
-__all__ = ["CSP", "JudgeThread", "build_app", "run_judge", "serve_judge"]
+__all__ = ["CSP", "JudgeThread", "build_app", "page_csp", "run_judge", "serve_judge"]
 
+# The policy of a session whose thumbnails are all local or data: URIs.
 CSP: Final = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
-    "img-src 'self' data: http: https:; base-uri 'none'; form-action 'none'; "
-    "frame-ancestors 'none'"
+    "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
 _ASSETS: Final = {
     "/": ("page.html", "text/html"),
@@ -49,14 +50,27 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _LOCAL_NAMES: Final = frozenset({"127.0.0.1", "localhost"})
 _SESSION: Final = web.AppKey("session", JudgeSession)
 _LOCK: Final = web.AppKey("lock", asyncio.Lock)
+_POLICY: Final = web.AppKey("policy", str)
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
 
 
+def page_csp(session: JudgeSession) -> str:
+    """`CSP` with the origins of the session's http(s) thumbnails added to `img-src`."""
+    origins = sorted({o for it in session.items if it.thumb and (o := image_origin(it.thumb))})
+    if not origins:
+        return CSP
+    return CSP.replace("img-src 'self' data:", " ".join(["img-src 'self' data:", *origins]))
+
+
+def _remote(thumb: str) -> bool:
+    return thumb.startswith(("http://", "https://", "data:"))
+
+
 def _thumb_url(index: int, item: Item) -> str | None:
-    if item.thumb and item.thumb.startswith(("http://", "https://")):
+    if item.thumb and _remote(item.thumb):
         return item.thumb
     return f"/thumb/{index}"
 
@@ -68,7 +82,7 @@ async def _asset(request: web.Request) -> web.Response:
         text=text,
         content_type=kind,
         headers={
-            "Content-Security-Policy": CSP,
+            "Content-Security-Policy": request.app[_POLICY],
             "Cache-Control": "no-store",
             "Referrer-Policy": "no-referrer",
             "X-Content-Type-Options": "nosniff",
@@ -137,7 +151,7 @@ async def _thumb(request: web.Request) -> web.StreamResponse:
     if not 0 <= index < len(session.items):
         return _json({"error": f"index: {text!r} is not an item of this session"}, status=404)
     thumb = session.items[index].thumb
-    if not thumb or thumb.startswith(("http://", "https://")) or not Path(thumb).is_file():
+    if not thumb or _remote(thumb) or not Path(thumb).is_file():
         return _json({"error": f"index: item {index} has no local thumbnail"}, status=404)
     return web.FileResponse(thumb, headers={"Cache-Control": "max-age=3600"})
 
@@ -156,6 +170,7 @@ def build_app(session: JudgeSession) -> web.Application:
     """The aiohttp application of one judging session."""
     app = web.Application(client_max_size=64 * 1024, middlewares=[_local_host])
     app[_SESSION] = session
+    app[_POLICY] = page_csp(session)  # the items, so their thumbnails, are fixed for a session
     app[_LOCK] = asyncio.Lock()
     for path in _ASSETS:
         app.router.add_get(path, _asset)

@@ -10,6 +10,7 @@ two sets of grades can be compared (`runner.judge.agreement`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,9 +37,28 @@ from runner.judge.labels import (
 )
 from runner.store import open_run
 
-__all__ = ["Item", "JudgeSession", "open_session"]
+__all__ = ["Item", "JudgeSession", "image_origin", "open_session"]
 
 THUMB_COLUMN: Final = "media_thumb_uri"
+# The origins a thumbnail may come from, as they go into the page's Content-Security-Policy: a
+# scheme, a host name or an IPv4/IPv6 address, a port. Anything else (a `;` or a space would add a
+# directive) is not loaded; the page shows the caption instead.
+_ORIGIN: Final = re.compile(
+    r"https?://(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?"
+)
+# A data: URI the page may show: an image in base64 (no `data:text/html`), at most 256 KiB.
+_DATA_IMAGE: Final = re.compile(r"data:image/(?:png|jpeg|gif|webp|avif);base64,[A-Za-z0-9+/=]+")
+_MAX_DATA_URI: Final = 256 * 1024
+
+
+def image_origin(uri: str) -> str | None:
+    """The origin of an http(s) thumbnail URI (`https://cdn.example.com:8443`), None if it has
+    none fit for a Content-Security-Policy source."""
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https") or parts.username or parts.password:
+        return None
+    origin = f"{parts.scheme}://{parts.netloc}"
+    return origin if _ORIGIN.fullmatch(origin) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +71,7 @@ class Item:
     caption: str | None
     best_rank: int
     ranks: dict[str, int]  # mode -> best rank over its settings
-    thumb: str | None  # a local file path or an http(s) URI; None: show the caption
+    thumb: str | None  # a local file path, an http(s) or data: image URI; None: the caption
 
 
 @dataclass(slots=True)
@@ -169,10 +189,13 @@ class JudgeSession:
 
 
 def _thumb(uri: str | None, file_name: str | None, images: Path | None) -> str | None:
-    """Where the thumbnail can be loaded from: an http(s) URI, or a local file that exists."""
+    """Where the thumbnail can be loaded from: an http(s) URI with a plain origin, a data: image
+    URI, or a local file that exists (else a file of that name in `images`)."""
     if uri:
         parts = urlsplit(uri)
-        if parts.scheme in ("http", "https"):
+        if parts.scheme in ("http", "https") and image_origin(uri) is not None:
+            return uri
+        if len(uri) <= _MAX_DATA_URI and _DATA_IMAGE.fullmatch(uri):
             return uri
         path = Path(unquote(parts.path)) if parts.scheme == "file" else Path(uri)
         if not parts.scheme or parts.scheme == "file":
@@ -185,19 +208,16 @@ def _thumb(uri: str | None, file_name: str | None, images: Path | None) -> str |
     return None
 
 
-def _items(
-    hits: pl.LazyFrame, todo: pl.DataFrame, images: Path | None, has_thumbs: bool
-) -> list[Item]:
+def _items(hits: pl.LazyFrame, todo: pl.DataFrame, images: Path | None) -> list[Item]:
     wanted = todo.lazy().select("query_id", "media_id")
     mine = hits.join(wanted, on=["query_id", "media_id"], how="semi")
     ranks: dict[tuple[str, str], dict[str, int]] = {}
     per_mode = mine.group_by("query_id", "media_id", "mode").agg(pl.col("rank").min())
     for q, m, mode, rank in per_mode.sort("mode").collect().iter_rows():
         ranks.setdefault((q, m), {})[mode] = rank
-    thumbs: dict[tuple[str, str], str] = {}
-    if has_thumbs:
-        found = mine.group_by("query_id", "media_id").agg(pl.col(THUMB_COLUMN).drop_nulls().first())
-        thumbs = {(q, m): t for q, m, t in found.collect().iter_rows() if t}
+    # Every run has the column (the reader gives an older run's as nulls).
+    found = mine.group_by("query_id", "media_id").agg(pl.col(THUMB_COLUMN).drop_nulls().first())
+    thumbs = {(q, m): t for q, m, t in found.collect().iter_rows() if t}
     return [
         Item(
             query_id=row["query_id"],
@@ -249,7 +269,6 @@ def open_session(
         raise UsageError(f"--images: {image_dir} is not a directory")
     info = open_run(run_dir)
     hits, qrels = load_run_judgments(info.path, extra_judgments, judgments_store=False)
-    has_thumbs = THUMB_COLUMN in hits.collect_schema().names()
     if hits.select(pl.len()).collect().item() == 0:
         raise RunError(f"{info.path}: the run has no hits: nothing to judge")
     store = store_dir(info.path)
@@ -262,7 +281,7 @@ def open_session(
         k=k,
         overlap=overlap,
         store=store,
-        items=_items(hits, todo, image_dir, has_thumbs),
+        items=_items(hits, todo, image_dir),
         texts=query_texts(info.path),
         stack=rater_stacks(log).get(rater, []),
     )

@@ -19,7 +19,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from runner.errors import RunError
-from runner.schema import HITS_FILE, HITS_SCHEMA, REQUESTS_FILE, REQUESTS_SCHEMA
+from runner.schema import (
+    HITS_FILE,
+    HITS_SCHEMA,
+    REQUESTS_FILE,
+    REQUESTS_SCHEMA,
+    conform,
+    missing_columns,
+)
 from runner.store._journal import Unit, read_segment
 from runner.store._layout import (
     FINALISE_FILE,
@@ -69,17 +76,20 @@ def parquet_file(path: Path, schema: pa.Schema) -> pq.ParquetFile:
         raise RunError(f"{path}: missing") from None
     except (OSError, pa.ArrowException) as exc:
         raise RunError(f"{path}: corrupt Parquet file ({exc})") from None
-    if not pf.schema_arrow.equals(schema, check_metadata=False):
+    found = pf.schema_arrow
+    wrong, _ = missing_columns(found, schema)  # an older file may lack an optional column
+    if wrong or len(found) > len(schema):
         raise RunError(f"{path}: columns differ from runner/schema.py")
     return pf
 
 
-def row_groups(path: Path) -> Iterator[pa.Table]:
+def row_groups(path: Path, schema: pa.Schema) -> Iterator[pa.Table]:
+    """The row groups of a file, as `schema` (an older file's missing optional columns as nulls)."""
     # One thread, no read-ahead: streaming a run's parts into its final files on Arrow's thread
     # pools left ~30 MB more resident at the finish of a large run (bench/bench_memory.py).
     pf = pq.ParquetFile(path, pre_buffer=False)
     for i in range(pf.num_row_groups):
-        yield pf.read_row_group(i, use_threads=False)
+        yield conform(pf.read_row_group(i, use_threads=False), schema)
 
 
 def write_parquet_atomic(

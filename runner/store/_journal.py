@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 
 from runner.errors import RunError
-from runner.schema import HITS_SCHEMA, REQUESTS_SCHEMA
+from runner.schema import HITS_SCHEMA, OPTIONAL_COLUMNS, REQUESTS_SCHEMA, conform
 
 __all__ = ["JournalSegment", "Unit", "encode_unit", "read_segment"]
 
@@ -57,8 +57,20 @@ def _decode(body: bytes, raw_len: int) -> Unit:
     raw = pa.decompress(body, decompressed_size=raw_len, codec=_CODEC, asbytes=True)
     (req_len,) = _LEN.unpack_from(raw)
     req = ipc.read_record_batch(pa.py_buffer(raw[_LEN.size : _LEN.size + req_len]), REQUESTS_SCHEMA)
-    hit = ipc.read_record_batch(pa.py_buffer(raw[_LEN.size + req_len :]), HITS_SCHEMA)
-    return Unit(req, hit)
+    return Unit(req, _hits(pa.py_buffer(raw[_LEN.size + req_len :])))
+
+
+# The hit columns of a journal written before the optional ones were added (see runner/schema.py).
+_OLDER_HITS: Final = pa.schema([f for f in HITS_SCHEMA if f.name not in OPTIONAL_COLUMNS])
+
+
+def _hits(buffer: pa.Buffer) -> pa.RecordBatch:
+    """A frame's hit batch; one of a journal left by an older version gets its optional columns."""
+    try:
+        return ipc.read_record_batch(buffer, HITS_SCHEMA)
+    except pa.ArrowInvalid:  # fewer columns than the schema: perhaps an older journal
+        older = ipc.read_record_batch(buffer, _OLDER_HITS)
+    return conform(older, HITS_SCHEMA)
 
 
 def read_segment(path: Path) -> Iterator[tuple[int, Unit]]:

@@ -330,7 +330,7 @@ class RunWriter:
             try:
                 for name, file, schema in _files.TABLES:
                     _files.write_parquet_atomic(
-                        temps[name], self._sources(file, name), schema, rename=False
+                        temps[name], self._sources(file, name, schema), schema, rename=False
                     )
             except BaseException as exc:
                 for tmp in temps.values():
@@ -410,7 +410,9 @@ class RunWriter:
         write_manifest(self._dir, manifest)
         self._manifest = manifest
 
-    def _sources(self, file: str, name: str) -> Iterator[pa.RecordBatch | pa.Table]:
+    def _sources(
+        self, file: str, name: str, schema: pa.Schema
+    ) -> Iterator[pa.RecordBatch | pa.Table]:
         """The rows of one table in record order: previous final file, the parts, the memory.
 
         Rows still in memory (a run too short to have rolled a part) go straight into the final
@@ -418,9 +420,9 @@ class RunWriter:
         still in the journal, so a crash during `finish` loses nothing.
         """
         if self._has_base:
-            yield from _files.row_groups(self._dir / file)
+            yield from _files.row_groups(self._dir / file, schema)  # perhaps an older run's
         for seq in self._parts:
-            yield from _files.row_groups(part_path(self._dir, seq, name))
+            yield from _files.row_groups(part_path(self._dir, seq, name), schema)
         buffered = self._requests_buf if name == "requests" else self._hits_buf
         if buffered:
             yield pa.Table.from_batches(buffered)

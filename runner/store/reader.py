@@ -7,7 +7,9 @@
 Every command that takes a run (report, compare, judge-todo, export, history, merge, push) goes
 through here, so a run on a bucket and a run on disk are refused for the same reasons with the
 same words: a missing directory, a missing or corrupt manifest, a missing or corrupt Parquet
-file, or columns that differ from `runner/schema.py` raise `RunError` naming the place. A run
+file, or columns that differ from `runner/schema.py` raise `RunError` naming the place; a file
+written before an optional column existed (`runner.schema.OPTIONAL_COLUMNS`) is read with that
+column as nulls, so every reader sees the columns of today's schema. A run
 still `running` is refused unless the caller passes `allow_running=True`; locally it then reads
 what has reached Parquet so far (a resumed run's earlier rows and the rolled parts, not the last
 rows still in the journal).
@@ -38,6 +40,7 @@ from runner.schema import (
     MANIFEST_FILE,
     REQUESTS_FILE,
     REQUESTS_SCHEMA,
+    missing_columns,
 )
 from runner.store import _manifest
 from runner.store._layout import PARTS_DIR, part_path, run_dir_for, safe_suite_name
@@ -212,7 +215,9 @@ def scan_table(run: RunRef, table: Table, *, allow_running: bool = False) -> pl.
     if loc.remote:
         target = loc.child(file)
         check_parquet(target, schema)
-        return pl.scan_pyarrow_dataset(ds.dataset(target.path, filesystem=loc.fs, format="parquet"))
+        # Given the schema, the dataset reads an older file's missing optional columns as nulls.
+        found = ds.dataset(target.path, filesystem=loc.fs, format="parquet", schema=schema)
+        return pl.scan_pyarrow_dataset(found)
     paths = [info.path / file]
     if info.status == "running":
         paths = [p for p in paths if p.exists()]
@@ -222,9 +227,21 @@ def scan_table(run: RunRef, table: Table, *, allow_running: bool = False) -> pl.
                 paths.append(part_path(info.path, seq, table))
         if not paths:
             return pl.from_arrow(schema.empty_table()).lazy()  # type: ignore[union-attr]
-    for path in paths:
-        check_parquet(_named(loc, path), schema)
-    return pl.scan_parquet(paths)
+    absent = [check_parquet(_named(loc, path), schema) for path in paths]
+    if not any(absent):
+        return pl.scan_parquet(paths)
+    # An older run (or an older run resumed by a newer version): each file as today's schema.
+    types = pl.from_arrow(schema.empty_table()).schema  # type: ignore[union-attr]
+    frames = [_with_nulls(pl.scan_parquet(p), a, types) for p, a in zip(paths, absent, strict=True)]
+    return pl.concat(frames)
+
+
+def _with_nulls(frame: pl.LazyFrame, absent: list[str], types: pl.Schema) -> pl.LazyFrame:
+    """`frame` with the optional columns it lacks, as typed nulls, in the schema's order."""
+    if not absent:
+        return frame
+    added = frame.with_columns(pl.lit(None, dtype=types[name]).alias(name) for name in absent)
+    return added.select(types.names())
 
 
 def _named(loc: Location, path: Path) -> Location:
@@ -233,8 +250,11 @@ def _named(loc: Location, path: Path) -> Location:
     return loc.child(rel)
 
 
-def check_parquet(target: Location | Path | str, schema: pa.Schema) -> None:
-    """Refuse a missing or corrupt Parquet file, or one whose columns differ from `schema`."""
+def check_parquet(target: Location | Path | str, schema: pa.Schema) -> list[str]:
+    """Refuse a missing or corrupt Parquet file, or one whose columns differ from `schema`.
+
+    Returns the optional columns of `schema` the file lacks (an older file: read them as nulls).
+    """
     loc = target if isinstance(target, Location) else resolve(target)
     try:
         found = pq.read_schema(loc.path, filesystem=loc.fs)
@@ -243,13 +263,10 @@ def check_parquet(target: Location | Path | str, schema: pa.Schema) -> None:
     except (OSError, pa.ArrowException) as exc:
         # Object-store errors may quote request signatures: scrubbed.
         raise RunError(f"{loc.uri}: corrupt Parquet file ({scrub(str(exc))})") from None
-    wrong = [
-        f.name
-        for f in schema
-        if f.name not in found.names or not found.field(f.name).type.equals(f.type)
-    ]
+    wrong, absent = missing_columns(found, schema)
     if wrong:
         raise RunError(f"{loc.uri}: columns {wrong} are missing or differ from runner/schema.py")
+    return absent
 
 
 # -- finding runs -------------------------------------------------------------------------------

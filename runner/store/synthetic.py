@@ -98,6 +98,9 @@ def synthetic_unit(
         "score_type": pa.array(["cosine_distance"] * n),
         "score": pa.array([1.0 - r for r in raw], pa.float64()),
         "labels": pa.array([["cat", "indoor"] if i % 2 else ["dog"] for i in index]),
+        "media_thumb_uri": pa.array(
+            [f"https://cdn.invalid/t/{(salt + i) % 100_000:05d}.webp" for i in index]
+        ),
     }
     hits = pa.Table.from_arrays([columns[f.name] for f in HITS_SCHEMA], schema=HITS_SCHEMA)
     return requests, hits
