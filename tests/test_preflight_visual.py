@@ -32,7 +32,7 @@ def _suite(tmp_path: Path, server: ServerThread | None, modes: list[str]) -> Pat
 
 def test_the_plan_of_a_visual_mode_needs_image_embeddings_and_the_feature(tmp_path: Path) -> None:
     suite = load_suite(_suite(tmp_path, None, ["visual"]))
-    specs = expand(suite)
+    specs = expand(suite).specs
     assert required_enrichments(specs) == {
         "mode visual (visual search)": ("MULTIMODEL_IMAGE_ENCODING",)
     }
