@@ -19,12 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
-import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import resources
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Final
 
 import orjson
@@ -32,6 +29,7 @@ from aiohttp import web
 
 from runner.errors import UsageError
 from runner.judge.session import Item, JudgeSession, image_origin
+from runner.server.background import BackgroundService, serve_until_signalled
 
 __all__ = ["CSP", "JudgeThread", "build_app", "page_csp", "run_judge", "serve_judge"]
 
@@ -203,65 +201,15 @@ def run_judge(
     session: JudgeSession, *, port: int = 0, ready: Callable[[str], None] | None = None
 ) -> None:
     """Serve until Ctrl-C or SIGTERM; `ready(url)` is called once the page is up."""
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, stop.set)
-        async with serve_judge(session, port=port) as url:
-            if ready is not None:
-                ready(url)
-            await stop.wait()
-
-    asyncio.run(main())
+    serve_until_signalled(lambda: serve_judge(session, port=port), ready=ready)
 
 
-class JudgeThread:
+class JudgeThread(BackgroundService[str]):
     """The page in its own thread and loop, for tests: `with JudgeThread(session) as url:`."""
 
     def __init__(self, session: JudgeSession) -> None:
+        super().__init__(lambda: serve_judge(session), name="vlbench-judge")
         self.session = session
-        self.url = ""
-        self._ready = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
 
     def __enter__(self) -> str:
-        self._thread = threading.Thread(target=self._run, name="vlbench-judge", daemon=True)
-        self._thread.start()
-        self._ready.wait()
-        if self._error is not None:
-            raise self._error
-        return self.url
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._loop is not None and self._stop is not None and not self._loop.is_closed():
-            with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(self._stop.set)
-        if self._thread is not None:
-            self._thread.join()
-
-    def _run(self) -> None:
-        try:
-            asyncio.run(self._main())
-        except BaseException as exc:  # noqa: BLE001 - handed to the starting thread
-            self._error = exc
-        finally:
-            self._ready.set()
-
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        async with serve_judge(self.session) as url:
-            self.url = url
-            self._ready.set()
-            await self._stop.wait()
+        return self.start()

@@ -26,18 +26,17 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType, TracebackType
 from typing import Final
 
 from aiohttp import web
 
 from runner.errors import VlbenchError
 from runner.server.app import build_app
+from runner.server.background import BackgroundService, serve_until_signalled
 from runner.server.config import ServerConfig
 from runner.server.index import SearchIndex
 from runner.server.query import DatasetInfo
@@ -134,7 +133,7 @@ def _bound_address(runner: web.AppRunner, config: ServerConfig) -> tuple[str, in
     raise RuntimeError("the server is not listening on a TCP port")
 
 
-class ServerThread:
+class ServerThread(BackgroundService[RunningServer]):
     """`serve_in_background` in its own thread and event loop, for synchronous code and tests.
 
         with ServerThread(ServerConfig("demo", port=0)) as server:
@@ -145,20 +144,13 @@ class ServerThread:
     """
 
     def __init__(self, config: ServerConfig) -> None:
+        super().__init__(lambda: serve_in_background(config), name="vlbench-server")
         self.config = config
-        self._ready = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._server: RunningServer | None = None
-        self._error: BaseException | None = None
 
     @property
     def server(self) -> RunningServer:
         """The running server (only inside the `with` block)."""
-        if self._server is None:
-            raise RuntimeError("the server is not running")
-        return self._server
+        return self.value
 
     @property
     def base_url(self) -> str:
@@ -175,81 +167,16 @@ class ServerThread:
         """What the served dataset is."""
         return self.server.info
 
-    @property
-    def running(self) -> bool:
-        """Whether the server's thread is alive."""
-        return self._thread is not None and self._thread.is_alive()
-
-    def start(self) -> RunningServer:
-        """Start the thread and wait until the server listens."""
-        self._thread = threading.Thread(target=self._run, name="vlbench-server", daemon=True)
-        self._thread.start()
-        self._ready.wait()
-        if self._error is not None:
-            self._thread.join()
-            raise self._error
-        return self.server
-
-    def stop(self) -> None:
-        """Stop the server and join its thread (idempotent)."""
-        loop, stop = self._loop, self._stop
-        if loop is not None and stop is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(stop.set)
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        self._server = None
-
     def __enter__(self) -> ServerThread:
         self.start()
         return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def _run(self) -> None:
-        try:
-            asyncio.run(self._main())
-        except BaseException as exc:  # noqa: BLE001 - handed to the starting thread
-            self._error = exc
-        finally:
-            self._ready.set()
-
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        async with serve_in_background(self.config) as server:
-            self._server = server
-            self._ready.set()
-            await self._stop.wait()
 
 
 def serve_until_signal(
     config: ServerConfig, *, ready: Callable[[RunningServer], None] | None = None
 ) -> None:
     """Serve until SIGINT or SIGTERM (from the main thread); `ready` is called once it listens."""
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        with ServerThread(config) as server:
-            if ready is not None:
-                ready(server.server)
-            # A timed wait, so that a server thread that died is noticed too.
-            while server.running and not stop.wait(0.5):
-                pass
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    serve_until_signalled(lambda: serve_in_background(config), ready=ready)
 
 
 # --- as a child process -----------------------------------------------------------------------
