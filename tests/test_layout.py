@@ -1,0 +1,133 @@
+"""The house's layout rules, checked over the source as text.
+
+No import cycle between runner's modules (imports anywhere in a module count: top level,
+inside functions and under `TYPE_CHECKING`), no module over the size one reads in a sitting,
+and every exception class in `runner/errors.py`.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import runner
+
+ROOT = Path(runner.__file__).parent
+MAX_LINES = 450
+
+
+def _modules() -> dict[str, Path]:
+    """Every module of the package by dotted name (a package by its own name)."""
+    found: dict[str, Path] = {}
+    for path in sorted(ROOT.rglob("*.py")):
+        parts = list(path.relative_to(ROOT.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        found[".".join(parts)] = path
+    return found
+
+
+def _base(name: str, node: ast.ImportFrom) -> str:
+    """The absolute module an ImportFrom names, relative imports resolved against `name`."""
+    if not node.level:
+        return node.module or ""
+    package = name.split(".")
+    is_package = _MODULES[name].name == "__init__.py"
+    keep = len(package) - node.level + (1 if is_package else 0)
+    return ".".join([*package[:keep], *([node.module] if node.module else [])])
+
+
+def _imports(name: str, text: str | None = None) -> Iterator[str]:
+    """The runner modules `name` imports, anywhere in its text (or in `text`, given one)."""
+    tree = ast.parse(_MODULES[name].read_text(encoding="utf-8") if text is None else text)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = _base(name, node)
+            # `from runner.x import y` imports the module runner.x.y when y is one.
+            targets = [
+                f"{base}.{a.name}" if f"{base}.{a.name}" in _MODULES else base for a in node.names
+            ]
+        else:
+            continue
+        for target in targets:
+            while target and target not in _MODULES:
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                yield target
+
+
+_MODULES = _modules()
+
+
+def _cycles() -> list[list[str]]:
+    """The import cycles, each as the modules on it (Tarjan's strongly connected components)."""
+    graph = {name: sorted(set(_imports(name))) for name in _MODULES}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in graph[node]:
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component: list[str] = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for name in graph:
+        if name not in index:
+            visit(name)
+    return found
+
+
+def test_no_import_cycle() -> None:
+    assert _cycles() == []
+
+
+def test_the_cycle_finder_sees_imports_in_functions_and_relative_ones() -> None:
+    text = (
+        "def f() -> None:\n    from runner.store.atomic import atomic_write\nfrom .. import plan\n"
+    )
+    assert set(_imports("runner.report.write", text)) == {"runner.store.atomic", "runner.plan"}
+
+
+def test_no_module_over_the_limit() -> None:
+    long = {
+        name: n
+        for name, path in _MODULES.items()
+        if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES
+    }
+    assert long == {}
+
+
+def test_every_exception_lives_in_errors() -> None:
+    outside: list[str] = []
+    for name, path in _MODULES.items():
+        if name == "runner.errors":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef) and any(
+                isinstance(b, ast.Name | ast.Attribute)
+                and (ast.unparse(b).endswith(("Error", "Exception", "Failed")))
+                for b in node.bases
+            ):
+                outside.append(f"{name}.{node.name}")
+    assert outside == []
