@@ -64,8 +64,7 @@ from runner.export.outcomes import (
     settle_outcomes,
 )
 from runner.plan import Plan, WireRequest, expand
-from runner.store import RunWriter, scan_requests
-from runner.store._manifest import public_base_url
+from runner.store import RunWriter, public_base_url, scan_requests
 from runner.store.atomic import atomic_write_bytes
 from runner.suite import Suite, suite_hash
 
