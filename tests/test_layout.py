@@ -8,6 +8,7 @@ and every exception class in `runner/errors.py`.
 from __future__ import annotations
 
 import ast
+import importlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -131,3 +132,28 @@ def test_every_exception_lives_in_errors() -> None:
             ):
                 outside.append(f"{name}.{node.name}")
     assert outside == []
+
+
+def _typed_imports() -> dict[str, str]:
+    """The names `runner/__init__` imports under `if TYPE_CHECKING:`, with their modules."""
+    tree = ast.parse((ROOT / "__init__.py").read_text(encoding="utf-8"))
+    blocks = [
+        n for n in tree.body if isinstance(n, ast.If) and ast.unparse(n.test) == "TYPE_CHECKING"
+    ]
+    return {
+        alias.name: node.module or ""
+        for block in blocks
+        for node in block.body
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+    }
+
+
+def test_every_public_name_imports_from_the_front_door_with_its_type() -> None:
+    typed = _typed_imports()
+    assert set(typed) == set(runner.__all__) - {"__version__"}
+    for name in runner.__all__:
+        space: dict[str, object] = {}
+        exec(f"from runner import {name} as value", space)
+        if name in typed:  # the object a type checker sees is the one callers get
+            assert space["value"] is getattr(importlib.import_module(typed[name]), name), name
