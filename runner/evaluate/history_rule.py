@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeGuard
 
 import polars as pl
 from scipy import stats
@@ -173,7 +173,7 @@ def _why_noise(
     rule: HistoryRule,
 ) -> str:
     """The noise rule (see `HistoryRule.rule`): significant after Holm AND above the floor."""
-    if delta is None or not math.isfinite(delta) or abs(delta) < rule.min_delta:
+    if not _large_enough(delta, rule):
         return ""
     if n_pairs < rule.min_pairs or math.isnan(p_holm) or p_holm >= rule.alpha:
         return ""
@@ -184,6 +184,11 @@ def _why_noise(
         f"|Δ| {abs(delta):.3g} > noise floor {floor:.3g}" if floor is not None else "no floor yet"
     )
     return f"paired t-test p(Holm) {p_holm:.2g} over {n_pairs} queries; {above}{sigma}"
+
+
+def _large_enough(delta: float | None, rule: HistoryRule) -> TypeGuard[float]:
+    """|Δ| ≥ `min_delta`, the floor every rule holds a move to (a flat series flags nothing)."""
+    return delta is not None and math.isfinite(delta) and abs(delta) >= rule.min_delta
 
 
 def _std(values: Sequence[float]) -> float:
@@ -199,7 +204,7 @@ def _why(
     p: float | None,
     rule: HistoryRule,
 ) -> str:
-    if delta is None or not math.isfinite(delta) or abs(delta) < rule.min_delta:
+    if not _large_enough(delta, rule):
         return ""
     reasons = []
     if std is not None and abs(delta) > rule.k * std:

@@ -17,7 +17,7 @@ import polars as pl
 from runner.evaluate.compare import describe_pairs
 from runner.report import compare_tables, tables
 from runner.report.content import ReportContent
-from runner.report.html_parts import escape, html_note, plot_or_note, render_table
+from runner.report.html_parts import escape, html_note, plot_or_note, render_table, section
 from runner.report.plots import mode_colours
 from runner.report.sections.extra import ExtraSection
 from runner.report.sections.page import comparison_html, html_sections
@@ -102,17 +102,15 @@ class Plots:
 
 
 def _section(key: str, body: Iterable[str]) -> str:
-    title = dict(SECTIONS)[key]
-    return f'<section id="{key}"><h2>{escape(title)}</h2>{"".join(body)}</section>'
+    return section(key, dict(SECTIONS)[key], body)
 
 
-def _extra(section: ExtraSection) -> str:
-    parts = [html_note(text) for text in section.notes] + list(section.plots)
-    for heading, table in section.tables:
+def _extra(extra: ExtraSection) -> str:
+    parts = [html_note(text) for text in extra.notes] + list(extra.plots)
+    for heading, table in extra.tables:
         parts += [f"<h3>{escape(heading)}</h3>"] if heading else []
         parts.append(render_table(table))
-    head = f"<h2>{escape(section.title)}</h2>"
-    return f'<section id="{escape(section.key)}">{head}{"".join(parts)}</section>'
+    return section(extra.key, extra.title, parts)
 
 
 def _details(summary: str, body: str) -> str:

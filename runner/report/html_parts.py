@@ -7,11 +7,12 @@ escaped and a table aligned the same way everywhere.
 from __future__ import annotations
 
 import html
+from collections.abc import Iterable
 from typing import Final
 
 from runner.report.table import Table
 
-__all__ = ["escape", "html_note", "plot_or_note", "render_table"]
+__all__ = ["escape", "html_note", "plot_or_note", "render_table", "section"]
 
 _NUM: Final = ' class="num"'
 
@@ -24,6 +25,11 @@ def escape(text: object) -> str:
 def html_note(text: str) -> str:
     """A note paragraph (grey, small)."""
     return f'<p class="note">{escape(text)}</p>'
+
+
+def section(key: str, title: str, parts: Iterable[str]) -> str:
+    """A `<section>` with its id (the page's anchor) and heading."""
+    return f'<section id="{escape(key)}"><h2>{escape(title)}</h2>{"".join(parts)}</section>'
 
 
 def plot_or_note(svg: str | None, missing: str) -> str:

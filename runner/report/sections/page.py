@@ -9,16 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from runner.report.html_parts import escape, html_note, plot_or_note, render_table
+from runner.report.html_parts import escape, html_note, plot_or_note, render_table, section
 from runner.report.md_parts import md_table
 from runner.report.sections import render
 from runner.report.sections.quality import Quality
 
 __all__ = ["comparison_html", "html_sections", "markdown_lines"]
-
-
-def _section(key: str, title: str, parts: list[str]) -> str:
-    return f'<section id="{key}"><h2>{escape(title)}</h2>{"".join(parts)}</section>'
 
 
 def _fusion_note(q: Quality, primary: str) -> str:
@@ -41,7 +37,7 @@ def html_sections(
     svgs = render.render_plots(q, primary, colours)
     opts = q.options
     return [
-        _section(
+        section(
             "intervals",
             titles["intervals"],
             [
@@ -55,7 +51,7 @@ def html_sections(
                 render_table(render.intervals_table(q)),
             ],
         ),
-        _section(
+        section(
             "fusion",
             titles["fusion"],
             [
@@ -66,7 +62,7 @@ def html_sections(
                 f"{render_table(render.all_fusions_table(q))}</details>",
             ],
         ),
-        _section(
+        section(
             "cutoffs",
             titles["cutoffs"],
             [
