@@ -5,6 +5,7 @@
 - `cpu_hog()`: a child process spinning on one core for the `with` block (a busy machine).
 - `local_server()`: `vlbench serve` over the demo dataset without auth, in a child process, with
   `--workers 2` when this branch's server has that option (`serve_workers()` says which).
+- `write_fts_suite(...)`: a suite of one full-text mode, one page a query, over a queries file.
 - `run_vlbench(...)`: `vlbench run` in a child process, its wall time and its RSS sampled every
   `sample_s` (so that memory can be read at each quarter of a run), and its stdout.
 """
@@ -13,14 +14,16 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import json
 import os
 import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil  # type: ignore[import-untyped]  # no stubs in the venv
 
@@ -141,3 +144,31 @@ def run_vlbench(args: Sequence[str], *, sample_s: float = 0.25) -> Child:
     match = re.search(r"VMHWM_KB=(\d+)", stderr)
     peak = int(match.group(1)) * 1024 / 1e6 if match else float("nan")
     return Child(wall, samples, stdout, peak)
+
+
+def write_fts_suite(
+    queries: Path,
+    name: str,
+    rate: float,
+    base_url: str,
+    dataset: str,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """`<name>.yaml` beside `queries`: fts only, one page a query, 32 at once, at `rate`/s.
+
+    `extra` adds or overrides suite keys (a bench's timeouts and retries).
+    """
+    suite = {
+        "name": name,
+        "base_url": base_url,
+        "dataset_id": dataset,
+        "rate_limit": rate,
+        "concurrency": 32,
+        "pagination": {"max_pages": 1},
+        "modes": ["fts"],
+        "queries_file": str(queries),
+        **(extra or {}),
+    }
+    path = queries.parent / f"{name}.yaml"
+    path.write_text(json.dumps(suite), encoding="utf-8")
+    return path

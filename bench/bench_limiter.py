@@ -31,7 +31,6 @@ import argparse
 import asyncio
 import bisect
 import contextlib
-import json
 import random
 import statistics
 import tempfile
@@ -41,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from _load import cpu_hog, local_server, run_vlbench, scale, serve_workers
+from _load import cpu_hog, local_server, run_vlbench, scale, serve_workers, write_fts_suite
 from aiolimiter import AsyncLimiter
 from asyncio_throttle.throttler import Throttler
 
@@ -150,19 +149,7 @@ def write_suite(folder: Path, name: str, rate: int, n: int, base_url: str, datas
     queries = folder / f"{name}.tsv"
     lines = [f"q{i}\t{_RARE[i % len(_RARE)]} {_RARE[(i // 8) % len(_RARE)]} {i}" for i in range(n)]
     queries.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    suite = {
-        "name": name,
-        "base_url": base_url,
-        "dataset_id": dataset,
-        "rate_limit": rate,
-        "concurrency": 32,
-        "pagination": {"max_pages": 1},
-        "modes": ["fts"],
-        "queries_file": str(queries),
-    }
-    path = folder / f"{name}.yaml"
-    path.write_text(json.dumps(suite), encoding="utf-8")
-    return path
+    return write_fts_suite(queries, name, rate, base_url, dataset)
 
 
 def sent_times(run_dir: Path) -> tuple[list[float], float]:

@@ -31,7 +31,7 @@ import tempfile
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from _load import ROOT, Child, local_server, run_vlbench, scale, serve_workers
+from _load import ROOT, Child, local_server, run_vlbench, scale, serve_workers, write_fts_suite
 
 QUERIES_FILE = ROOT / "queries" / "demo-queries.tsv"
 BIG = 100_000
@@ -54,21 +54,10 @@ def write_queries(path: Path, n: int) -> None:
 def write_suite(folder: Path, name: str, n: int, rate: float, base_url: str, dataset: str) -> Path:
     queries = folder / f"{name}.tsv"
     write_queries(queries, n)
-    suite = {
-        "name": name,
-        "base_url": base_url,
-        "dataset_id": dataset,
-        "rate_limit": rate,
-        "concurrency": 32,
-        "timeout_s": 30,
-        "retries": {"max_attempts": 3, "backoff_s": 0.1, "max_backoff_s": 2},
-        "pagination": {"max_pages": 1},
-        "modes": ["fts"],
-        "queries_file": str(queries),
-    }
-    path = folder / f"{name}.yaml"
-    path.write_text(json.dumps(suite), encoding="utf-8")
-    return path
+    retries = {"max_attempts": 3, "backoff_s": 0.1, "max_backoff_s": 2}
+    return write_fts_suite(
+        queries, name, rate, base_url, dataset, {"timeout_s": 30, "retries": retries}
+    )
 
 
 _PLAN_MEMORY = """

@@ -18,9 +18,24 @@
 
 The CLI maps each to `error: <message>` and its `exit_code`. Messages name the place and the
 value; they never carry a token or a secret.
+
+Beside the tree, four exceptions that never reach a user, and so are not `VlbenchError`s:
+
+    HttpError             the local server's error answer (status, detail, headers)
+    ValidationFailed      the local server's 422 answer, a list of issues
+    UnitDropped           the scheduler gives a unit up because the run is stopping
+    FatalFailure          the scheduler ends the run on a failure (credentials refused)
+
+The first two are how the server's handlers answer with an error (its middleware turns them
+into JSON: `runner.server.middleware`); the last two are the scheduler's control flow between a
+worker and the loop that runs it (`runner.execute._schedule`). They live here so that every
+exception class is in one place.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol
 
 __all__ = [
     "ApiError",
@@ -29,13 +44,17 @@ __all__ = [
     "CredentialsError",
     "DatasetError",
     "ExportError",
+    "FatalFailure",
+    "HttpError",
     "ModelUnavailableError",
     "RunError",
     "RunInterrupted",
     "SuiteError",
     "Throttled",
     "TransportError",
+    "UnitDropped",
     "UsageError",
+    "ValidationFailed",
     "VlbenchError",
     "WriteError",
 ]
@@ -171,3 +190,53 @@ class RunInterrupted(VlbenchError):
 
 class ModelUnavailableError(VlbenchError):
     """The embedding model package is not installed, or is not the model this encoder implements."""
+
+
+# -- not VlbenchErrors: the server's answers and the scheduler's signals (see the module doc) --
+
+
+class HttpError(Exception):
+    """An error answer of the local server: `status` with `{"detail": detail}` and headers."""
+
+    def __init__(
+        self, status: int, detail: str, *, headers: Mapping[str, str] | None = None
+    ) -> None:
+        self.status = status
+        self.detail = detail
+        self.headers = dict(headers or {})
+        super().__init__(f"{status}: {detail}")
+
+
+class _Issue(Protocol):
+    """What a 422 issue offers (`runner.server.errors.Issue`)."""
+
+    @property
+    def loc(self) -> tuple[str | int, ...]: ...
+
+    @property
+    def msg(self) -> str: ...
+
+    def to_json(self) -> dict[str, object]: ...
+
+
+class ValidationFailed(Exception):
+    """A 422 answer of the local server listing every problem found in the request."""
+
+    def __init__(self, issues: Sequence[_Issue] = ()) -> None:
+        super().__init__()
+        self.issues = issues
+
+    def __str__(self) -> str:
+        return "; ".join(f"{'.'.join(map(str, i.loc))}: {i.msg}" for i in self.issues)
+
+
+class UnitDropped(Exception):
+    """A unit given up because the run is stopping; it is not recorded (resume redoes it)."""
+
+
+class FatalFailure(Exception):
+    """A failure that ends the run (credentials refused), carrying the error to report."""
+
+    def __init__(self, error: VlbenchError) -> None:
+        super().__init__(str(error))
+        self.error = error

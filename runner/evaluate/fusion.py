@@ -41,7 +41,7 @@ from runner.evaluate.compare.significance import (
 from runner.evaluate.evaluation import PER_QUERY_SCHEMA, SUMMARY_SCHEMA
 from runner.evaluate.judgments import load_run_judgments
 from runner.evaluate.measures import DEFAULT_MEASURES, Measure, compute_measures, parse_measures
-from runner.evaluate.run import _summary as summarise
+from runner.evaluate.run import summarise_measures
 from runner.store import scan_requests
 from runner.store.reader import RunRef
 
@@ -284,7 +284,7 @@ def evaluate_fusions(
         .select(PER_QUERY_SCHEMA.names())
         .cast(PER_QUERY_SCHEMA)
     )
-    return Fused(per_query, summarise(per_query), labels, tuple(dict.fromkeys(usable)))
+    return Fused(per_query, summarise_measures(per_query), labels, tuple(dict.fromkeys(usable)))
 
 
 def fusion_verdicts(

@@ -52,6 +52,7 @@ __all__ = [
     "METRICS_FILE",
     "evaluate_run",
     "read_metrics",
+    "summarise_measures",
     "write_evaluation",
 ]
 
@@ -142,7 +143,13 @@ def _per_query(
     return pl.concat(frames).select(PER_QUERY_SCHEMA.names()).cast(PER_QUERY_SCHEMA)
 
 
-def _summary(per_query: pl.DataFrame) -> pl.DataFrame:
+def summarise_measures(per_query: pl.DataFrame) -> pl.DataFrame:
+    """Per-query values → one row a (mode, setting, cutoff, unit, measure) of `SUMMARY_SCHEMA`.
+
+    `value` is the mean over the queries that have one (a null, a query the measure cannot
+    score, is left out of the mean), `n_queries` how many did. A fused ranking is summarised
+    the same way (`runner.evaluate.fusion`).
+    """
     keys = ["mode", "setting", "cutoff", "unit", "measure"]
     return (
         per_query.group_by(keys, maintain_order=True)
@@ -228,7 +235,7 @@ def evaluate_run(
         run_id=info.run_id,
         measures=tuple(str(m) for m in wanted),
         per_query=per_query,
-        summary=_summary(per_query),
+        summary=summarise_measures(per_query),
         sweep=sweep,
         operating_points=choose_operating_point(sweep, objective),
         distributions=score_histograms(relevance),

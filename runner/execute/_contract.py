@@ -12,8 +12,7 @@ from typing import Final
 import polars as pl
 
 from runner.api.contract import CONTRACT_KEY, Finding, run_findings
-from runner.store import read_manifest, scan_hits, scan_requests
-from runner.store._manifest import write_manifest
+from runner.store import read_manifest, scan_hits, scan_requests, write_manifest
 
 __all__ = ["record_contract"]
 

@@ -12,7 +12,14 @@ from dataclasses import dataclass, field
 
 from runner.api.client import ExploreClient, SendTiming
 from runner.api.retry import classify, wait_before_retry
-from runner.errors import ApiError, RunError, TransportError, VlbenchError
+from runner.errors import (
+    ApiError,
+    FatalFailure,
+    RunError,
+    TransportError,
+    UnitDropped,
+    VlbenchError,
+)
 from runner.execute import _types
 from runner.execute._rows import Fetched, Recorder
 from runner.execute._types import (
@@ -27,18 +34,6 @@ from runner.execute._types import (
 from runner.plan import Plan, RequestSpec
 
 __all__ = ["run_plan", "wire_units"]
-
-
-class _Dropped(Exception):
-    """A unit given up because the run is stopping; it is not recorded (resume redoes it)."""
-
-
-class _Fatal(Exception):
-    """A failure that ends the run (credentials refused)."""
-
-    def __init__(self, error: VlbenchError) -> None:
-        super().__init__(str(error))
-        self.error = error
 
 
 @dataclass(slots=True)
@@ -72,7 +67,7 @@ class _Runner:
             except (ApiError, TransportError) as exc:
                 verdict = classify(exc)
                 if verdict.fatal:
-                    raise _Fatal(exc) from None
+                    raise FatalFailure(exc) from None
                 if not verdict.retryable or attempt >= retry.max_attempts:
                     return Fetched(
                         page_number,
@@ -91,7 +86,7 @@ class _Runner:
                 self.stats.retries += 1
                 wait = wait_before_retry(verdict, attempt, retry, self.rng, self.client.pacer)
                 if await self._stopped_within(wait):
-                    raise _Dropped from None
+                    raise UnitDropped from None
                 continue
             error = "; ".join(notes) or None
             return Fetched(
@@ -139,7 +134,7 @@ class _Runner:
             if _last_page(fetched, number, limit):
                 return pages
             if self.control.stopping.is_set():
-                raise _Dropped
+                raise UnitDropped
         return pages
 
     def _refuse(self, mode: str, fetched: Fetched) -> None:
@@ -215,9 +210,9 @@ async def run_plan(
                 return
             try:
                 pages = await runner.unit(unit)
-            except _Dropped:
+            except UnitDropped:
                 return
-            except _Fatal as exc:
+            except FatalFailure as exc:
                 fatal.append(exc.error)
                 control.stop("the API refused the credentials")
                 return

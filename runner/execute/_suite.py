@@ -14,7 +14,6 @@ from typing import TypeVar
 import aiohttp
 import pyarrow as pa
 
-from runner import __version__
 from runner.api.auth import EnvNames, TokenSource
 from runner.api.client import ExploreClient
 from runner.api.pacer import Pacer
@@ -32,6 +31,7 @@ from runner.execute._types import (
 from runner.plan import Plan, expand, parse_shard, shard
 from runner.store import RunWriter, find_runs, read_manifest
 from runner.suite import Suite, judgments_table, suite_hash
+from runner.version import __version__
 
 __all__ = ["make_pacer", "run_suite", "suite_client"]
 

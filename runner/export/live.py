@@ -48,7 +48,6 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from runner import __version__
 from runner.api.client import ExploreClient
 from runner.api.retry import RetryPolicy
 from runner.errors import ExportError
@@ -64,10 +63,10 @@ from runner.export.outcomes import (
     settle_outcomes,
 )
 from runner.plan import Plan, WireRequest, expand
-from runner.store import RunWriter, scan_requests
-from runner.store._manifest import public_base_url
+from runner.store import RunWriter, public_base_url, scan_requests
 from runner.store.atomic import atomic_write_bytes
 from runner.suite import Suite, suite_hash
+from runner.version import __version__
 
 __all__ = [
     "LiveExportResult",

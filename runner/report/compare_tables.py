@@ -12,7 +12,7 @@ import polars as pl
 
 from runner.evaluate.compare import Comparison
 from runner.report.content import higher_is_better
-from runner.report.tables import DASH, DOWN, UP, Table, fmt, fmt_p, interval, make_table
+from runner.report.table import DASH, DOWN, UP, Table, fmt, fmt_p, interval, make_table
 
 __all__ = ["displacement_table", "drift_table", "regressions_table", "verdict_table"]
 

@@ -17,7 +17,6 @@ from typing import Any, Final
 
 import polars as pl
 
-import runner
 from runner.api.contract import CONTRACT_KEY, Finding, findings_from_dicts
 from runner.errors import RunError
 from runner.evaluate.compare import Comparison, Gate, GateFailure
@@ -27,6 +26,7 @@ from runner.report.sections.extra import ExtraSection, extra_sections
 from runner.report.sections.quality import Quality, QualityOptions, gather_quality
 from runner.store import public_base_url
 from runner.store.reader import RunRef, local_dir, open_run, scan_hits
+from runner.version import __version__
 
 __all__ = [
     "Headline",
@@ -342,7 +342,7 @@ def gather(
     modes = tuple(sorted(set(ev.summary["mode"].to_list()) | set(ev.sweep["mode"].to_list())))
     stamp = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0).isoformat()
     facts = _run_facts(run, ev)
-    facts["tool_version"] = facts["tool_version"] or runner.__version__
+    facts["tool_version"] = facts["tool_version"] or __version__
     return ReportContent(
         run=facts,
         generated_at=stamp,

@@ -5,7 +5,7 @@
     write_history_html(h, "history.html")           # the same tables and a plot, self-contained
 
 Drawn with the report's own pieces: its page shell and style (`html.page`), its table renderers
-(`html.render_table`, `text.render_text_table`) and its plot style (`plots`).
+(`html_parts.render_table`, `text.render_text_table`) and its plot style (`plots`).
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ from typing import Final
 import polars as pl
 
 from runner.evaluate.history import History
-from runner.report.html import page, render_table
+from runner.report.html import page
+from runner.report.html_parts import render_table
 from runner.report.plots import axes_column, mode_colours, new_figure, to_svg
-from runner.report.tables import DASH, DOWN, UP, Table, fmt
+from runner.report.table import DASH, DOWN, UP, Table, fmt
 from runner.report.text import render_text_table
 from runner.store.atomic import atomic_write
 from runner.store.location import is_remote

@@ -8,7 +8,6 @@ through `html.escape`; plots are SVG text that matplotlib wrote.
 
 from __future__ import annotations
 
-import html
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -18,10 +17,12 @@ import polars as pl
 from runner.evaluate.compare import describe_pairs
 from runner.report import compare_tables, tables
 from runner.report.content import ReportContent
+from runner.report.html_parts import escape, html_note, plot_or_note, render_table, section
+from runner.report.plots import mode_colours
 from runner.report.sections.extra import ExtraSection
-from runner.report.tables import Table
+from runner.report.sections.page import comparison_html, html_sections
 
-__all__ = ["CSP", "CSS", "SECTIONS", "Plots", "page", "render_html", "render_table"]
+__all__ = ["CSP", "CSS", "SECTIONS", "Plots", "page", "render_html"]
 
 CSP: Final = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 
@@ -89,9 +90,6 @@ footer { margin-top: 48px; color: var(--muted); font-size: 12px; }
 """
 
 
-_NUM: Final = ' class="num"'
-
-
 @dataclass(frozen=True, slots=True)
 class Plots:
     """The inline SVG of each plot, None where there was nothing to draw."""
@@ -103,91 +101,48 @@ class Plots:
     deltas: str | None = None
 
 
-def _e(text: object) -> str:
-    return html.escape(str(text), quote=True)
-
-
-def render_table(table: Table, *, cls: str = "") -> str:
-    """A `<table>` with every cell escaped; numeric columns right-aligned, marks as classes."""
-    if not table.rows:
-        return '<p class="note">Nothing to show.</p>'
-    head = "".join(
-        f"<th{_NUM if i in table.numeric else ''}>{_e(h)}</th>" for i, h in enumerate(table.headers)
-    )
-    body = []
-    for r, row in enumerate(table.rows):
-        cells = []
-        for c, cell in enumerate(row):
-            classes = " ".join(
-                x
-                for x in (
-                    "num" if c in table.numeric else "",
-                    table.mark(r, c),
-                    "caption" if table.headers[c] == "caption" else "",
-                )
-                if x
-            )
-            cells.append(
-                f'<td class="{classes}">{_e(cell)}</td>' if classes else f"<td>{_e(cell)}</td>"
-            )
-        body.append(f"<tr>{''.join(cells)}</tr>")
-    note = f'<p class="more">{_e(table.note)}</p>' if table.note else ""
-    attr = f' class="{_e(cls)}"' if cls else ""
-    return (
-        f'<div class="table-wrap"><table{attr}><thead><tr>{head}</tr></thead>'
-        f"<tbody>{''.join(body)}</tbody></table></div>{note}"
-    )
-
-
 def _section(key: str, body: Iterable[str]) -> str:
-    title = dict(SECTIONS)[key]
-    return f'<section id="{key}"><h2>{_e(title)}</h2>{"".join(body)}</section>'
+    return section(key, dict(SECTIONS)[key], body)
 
 
-def _extra(section: ExtraSection) -> str:
-    parts = [_note(text) for text in section.notes] + list(section.plots)
-    for heading, table in section.tables:
-        parts += [f"<h3>{_e(heading)}</h3>"] if heading else []
+def _extra(extra: ExtraSection) -> str:
+    parts = [html_note(text) for text in extra.notes] + list(extra.plots)
+    for heading, table in extra.tables:
+        parts += [f"<h3>{escape(heading)}</h3>"] if heading else []
         parts.append(render_table(table))
-    return f'<section id="{_e(section.key)}"><h2>{_e(section.title)}</h2>{"".join(parts)}</section>'
-
-
-def _note(text: str) -> str:
-    return f'<p class="note">{_e(text)}</p>'
-
-
-def _plot(svg: str | None, missing: str) -> str:
-    return svg if svg is not None else _note(missing)
+    return section(extra.key, extra.title, parts)
 
 
 def _details(summary: str, body: str) -> str:
-    return f"<details><summary>{_e(summary)}</summary>{body}</details>"
+    return f"<details><summary>{escape(summary)}</summary>{body}</details>"
 
 
 def _header(content: ReportContent) -> str:
     run = content.run
     facts = "".join(
-        f"<div><dt>{_e(label)}</dt><dd>{_e(value)}</dd></div>"
+        f"<div><dt>{escape(label)}</dt><dd>{escape(value)}</dd></div>"
         for label, value in tables.run_facts(content)
     )
     status = run.get("status")
     banner = ""
     if status not in (None, "complete"):
         banner = (
-            f'<div class="banner warn">This run is {_e(status)}: failed or missing requests '
+            f'<div class="banner warn">This run is {escape(status)}: failed or missing requests '
             "count as returning nothing.</div>"
         )
     verdict = content.api_verdict()
     if verdict is not None:
         kind, text = verdict
         css, lead = ("fail", "API changed") if kind == "changed" else ("pass", "API as expected")
-        banner = f'<div class="banner {css}" id="api-contract">{lead}: {_e(text)}</div>' + banner
+        banner = (
+            f'<div class="banner {css}" id="api-contract">{lead}: {escape(text)}</div>' + banner
+        )
     title = f"vlbench report — {run.get('suite_name') or 'run'}"
     sub = f"run {run.get('run_id')}"
     if content.comparison is not None:
         sub = f"run B {content.comparison.run_b} compared with run A {content.comparison.run_a}"
     return (
-        f'<header><h1>{_e(title)}</h1><p class="sub">{_e(sub)}</p>'
+        f'<header><h1>{escape(title)}</h1><p class="sub">{escape(sub)}</p>'
         f'<dl class="facts">{facts}</dl>{banner}</header>'
     )
 
@@ -195,7 +150,7 @@ def _header(content: ReportContent) -> str:
 def _nav(keys: Sequence[str], extras: Sequence[ExtraSection] = ()) -> str:
     titles = dict(SECTIONS) | {s.key: s.title for s in extras}
     keys = [*keys, *(s.key for s in extras)]
-    links = "".join(f'<a href="#{_e(k)}">{_e(titles[k])}</a>' for k in keys)
+    links = "".join(f'<a href="#{escape(k)}">{escape(titles[k])}</a>' for k in keys)
     return f"<nav>{links}</nav>"
 
 
@@ -204,7 +159,7 @@ def _comparison(content: ReportContent, plots: Plots) -> str:
     if cmp is None:  # pragma: no cover - the caller checks
         return ""
     parts = [
-        _note(
+        html_note(
             f"Run B ({cmp.run_b}) against run A ({cmp.run_a}), per mode, setting and measure, "
             f"over the queries both runs scored. ▲/▼: direction of the change; * and colour: "
             f"significant after Holm's correction across the measures of a setting "
@@ -213,25 +168,25 @@ def _comparison(content: ReportContent, plots: Plots) -> str:
         )
     ]
     if cmp.crossed:
-        parts.append(_note(f"Settings compared (A → B): {describe_pairs(cmp.pairs)}."))
+        parts.append(html_note(f"Settings compared (A → B): {describe_pairs(cmp.pairs)}."))
     if content.gates:
         failed = {str(f.gate) for f in content.failures}
         if failed:
-            items = "".join(f"<li>{_e(f)}</li>" for f in content.failures)
+            items = "".join(f"<li>{escape(f)}</li>" for f in content.failures)
             parts.append(
-                f'<div class="banner fail">Gates failed: {_e(", ".join(sorted(failed)))}</div>'
+                f'<div class="banner fail">Gates failed: {escape(", ".join(sorted(failed)))}</div>'
                 f"<ul>{items}</ul>"
             )
         else:
             gates = ", ".join(str(g) for g in content.gates)
-            parts.append(f'<div class="banner pass">All gates passed: {_e(gates)}</div>')
+            parts.append(f'<div class="banner pass">All gates passed: {escape(gates)}</div>')
     media = cmp.measures.filter(pl.col("unit") == "media")
     better = media.filter(pl.col("significant") & (pl.col("delta") > 0)).height
     worse = media.filter(pl.col("significant") & (pl.col("delta") < 0)).height
     parts.append(
-        _note(f"Media level: {better} significant increases, {worse} significant decreases.")
+        html_note(f"Media level: {better} significant increases, {worse} significant decreases.")
     )
-    parts.append(_plot(plots.deltas, f"No {content.primary} values to compare."))
+    parts.append(plot_or_note(plots.deltas, f"No {content.primary} values to compare."))
     parts.append("<h3>Every measure (media)</h3>")
     order = content.ev.measures
     parts.append(render_table(compare_tables.verdict_table(cmp, "media", order)))
@@ -242,11 +197,11 @@ def _comparison(content: ReportContent, plots: Plots) -> str:
         )
     )
     texts = dict(content.ev.queries.select("query_id", "query_text").iter_rows())
-    parts.append(f"<h3>Queries that regressed most on {_e(content.primary)}</h3>")
+    parts.append(f"<h3>Queries that regressed most on {escape(content.primary)}</h3>")
     parts.append(render_table(compare_tables.regressions_table(cmp, content.primary, texts)))
     parts.append("<h3>Rank displacement (useful where judgments are missing)</h3>")
     parts.append(
-        _note(
+        html_note(
             "How far B's rankings moved from A's per query: rank-biased overlap (1 = same "
             "order), Jaccard of the top 10, and the mean change of rank of the media both "
             "returned."
@@ -255,22 +210,20 @@ def _comparison(content: ReportContent, plots: Plots) -> str:
     parts.append(render_table(compare_tables.displacement_table(cmp)))
     parts.append("<h3>Score drift</h3>")
     parts.append(
-        _note(
+        html_note(
             "Normalised scores (higher is better) of all hits: two-sample Kolmogorov–Smirnov "
             "statistic and the shift of quantiles from A to B."
         )
     )
     parts.append(render_table(compare_tables.drift_table(cmp)))
     if content.quality is not None:
-        from runner.report.sections.page import comparison_html
-
         parts.append(comparison_html(content.quality))
     return _section("comparison", parts)
 
 
 def _headline(content: ReportContent) -> str:
     parts = [
-        _note(
+        html_note(
             f"Mean over judged queries of each measure at each setting; the best setting of "
             f"each quality measure is highlighted. Rows run from the strictest cut-off to the "
             f"loosest. The report ranks by {content.primary}."
@@ -279,12 +232,12 @@ def _headline(content: ReportContent) -> str:
     for h in content.headlines:
         if h.unit != "media":
             continue
-        parts.append(f"<h3>{_e(h.mode)}</h3>")
+        parts.append(f"<h3>{escape(h.mode)}</h3>")
         parts.append(render_table(tables.headline_table(h)))
     clusters = [h for h in content.headlines if h.unit == "cluster"]
     if clusters:
         body = "".join(
-            f"<h3>{_e(h.mode)} (clusters)</h3>{render_table(tables.headline_table(h))}"
+            f"<h3>{escape(h.mode)} (clusters)</h3>{render_table(tables.headline_table(h))}"
             for h in clusters
         )
         parts.append(_details("The same counted on clusters", body))
@@ -295,20 +248,20 @@ def _headline(content: ReportContent) -> str:
 
 def _worst(content: ReportContent) -> str:
     if not content.worst:
-        return _section("worst-queries", [_note("No judged queries: nothing to rank.")])
+        return _section("worst-queries", [html_note("No judged queries: nothing to rank.")])
     parts = [
-        _note(
+        html_note(
             f"Per mode, at its best setting by {content.primary}: the judged queries that "
             f"scored lowest, with their top hits."
         )
     ]
     for q in content.worst:
         heading = (
-            f"<h4>{_e(q.mode)} @ {_e(q.setting)} · {_e(q.query_id)} "
-            f'<span class="q-text">{_e(q.query_text or "")}</span></h4>'
+            f"<h4>{escape(q.mode)} @ {escape(q.setting)} · {escape(q.query_id)} "
+            f'<span class="q-text">{escape(q.query_text or "")}</span></h4>'
         )
-        facts = _note(tables.worst_query_facts(q))
-        hits = render_table(tables.top_hits_table(q)) if q.hits else _note("Returned nothing.")
+        facts = html_note(tables.worst_query_facts(q))
+        hits = render_table(tables.top_hits_table(q)) if q.hits else html_note("Returned nothing.")
         parts.append(f'<div class="query">{heading}{facts}{hits}</div>')
     return _section("worst-queries", parts)
 
@@ -325,33 +278,30 @@ def render_html(content: ReportContent, plots: Plots) -> str:
         body.append(_comparison(content, plots))
     body.append(_headline(content))
     if content.quality is not None:
-        from runner.report.plots import mode_colours
-        from runner.report.sections.page import html_sections
-
         colours = mode_colours(content.modes)
         body += html_sections(content.quality, content.primary, colours, dict(SECTIONS))
     body.append(
         _section(
             "pr-curves",
             [
-                _note(
+                html_note(
                     "Set precision and recall of everything each setting returned, averaged "
                     "over judged queries; the star is each mode's operating point."
                 ),
-                _plot(plots.pr_curves, "No judgments: precision and recall are unknown."),
+                plot_or_note(plots.pr_curves, "No judgments: precision and recall are unknown."),
             ],
         )
     )
-    body.append(_section("hits", [_plot(plots.hits, "No hits.")]))
+    body.append(_section("hits", [plot_or_note(plots.hits, "No hits.")]))
     body.append(
         _section(
             "distributions",
             [
-                _note(
+                html_note(
                     "Raw scores at each mode's loosest setting, split by judgment; dotted lines "
                     "are the cut-offs of the sweep, the dashed line the operating point's."
                 ),
-                _plot(plots.scores, "No scores."),
+                plot_or_note(plots.scores, "No scores."),
                 _details("Quantiles", render_table(tables.quantiles_table(ev))),
             ],
         )
@@ -360,9 +310,9 @@ def render_html(content: ReportContent, plots: Plots) -> str:
         _section(
             "overlap",
             [
-                _plot(plots.overlap, "Only one mode: nothing to compare."),
+                plot_or_note(plots.overlap, "Only one mode: nothing to compare."),
                 "<h3>At each mode's best setting</h3>",
-                _note(
+                html_note(
                     f"Best by {content.primary}: "
                     + ", ".join(f"{m} @ {s}" for m, s in best.items())
                     + ". Jaccard of the top k and rank-biased overlap, means over queries; "
@@ -382,7 +332,7 @@ def render_html(content: ReportContent, plots: Plots) -> str:
         _section(
             "threshold-check",
             [
-                _note(
+                html_note(
                     "Does every hit honour the cut-off its request asked for? The contract "
                     "reads a distance cut-off as score <= cut-off; the other reading is counted "
                     "too, because the API documentation is ambiguous."
@@ -396,7 +346,7 @@ def render_html(content: ReportContent, plots: Plots) -> str:
         _section(
             "unjudged",
             [
-                _note(
+                html_note(
                     "Hits in the top k without a judgment. `vlbench judge-todo RUN` writes them "
                     "as a qrels file to label."
                 ),
@@ -406,8 +356,8 @@ def render_html(content: ReportContent, plots: Plots) -> str:
     )
     body += [_extra(section) for section in content.extras]
     footer = (
-        f"<footer>Written by vlbench {_e(content.run.get('tool_version') or '')} at "
-        f"{_e(content.generated_at)} from {_e(content.run.get('path') or '')}.</footer>"
+        f"<footer>Written by vlbench {escape(content.run.get('tool_version') or '')} at "
+        f"{escape(content.generated_at)} from {escape(content.run.get('path') or '')}.</footer>"
     )
     title = f"vlbench report — {content.run.get('suite_name') or ''} {content.run.get('run_id')}"
     return page(title, [*body, footer])
@@ -423,6 +373,6 @@ def page(title: str, body: Iterable[str]) -> str:
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         '<meta name="referrer" content="no-referrer">'
         '<link rel="icon" href="data:,">'
-        f"<title>{_e(title)}</title><style>{CSS}</style></head>"
+        f"<title>{escape(title)}</title><style>{CSS}</style></head>"
         f"<body><main>{''.join(body)}</main></body></html>\n"
     )

@@ -7,76 +7,47 @@ a renderer that allows HTML.
 
 from __future__ import annotations
 
-import re
-
 from runner.evaluate.compare import describe_pairs
 from runner.report import compare_tables, tables
 from runner.report.content import ReportContent
-from runner.report.tables import Table
+from runner.report.md_parts import md_cell, md_table
+from runner.report.sections.page import markdown_lines
 
 __all__ = ["render_markdown"]
-
-
-_TAG_START = re.compile(r"<(?=[A-Za-z/!?])")
-
-
-def _cell(text: str) -> str:
-    """One line of cell text: pipes escaped, and every "<" that could open a tag an entity.
-
-    A bare "<" (as in a gate, "nDCG@10<-0.02") stays readable in a terminal.
-    """
-    flat = " ".join(str(text).split())
-    return _TAG_START.sub("&lt;", flat).replace("|", "\\|")
-
-
-def md_table(table: Table) -> str:
-    """A GitHub-flavoured Markdown table; the best cells of a headline in bold."""
-    if not table.rows:
-        return "_Nothing to show._\n"
-    align = ["---:" if i in table.numeric else "---" for i in range(len(table.headers))]
-    lines = [
-        "| " + " | ".join(_cell(h) for h in table.headers) + " |",
-        "| " + " | ".join(align) + " |",
-    ]
-    for r, row in enumerate(table.rows):
-        cells = []
-        for c, value in enumerate(row):
-            text = _cell(value)
-            cells.append(f"**{text}**" if table.mark(r, c) in ("best", "up", "down") else text)
-        lines.append("| " + " | ".join(cells) + " |")
-    if table.note:
-        lines += ["", f"_{_cell(table.note)}_"]
-    return "\n".join(lines) + "\n"
 
 
 def render_markdown(content: ReportContent) -> str:
     """The report as Markdown."""
     ev = content.ev
     run = content.run
-    out = [f"# vlbench report — {_cell(run.get('suite_name') or 'run')}", ""]
-    out += [f"- **{_cell(label)}**: {_cell(value)}" for label, value in tables.run_facts(content)]
+    out = [f"# vlbench report — {md_cell(run.get('suite_name') or 'run')}", ""]
+    out += [
+        f"- **{md_cell(label)}**: {md_cell(value)}" for label, value in tables.run_facts(content)
+    ]
     out.append("")
     verdict = content.api_verdict()
     if verdict is not None:
         lead = "**API changed**" if verdict[0] == "changed" else "API as expected"
-        out += [f"> {lead}: {_cell(verdict[1])}", ""]
+        out += [f"> {lead}: {md_cell(verdict[1])}", ""]
     if run.get("status") not in (None, "complete"):
-        out += [f"> This run is **{_cell(run['status'])}**: missing requests count as empty.", ""]
+        out += [f"> This run is **{md_cell(run['status'])}**: missing requests count as empty.", ""]
     cmp = content.comparison
     if cmp is not None:
-        out += [f"## Comparison: run B {_cell(cmp.run_b)} against run A {_cell(cmp.run_a)}", ""]
+        out += [f"## Comparison: run B {md_cell(cmp.run_b)} against run A {md_cell(cmp.run_a)}", ""]
         out += [
             f"▲/▼ direction of the change; * significant after Holm's correction "
             f"(paired randomisation test, {cmp.n_permutations:,} sign flips, α = {cmp.alpha:g}).",
             "",
         ]
         if cmp.crossed:
-            out += [f"Settings compared (A → B): {_cell(describe_pairs(cmp.pairs))}.", ""]
+            out += [f"Settings compared (A → B): {md_cell(describe_pairs(cmp.pairs))}.", ""]
         if content.gates:
             if content.failures:
-                out += ["**Gates failed:**", ""] + [f"- {_cell(str(f))}" for f in content.failures]
+                out += ["**Gates failed:**", ""] + [
+                    f"- {md_cell(str(f))}" for f in content.failures
+                ]
             else:
-                out.append("All gates passed: " + ", ".join(_cell(str(g)) for g in content.gates))
+                out.append("All gates passed: " + ", ".join(md_cell(str(g)) for g in content.gates))
             out.append("")
         out += [md_table(compare_tables.verdict_table(cmp, "media", ev.measures)), ""]
         texts = dict(ev.queries.select("query_id", "query_text").iter_rows())
@@ -92,11 +63,9 @@ def render_markdown(content: ReportContent) -> str:
     ]
     for h in content.headlines:
         if h.unit == "media":
-            out += [f"### {_cell(h.mode)}", "", md_table(tables.headline_table(h)), ""]
+            out += [f"### {md_cell(h.mode)}", "", md_table(tables.headline_table(h)), ""]
     out += ["### Operating points", "", md_table(tables.operating_points_table(ev)), ""]
     if content.quality is not None:
-        from runner.report.sections.page import markdown_lines
-
         out += markdown_lines(content.quality, content.primary)
     best = content.best_settings()
     out += ["## Full-text versus semantic", ""]
@@ -114,19 +83,19 @@ def render_markdown(content: ReportContent) -> str:
         out += ["_No judged queries._", ""]
     for q in content.worst:
         out += [
-            f"### {_cell(q.mode)} @ {_cell(q.setting)} · {_cell(q.query_id)}: "
-            f"{_cell(q.query_text or '')}",
+            f"### {md_cell(q.mode)} @ {md_cell(q.setting)} · {md_cell(q.query_id)}: "
+            f"{md_cell(q.query_text or '')}",
             "",
-            _cell(tables.worst_query_facts(q)),
+            md_cell(tables.worst_query_facts(q)),
             "",
             md_table(tables.top_hits_table(q)) if q.hits else "_Returned nothing._\n",
         ]
     out += ["## Unjudged hits", "", md_table(tables.unjudged_table(ev)), ""]
     for section in content.extras:
-        out += [f"## {_cell(section.title)}", ""]
-        out += [line for text in section.notes for line in (_cell(text), "")]
+        out += [f"## {md_cell(section.title)}", ""]
+        out += [line for text in section.notes for line in (md_cell(text), "")]
         for heading, table in section.tables:
-            out += [f"### {_cell(heading)}", ""] if heading else []
+            out += [f"### {md_cell(heading)}", ""] if heading else []
             out += [md_table(table), ""]
     out += ["Plots: see `report.html` next to this file.", ""]
     return "\n".join(out)

@@ -12,7 +12,7 @@ from runner.evaluate.compare import (
     unpaired_modes,
 )
 from runner.report.compare_tables import verdict_table
-from runner.report.tables import Table
+from runner.report.table import Table
 from runner.report.write import ComparisonReport
 
 __all__ = ["comparison_text", "render_text_table", "unpaired_notes"]

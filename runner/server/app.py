@@ -31,7 +31,6 @@ from typing import Final, TypeVar
 
 from aiohttp import web
 
-from runner import __version__
 from runner.api.auth import Credentials
 from runner.server.config import FEATURES, SEARCHABLE_STATUSES, ServerConfig
 from runner.server.errors import HttpError, Issue, ValidationFailed
@@ -48,6 +47,7 @@ from runner.server.middleware import (
 from runner.server.query import ClusterMatch, DatasetInfo, SearchRequest
 from runner.server.shapes import dataset_body, explore_body
 from runner.server.vql import parse_explore, parse_export
+from runner.version import __version__
 
 __all__ = ["build_app"]
 

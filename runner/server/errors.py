@@ -1,7 +1,8 @@
 """The local server's error answers: every 4xx/5xx body carries `detail`.
 
 Handlers raise `HttpError` (a string detail) or `ValidationFailed` (422, a list of FastAPI-style
-`{"type", "loc", "msg", "input"}` items); the app's error middleware turns both into JSON.
+`{"type", "loc", "msg", "input"}` items, each an `Issue`); the app's error middleware turns both
+into JSON. Both classes live in `runner.errors` and are re-exported here for the server.
 Echoed input is made safe first (`safe_input`): long strings are cut, NUL and other control
 characters are spelled out, so an error body never carries a client's 5,000-character payload
 or a raw NUL back.
@@ -9,9 +10,11 @@ or a raw NUL back.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Final
+
+from runner.errors import HttpError, ValidationFailed
 
 __all__ = [
     "MAX_ECHO_CHARS",
@@ -26,18 +29,6 @@ MAX_ECHO_CHARS: Final = 200
 _MAX_ECHO_ITEMS: Final = 20
 
 Loc = tuple[str | int, ...]
-
-
-class HttpError(Exception):
-    """An error answer: `status` with `{"detail": detail}` and optional extra headers."""
-
-    def __init__(
-        self, status: int, detail: str, *, headers: Mapping[str, str] | None = None
-    ) -> None:
-        self.status = status
-        self.detail = detail
-        self.headers = dict(headers or {})
-        super().__init__(f"{status}: {detail}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,16 +48,6 @@ class Issue:
             "msg": self.msg,
             "input": safe_input(self.input),
         }
-
-
-@dataclass(slots=True)
-class ValidationFailed(Exception):
-    """A 422 answer listing every problem found in the request."""
-
-    issues: Sequence[Issue] = field(default_factory=list)
-
-    def __str__(self) -> str:
-        return "; ".join(f"{'.'.join(map(str, i.loc))}: {i.msg}" for i in self.issues)
 
 
 def safe_input(value: object, *, depth: int = 0) -> object:

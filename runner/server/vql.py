@@ -269,6 +269,19 @@ def _caption(parts: Parts, query: Mapping[str, str]) -> float | None:
     return cutoff
 
 
+def _ranked_already(parts: Parts, loc: Loc, what: str, value: object) -> bool:
+    """Whether an earlier parameter gives the request its ranking (then a 422 issue at `loc`).
+
+    A request is ranked by one thing: a caption, an anchor or one VQL text filter.
+    """
+    if parts.text_loc is None:
+        return False
+    where = ".".join(map(str, parts.text_loc))
+    msg = f"Value error, one {what} a request; {where} already gives one"
+    parts.fail("value_error", loc, msg, value)
+    return True
+
+
 def _anchor(parts: Parts, query: Mapping[str, str], cutoff: float | None) -> None:
     anchor, anchor_type = query.get("anchor_media_id"), query.get("anchor_type")
     if anchor_type is not None and anchor_type not in _ANCHOR_TYPES:
@@ -283,10 +296,7 @@ def _anchor(parts: Parts, query: Mapping[str, str], cutoff: float | None) -> Non
     loc: Loc = ("query", "anchor_media_id")
     if not good_text(parts, loc, anchor, limit=256):
         return
-    if parts.text_loc is not None:
-        where = ".".join(map(str, parts.text_loc))
-        msg = f"Value error, one ranking a request; {where} already gives one"
-        parts.fail("value_error", loc, msg, anchor)
+    if _ranked_already(parts, loc, "ranking", anchor):
         return
     parts.text, parts.text_loc = TextQuery("visual", anchor.strip(), cutoff), loc
     parts.anchor_type = anchor_type or "MEDIA"
@@ -352,10 +362,7 @@ def _vql_text(parts: Parts, loc: Loc, body: dict[str, object]) -> None:
             return
     if not good_text(parts, (*loc, "value"), value) or not isinstance(value, str):
         return
-    if parts.text_loc is not None:
-        where = ".".join(map(str, parts.text_loc))
-        msg = f"Value error, one text search a request; {where} already gives one"
-        parts.fail("value_error", loc, msg, body)
+    if _ranked_already(parts, loc, "text search", body):
         return
     op: Literal["fts", "semantic"] = "fts" if body["op"] == "fts" else "semantic"
     parts.text, parts.text_loc = TextQuery(op, value, cutoff), loc

@@ -16,6 +16,7 @@ from runner.store.atomic import atomic_write_bytes
 
 __all__ = [
     "RunCounts",
+    "new_manifest",
     "parse_manifest",
     "public_base_url",
     "read_manifest",
@@ -116,3 +117,52 @@ def parse_manifest(raw: bytes, *, where: str) -> dict[str, Any]:
         )
     RunCounts.from_dict(data["counts"], where=where)
     return data
+
+
+def new_manifest(
+    run_dir: Path,
+    *,
+    run_id: str,
+    suite_name: str,
+    suite_hash: str,
+    tool_version: str,
+    base_url: str | None,
+    dataset_id: str | None,
+    started: dt.datetime,
+    requests_planned: int,
+    modes: Any,
+    sweep: Any,
+    shard: str | None,
+    dataset_status: str | None,
+    dataset_caveat: str | None,
+    fusions: Any,
+) -> dict[str, Any]:
+    """The manifest a new run starts with (status `running`; see `RunWriter.create`).
+
+    Raises `RunError` naming `run_dir` when a value given is not JSON-able.
+    """
+    manifest: dict[str, Any] = {
+        "run_id": run_id,
+        "suite_name": suite_name,
+        "suite_hash": suite_hash,
+        "tool_version": tool_version,
+        "base_url": public_base_url(base_url),
+        "dataset_id": dataset_id,
+        "started_at": started.isoformat(timespec="milliseconds"),
+        "ended_at": None,
+        "status": "running",
+        "counts": RunCounts(requests_planned=requests_planned).to_dict(),
+        "modes": modes,
+        "sweep": sweep,
+        "shard": shard,
+        "resumed_at": [],
+        "dataset_status": dataset_status,
+        "dataset_caveat": dataset_caveat,
+    }
+    if fusions:  # the suite's fusions, for the report (runner.evaluate.fusion)
+        manifest["fusions"] = fusions
+    try:
+        orjson.dumps(manifest)
+    except TypeError as exc:
+        raise RunError(f"{run_dir}: manifest values must be JSON-able: {exc}") from None
+    return manifest

@@ -11,8 +11,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from runner.errors import RunError
+from runner.schema import HITS_SCHEMA, REQUESTS_SCHEMA
 
-__all__ = ["Rows", "check_rank_order", "to_batch"]
+__all__ = ["Rows", "check_rank_order", "checked_unit", "to_batch"]
 
 Rows: TypeAlias = Sequence[Mapping[str, Any]] | pa.Table | pa.RecordBatch
 
@@ -127,3 +128,23 @@ def _check_rank_order_rows(hits: pa.RecordBatch, what: str) -> None:
                 f"(rank {rank} after {previous})"
             )
         last[(key, query)] = rank
+
+
+def checked_unit(
+    request_rows: Rows, hit_rows: Rows
+) -> tuple[pa.RecordBatch, pa.RecordBatch, set[str]]:
+    """One unit's rows as (requests, hits, request keys), refused unless they make a unit.
+
+    Raises `RunError` for rows that do not fit the schema, a unit with no request row, hits of a
+    key that has no request row in the unit, or hits out of rank order (see `RunWriter.record`).
+    """
+    requests = to_batch(request_rows, REQUESTS_SCHEMA, "request rows")
+    hits = to_batch(hit_rows, HITS_SCHEMA, "hit rows")
+    if requests.num_rows == 0:
+        raise RunError("record(): a unit needs at least one request row")
+    keys = set(requests.column("request_key").to_pylist())
+    stray = set(pc.unique(hits.column("request_key")).to_pylist()) - keys
+    if stray:
+        raise RunError(f"record(): hits of request key(s) {sorted(stray)} with no request row")
+    check_rank_order(hits, "record()")
+    return requests, hits, keys

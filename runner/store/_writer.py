@@ -35,14 +35,11 @@ from typing import Any, Final, Self
 
 import orjson
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from runner.errors import RunError, WriteError
 from runner.schema import (
-    HITS_SCHEMA,
     JUDGMENTS_FILE,
     JUDGMENTS_SCHEMA,
-    REQUESTS_SCHEMA,
 )
 from runner.store import _files
 from runner.store._journal import JournalSegment, Unit, encode_unit
@@ -58,13 +55,13 @@ from runner.store._layout import (
 )
 from runner.store._manifest import (
     RunCounts,
-    public_base_url,
+    new_manifest,
     read_manifest,
     utc_now_iso,
     write_manifest,
 )
 from runner.store._recovery import Recovery, check_resumable, failed_keys, recover
-from runner.store._rows import Rows, check_rank_order, to_batch
+from runner.store._rows import Rows, checked_unit, to_batch
 from runner.store.atomic import atomic_write_bytes, fsync_dir, temp_path
 from runner.store.reader import RunInfo, open_run
 
@@ -161,30 +158,23 @@ class RunWriter:
         started = (started_at or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
         run_id = run_id or new_run_id(started)
         run_dir = run_dir_for(root, suite_name, started.date(), run_id)
-        manifest: dict[str, Any] = {
-            "run_id": run_id,
-            "suite_name": suite_name,
-            "suite_hash": suite_hash,
-            "tool_version": tool_version,
-            "base_url": public_base_url(base_url),
-            "dataset_id": dataset_id,
-            "started_at": started.isoformat(timespec="milliseconds"),
-            "ended_at": None,
-            "status": "running",
-            "counts": RunCounts(requests_planned=requests_planned).to_dict(),
-            "modes": modes,
-            "sweep": sweep,
-            "shard": shard,
-            "resumed_at": [],
-            "dataset_status": dataset_status,
-            "dataset_caveat": dataset_caveat,
-        }
-        if fusions:  # the suite's fusions, for the report (runner.evaluate.fusion)
-            manifest["fusions"] = fusions
-        try:
-            orjson.dumps(manifest)
-        except TypeError as exc:
-            raise RunError(f"{run_dir}: manifest values must be JSON-able: {exc}") from None
+        manifest = new_manifest(
+            run_dir,
+            run_id=run_id,
+            suite_name=suite_name,
+            suite_hash=suite_hash,
+            tool_version=tool_version,
+            base_url=base_url,
+            dataset_id=dataset_id,
+            started=started,
+            requests_planned=requests_planned,
+            modes=modes,
+            sweep=sweep,
+            shard=shard,
+            dataset_status=dataset_status,
+            dataset_caveat=dataset_caveat,
+            fusions=fusions,
+        )
         judgments_batch = to_batch(
             judgments if judgments is not None else [], JUDGMENTS_SCHEMA, "judgments"
         )
@@ -285,15 +275,7 @@ class RunWriter:
         rows that do not fit the schema, a unit with no request row, hits of a key that has no
         request row in the unit, a request key already recorded, or a writer already finished.
         """
-        requests = to_batch(request_rows, REQUESTS_SCHEMA, "request rows")
-        hits = to_batch(hit_rows, HITS_SCHEMA, "hit rows")
-        if requests.num_rows == 0:
-            raise RunError("record(): a unit needs at least one request row")
-        keys = set(requests.column("request_key").to_pylist())
-        stray = set(pc.unique(hits.column("request_key")).to_pylist()) - keys
-        if stray:
-            raise RunError(f"record(): hits of request key(s) {sorted(stray)} with no request row")
-        check_rank_order(hits, "record()")
+        requests, hits, keys = checked_unit(request_rows, hit_rows)
         failed = failed_keys(requests)
         frame = encode_unit(Unit(requests, hits))
         with self._mutex:

@@ -1,13 +1,15 @@
 """A query suite: its models, their field types, the files it names, YAML read with line numbers.
 
-Rooms: `models` (the pydantic suite and `load_suite`), `modes` (how queries are sent: text and
-anchor modes, the sweep), `fields` (constrained field types and the messages they fail with),
-`files` (queries, qrels and labels files), `judging` (grade conflicts, judgments of unknown
-queries), `yaml_lines` (YAML with `${ENV}` interpolation and every node's line, so errors land on
-their line), `yaml_aliases` (what YAML aliases may repeat), `record` (what a run records of
-its suite: the content hash and the judgments table).
+Rooms: `load` (`load_suite`: a file read into a `Suite`), `models` (the pydantic suite),
+`modes` (how queries are sent: text and anchor modes, the sweep), `fields` (constrained field
+types and the messages they fail with), `files` (queries, qrels and labels files), `judging`
+(grade conflicts, judgments of unknown queries), `yaml_lines` (YAML with `${ENV}`
+interpolation and every node's line, so errors land on their line), `yaml_aliases` (what YAML
+aliases may repeat), `record` (what a run records of its suite: the content hash and the
+judgments table).
 """
 
+from runner.suite.load import load_suite, parse_suite
 from runner.suite.models import (
     BUILTIN_MODES,
     Auth,
@@ -20,8 +22,6 @@ from runner.suite.models import (
     Retries,
     Suite,
     Sweep,
-    load_suite,
-    parse_suite,
 )
 from runner.suite.record import judgments_table, suite_hash
 

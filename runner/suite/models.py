@@ -1,30 +1,19 @@
-"""A query suite: the YAML file that says what to ask, how to send it, and how to judge the answers.
+"""A query suite's models: the YAML file that says what to ask, how to send it, how to judge.
 
-    suite = load_suite("queries/demo.yaml")
     suite.queries[0].text, suite.modes["caption"].via, suite.sweep.semantic_threshold
 
-`load_suite` refuses a suite that cannot be run before anything is sent, with a `SuiteError`
-whose message reads `file:line: key: what is wrong` (`demo.yaml:14: sweep.semantic_threshold[1]:
-1.4 is not within 0..1`). A file the suite names (queries, qrels, labels) is checked the same way,
-its own lines named.
-
-Interpolation: `${VAR}` and `${VAR:-default}` are replaced in scalar values (never in keys) from
-the environment; `:-` also applies when VAR is set but empty; `$$` is a literal `$`. An unquoted
-value is typed after the replacement (`concurrency: ${N:-8}` is the integer 8); inside `[...]` or
-`{...}` YAML needs quotes (`[0.5, "${T:-0.7}"]`), and numeric keys take numeric strings. An unset
-variable with no default is an error.
-
-This module is the front door and holds the models; the rest lives beside it:
-`runner.suite.fields` (the value types, `Query`, `Judgment`), `runner.suite.modes` (`Mode`,
-`Sweep`), `runner.suite.files` (reading queries, qrels and labels files), `runner.suite.judging`
-(grade conflicts, judgments of unknown queries), `runner.suite.yaml_lines` (YAML with lines,
-interpolation, and validation errors put on their line) and `runner.suite.record` (`suite_hash`,
-`judgments_table`).
+A `Suite` refuses, when validated, a suite that cannot be run before anything is sent; the
+files it names (queries, qrels, labels) are read and checked then, each error naming its own
+file's line. The front door that reads a suite file is `runner.suite.load`; the rest lives
+beside this module: `runner.suite.fields` (the value types, `Query`, `Judgment`),
+`runner.suite.modes` (`Mode`, `Sweep`), `runner.suite.files` (reading queries, qrels and labels
+files), `runner.suite.judging` (grade conflicts, judgments of unknown queries),
+`runner.suite.yaml_lines` (YAML with lines, interpolation, and validation errors put on their
+line) and `runner.suite.record` (`suite_hash`, `judgments_table`).
 """
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -35,7 +24,6 @@ from pydantic import (
     Field,
     PrivateAttr,
     Strict,
-    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -64,7 +52,6 @@ from runner.suite.fields import (
 from runner.suite.files import display, existing, read_labels, read_qrels, read_queries
 from runner.suite.judging import Judged, OnConflict, foreign_queries, merge_grades
 from runner.suite.modes import BUILTIN_MODES, TEXT_MODES, Mode, Sweep
-from runner.suite.yaml_lines import load_yaml, place_error
 
 __all__ = [
     "BUILTIN_MODES",
@@ -79,8 +66,6 @@ __all__ = [
     "Retries",
     "Suite",
     "Sweep",
-    "load_suite",
-    "parse_suite",
 ]
 
 
@@ -411,42 +396,3 @@ class Suite(SuiteModel):
 
 def _gives(query: Query, what: Literal["text", "anchor"]) -> bool:
     return (query.anchor if what == "anchor" else query.text) is not None
-
-
-# --- the front door ---------------------------------------------------------------------------
-
-
-def load_suite(path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None) -> Suite:
-    """Read, interpolate and check a suite file; every referenced file is read and checked too.
-
-    `env` replaces `os.environ` for `${VAR}` (tests). Raises `SuiteError` (`file:line: key: ...`).
-    """
-    file = Path(path)
-    try:
-        data = file.read_bytes()
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        reason = f"not UTF-8 text (byte 0x{data[exc.start]:02x}); save the file as UTF-8"
-        raise SuiteError(reason, path=str(path), line=line) from None
-    except OSError as exc:
-        reason = (
-            "no such file"
-            if isinstance(exc, FileNotFoundError)
-            else f"cannot be read ({type(exc).__name__})"
-        )
-        raise SuiteError(reason, path=str(path)) from None
-    return parse_suite(text, path=file, env=env)
-
-
-def parse_suite(
-    text: str, *, path: str | os.PathLike[str], env: Mapping[str, str] | None = None
-) -> Suite:
-    """Like `load_suite` for text in hand; `path` names it in errors and anchors relative paths."""
-    file = Path(path)
-    doc = load_yaml(text, str(path), os.environ if env is None else env)
-    context = {"base_dir": file.resolve().parent, "source": file.resolve()}
-    try:
-        return Suite.model_validate(doc.data, context=context)
-    except ValidationError as exc:
-        raise place_error(exc, doc, str(path), Suite) from None

@@ -13,12 +13,10 @@ import importlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from runner.evaluate.evaluation import Evaluation
-
-if TYPE_CHECKING:  # tables imports content, which imports this module
-    from runner.report.tables import Table
+from runner.report.table import Table
 
 __all__ = ["MAKERS", "ExtraSection", "SectionMaker", "extra_sections"]
 

@@ -7,30 +7,14 @@ section; `markdown_lines` the same for `report.md` (no plots there).
 
 from __future__ import annotations
 
-import html
 from collections.abc import Mapping
 
-from runner.report.markdown import md_table
+from runner.report.html_parts import escape, html_note, plot_or_note, render_table, section
+from runner.report.md_parts import md_table
 from runner.report.sections import render
 from runner.report.sections.quality import Quality
 
 __all__ = ["comparison_html", "html_sections", "markdown_lines"]
-
-
-def _e(text: object) -> str:
-    return html.escape(str(text), quote=True)
-
-
-def _note(text: str) -> str:
-    return f'<p class="note">{_e(text)}</p>'
-
-
-def _section(key: str, title: str, parts: list[str]) -> str:
-    return f'<section id="{key}"><h2>{_e(title)}</h2>{"".join(parts)}</section>'
-
-
-def _plot(svg: str | None, missing: str) -> str:
-    return svg if svg is not None else _note(missing)
 
 
 def _fusion_note(q: Quality, primary: str) -> str:
@@ -50,48 +34,46 @@ def html_sections(
     q: Quality, primary: str, colours: Mapping[str, str], titles: Mapping[str, str]
 ) -> list[str]:
     """The three quality sections of the HTML report."""
-    from runner.report.html import render_table
-
     svgs = render.render_plots(q, primary, colours)
     opts = q.options
     return [
-        _section(
+        section(
             "intervals",
             titles["intervals"],
             [
-                _note(
+                html_note(
                     f"95% percentile bootstrap intervals over queries ({opts.n_resamples:,} "
                     f"resamples, seed {opts.seed}): where the mean of each measure would land "
                     "with another sample of queries like these. Every setting's intervals are "
                     "in summary.json."
                 ),
-                _plot(svgs["intervals"], "No judged queries: no intervals."),
+                plot_or_note(svgs["intervals"], "No judged queries: no intervals."),
                 render_table(render.intervals_table(q)),
             ],
         ),
-        _section(
+        section(
             "fusion",
             titles["fusion"],
             [
-                _note(_fusion_note(q, primary)),
-                _plot(svgs["fusion"], "Nothing to fuse."),
+                html_note(_fusion_note(q, primary)),
+                plot_or_note(svgs["fusion"], "Nothing to fuse."),
                 render_table(render.fusion_table(q)),
                 "<details><summary>Every fusion tried</summary>"
                 f"{render_table(render.all_fusions_table(q))}</details>",
             ],
         ),
-        _section(
+        section(
             "cutoffs",
             titles["cutoffs"],
             [
-                _note(
+                html_note(
                     f"For each mode with a swept cut-off: the setting that reaches precision "
                     f"{opts.target_p:g} with the most recall, and the one that reaches recall "
                     f"{opts.target_r:g} with the most precision (macro set measures over judged "
                     "queries). The interval is that of the cut-off chosen again on bootstrap "
                     "resamples of the queries; 'same pick' is how often it was this one."
                 ),
-                _plot(svgs["cutoffs"], "No mode has two or more cut-offs."),
+                plot_or_note(svgs["cutoffs"], "No mode has two or more cut-offs."),
                 render_table(render.advice_table(q)),
             ],
         ),
@@ -100,12 +82,10 @@ def html_sections(
 
 def comparison_html(q: Quality) -> str:
     """Noise floor, held-back gates and score shift, for the end of the comparison section."""
-    from runner.report.html import render_table
-
     parts = []
     for heading, note, table in render.comparison_tables(q):
-        parts.append(f"<h3>{_e(heading)}</h3>{_note(note)}")
-        parts.append(render_table(table) if table is not None else _note("None."))
+        parts.append(f"<h3>{escape(heading)}</h3>{html_note(note)}")
+        parts.append(render_table(table) if table is not None else html_note("None."))
     return "".join(parts)
 
 

@@ -13,7 +13,7 @@ import polars as pl
 
 from runner.report.sections import plots
 from runner.report.sections.quality import Quality
-from runner.report.tables import Table, fmt, fmt_p, interval
+from runner.report.table import Table, fmt, fmt_p, interval
 
 __all__ = [
     "advice_table",

@@ -13,18 +13,17 @@ unit at a time.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import Any, TypeVar, overload
 
 import numpy as np
 import numpy.typing as npt
 
-if TYPE_CHECKING:
-    from runner.plan import RequestSpec, WireRequest
+from runner.plan.spec import RequestSpec, WireRequest
 
 __all__ = ["MakeSpec", "PlanColumns", "RequestView", "SpecView"]
 
 # Builds the spec of (query index, setting index, (wire key, key)); expansion's own function.
-MakeSpec = Callable[[int, int, tuple[int, int]], "RequestSpec"]
+MakeSpec = Callable[[int, int, tuple[int, int]], RequestSpec]
 
 _T = TypeVar("_T")
 
@@ -75,8 +74,6 @@ class PlanColumns:
         return self.make(int(self.query[i]), int(self.setting[i]), keys)
 
     def request(self, j: int) -> WireRequest:
-        from runner.plan import WireRequest
-
         members = self.order[int(self.starts[j]) : int(self.starts[j + 1])]
         specs = tuple(self.spec(int(i)) for i in members)
         return WireRequest(specs[0].wire_key, specs)
@@ -133,7 +130,7 @@ class _View(Sequence[_T]):
         return f"{type(self).__name__}({len(self)} items)"
 
 
-class SpecView(_View["RequestSpec"]):
+class SpecView(_View[RequestSpec]):
     """`Plan.specs` of an expanded plan: every spec in plan order, built when read."""
 
     __slots__ = ()
@@ -145,7 +142,7 @@ class SpecView(_View["RequestSpec"]):
         return self.columns.n_specs
 
 
-class RequestView(_View["WireRequest"]):
+class RequestView(_View[WireRequest]):
     """`Plan.requests` of an expanded plan: every wire request with its specs, built when read."""
 
     __slots__ = ()
