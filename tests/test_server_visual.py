@@ -164,3 +164,24 @@ async def test_visual_search_can_be_disabled(
     query = {"entity_type": "IMAGES", "anchor_media_id": media_ids[0]}
     reply = await fetch(session, url, query, auth_headers)
     assert reply.status == 403 and "visual_search" in reply.detail
+
+
+async def test_visual_search_needs_image_embeddings_not_captions(
+    start_server: StartServer,
+    session: aiohttp.ClientSession,
+    auth_headers: dict[str, str],
+    media_ids: list[str],
+) -> None:
+    server = start_server(hidden_enrichments=frozenset({"MULTIMODEL_IMAGE_ENCODING"}))
+    url = explore_url(server.base_url, server.dataset_id)
+    query = {"entity_type": "IMAGES", "anchor_media_id": media_ids[0], "anchor_type": "MEDIA"}
+    refused = await fetch(session, url, query, auth_headers)
+    assert refused.status == 409
+    assert "MULTIMODEL_IMAGE_ENCODING" in str(refused.detail)
+    semantic = await fetch(
+        session,
+        url,
+        {"entity_type": "IMAGES", "vql": '[{"text": {"op": "semantic", "value": "a dog"}}]'},
+        auth_headers,
+    )
+    assert semantic.status == 200  # captions still make semantic search

@@ -8,8 +8,8 @@ A request that is well formed but asks for something the dataset cannot serve ra
 `HttpError(409)` naming the missing enrichment: `issues` filters (no quality-issue enrichment
 here), `entity_type=OBJECTS` or `anchor_type=OBJECT` (no object detection), labels without
 IMAGE_TAGGING, caption search, duplicates or uniqueness without CAPTION_IMAGES, fts without any
-captions (imported ones do: fts needs no enrichment), semantic or visual search without
-MULTIMODEL_IMAGE_ENCODING or CAPTION_IMAGES.
+captions (imported ones do: fts needs no enrichment), semantic search without
+MULTIMODEL_IMAGE_ENCODING or CAPTION_IMAGES, visual search without MULTIMODEL_IMAGE_ENCODING.
 
 Choices where the contract is silent (the README repeats them):
 - `caption` wins over the deprecated `image_caption` when both are given.
@@ -186,15 +186,20 @@ def check_servable(
     if anchor_type == "OBJECT":
         raise _missing(info, "OBJECT_DETECTION", "anchor_type=OBJECT needs detected objects")
     has_captions = "CAPTION_IMAGES" in info.enrichments
-    has_images = has_captions or "MULTIMODEL_IMAGE_ENCODING" in info.enrichments
+    has_image_encoding = "MULTIMODEL_IMAGE_ENCODING" in info.enrichments
+    has_images = has_captions or has_image_encoding
     has_text = info.has_captions
     text = request.text
-    if text is not None and text.op in ("semantic", "visual") and not has_images:
+    if text is not None and text.op == "semantic" and not has_images:
         raise _missing(
             info,
             "MULTIMODEL_IMAGE_ENCODING or CAPTION_IMAGES",
-            f"{text.op} search needs image embeddings",
+            "semantic search needs image embeddings",
         )
+    # Visual search compares images with images: captions alone do not make it (the client's
+    # preflight asks the same, runner.execute._preflight).
+    if text is not None and text.op == "visual" and not has_image_encoding:
+        raise _missing(info, "MULTIMODEL_IMAGE_ENCODING", "visual search needs image embeddings")
     if text is not None and text.op == "caption" and not has_captions:
         raise _missing(info, "CAPTION_IMAGES", "caption search needs AI captions")
     if text is not None and text.op == "fts" and not has_text:
