@@ -37,7 +37,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from runner.errors import RunError, WriteError
+from runner.errors import RunError
 from runner.schema import (
     HITS_SCHEMA,
     JUDGMENTS_FILE,
@@ -65,7 +65,7 @@ from runner.store._manifest import (
 )
 from runner.store._recovery import Recovery, check_resumable, failed_keys, recover
 from runner.store._rows import Rows, check_rank_order, to_batch
-from runner.store.atomic import atomic_write_bytes, fsync_dir, temp_path
+from runner.store.atomic import atomic_write_bytes, fsync_dir, temp_path, write_error
 from runner.store.reader import RunInfo, open_run
 
 __all__ = ["DEFAULT_ROLL_ROWS", "FINISH_STATUSES", "Recovery", "RunWriter"]
@@ -327,16 +327,18 @@ class RunWriter:
                 # Streaming the parts with these rows still held would raise the peak memory.
                 self._roll()
             temps = {name: temp_path(self._dir / file) for name, file, _ in _files.TABLES}
+            target = self._dir
             try:
                 for name, file, schema in _files.TABLES:
+                    target = self._dir / file
                     _files.write_parquet_atomic(
                         temps[name], self._sources(file, name), schema, rename=False
                     )
             except BaseException as exc:
                 for tmp in temps.values():
                     tmp.unlink(missing_ok=True)
-                if isinstance(exc, OSError):
-                    raise RunError(f"{self._dir}: cannot write the run: {exc}") from exc
+                if isinstance(exc, OSError):  # a full disk: exit 1, the run stays resumable
+                    raise write_error(target, exc) from exc
                 raise
             manifest = dict(self._manifest)
             manifest.update(status=status, ended_at=utc_now_iso(), counts=self.counts.to_dict())
@@ -397,9 +399,9 @@ class RunWriter:
         seq = self._seq
         try:
             _files.write_part(self._dir, seq, self._requests_buf, self._hits_buf)
-        except (OSError, WriteError) as exc:
+        except OSError as exc:
             # The units are safe in the journal; the part is retried at the next roll.
-            raise RunError(f"{self._dir}: cannot write a Parquet part: {exc}") from exc
+            raise write_error(self._dir / PARTS_DIR, exc) from exc
         self._parts.append(seq)
         self._requests_buf, self._hits_buf, self._buffered = [], [], 0
         self._segment.close()
