@@ -248,6 +248,8 @@ def test_a_hostile_retry_after_is_capped_and_the_run_completes(
     noted = requests.filter(pl.col("error").is_not_null())
     assert noted.height >= 1  # the throttled pages (one or two, fanned out), each noted ...
     assert noted["error"].str.contains(r"waited 0\.2 s \(retries\.max_retry_after_s\)").all()
+    for asked in noted["error"].str.extract(r"asked Retry-After ([\d,]+) s").to_list():
+        assert int(asked.replace(",", "")) >= 3600, "the record says what the server asked"
     # ... and otherwise the rows of the clean run
     polars.testing.assert_frame_equal(requests.drop("error"), want_requests.drop("error"))
     assert leftovers(tmp_path) == []
@@ -356,7 +358,8 @@ CASES: dict[str, Case] = {
     ),
     "query-text-nul": Case(
         {
-            "suite.yaml": 'name: t\nqueries:\n  - {id: ok, text: dog}\n  - {id: nul, text: "a\\0b"}\n'
+            "suite.yaml": "name: t\nqueries:\n  - {id: ok, text: dog}\n"
+            '  - {id: nul, text: "a\\0b"}\n'
         },
         line="error: {dir}/suite.yaml:4: queries[1].text: query 'nul'",
     ),
@@ -510,6 +513,28 @@ def test_report_on_a_full_disk_names_the_file_and_works_once_freed(
         assert_exit(done, 0)
         assert (out / "report.html").read_text(encoding="utf-8").rstrip().endswith("</html>")
         assert leftovers(disk, clean) == []
+
+
+def test_run_on_a_full_disk_stops_naming_the_file_and_resumes_to_the_clean_rows(
+    clean: Path, demo_server: ServerThread, tmp_path: Path
+) -> None:
+    suite = write_suite(tmp_path, demo_server, **SUITE)  # type: ignore[arg-type]
+    size = sum(p.stat().st_size for p in clean.rglob("*") if p.is_file())
+    with tmpfs(tmp_path / "disk", "4m") as disk:
+        out = disk / "out"
+        filler = disk / "filler"
+        filler.write_bytes(b"\0" * (shutil.disk_usage(disk).free - size // 3))
+        args = ("run", str(suite), "--out", str(out), "--quiet", "--no-report")
+        done = vlbench(*args, cwd=tmp_path)
+        assert_exit(done, 1, re.compile(r"error: .*: cannot write: no space left on device"))
+        assert leftovers(disk) == []
+        filler.unlink()
+        resumed = vlbench(*args, "--resume", cwd=tmp_path)
+        assert_exit(resumed, 0)
+        run_dir = the_run(out)
+        assert_same_rows(run_dir, clean)
+        assert [p.name for p in run_dir.iterdir() if p.name in UNFINISHED] == []
+        assert leftovers(disk) == []
 
 
 # --- smaller item: merge with a corrupt shard leaves nothing ------------------------------------
