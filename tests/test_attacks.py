@@ -537,6 +537,52 @@ def test_run_on_a_full_disk_stops_naming_the_file_and_resumes_to_the_clean_rows(
         assert leftovers(disk) == []
 
 
+# --- clumsy paths and damaged runs: every command that takes them ------------------------------
+
+
+def test_an_out_that_is_a_file_is_refused_and_the_file_kept(
+    clean: Path, demo_server: ServerThread, tmp_path: Path
+) -> None:
+    suite = write_suite(tmp_path, demo_server, **SUITE)  # type: ignore[arg-type]
+    afile = tmp_path / "afile"
+    afile.write_bytes(b"mine")
+    commands = {
+        "run": ("run", str(suite), "--out", "afile", "--no-report"),
+        "report": ("report", str(clean), "--out", "afile"),
+    }
+    started = {name: start(*args, cwd=tmp_path) for name, args in commands.items()}
+    done = {name: finish(process, commands[name]) for name, process in started.items()}
+    assert_exit(
+        done["run"], 1, re.compile(r"error: afile/suite=attack/\S*: cannot write: not a dir")
+    )
+    assert_exit(done["report"], 1, "error: afile: cannot write: ")
+    assert afile.read_bytes() == b"mine"
+    assert leftovers(tmp_path, clean) == []
+
+
+def test_a_corrupt_run_is_refused_by_every_command_and_nothing_is_written(
+    clean: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "runs" / clean.relative_to(clean.parents[2])
+    shutil.copytree(clean, run_dir)
+    hits = run_dir / "hits.parquet"
+    hits.write_bytes(hits.read_bytes()[:-50])  # truncated
+    out = tmp_path / "out"
+    commands = {
+        "report": ("report", str(run_dir), "--out", str(out)),
+        "compare": ("compare", str(clean), str(run_dir), "--out", str(out)),
+        "export": ("export", str(run_dir), "--format", "trec", "--out", str(out)),
+        "judge-todo": ("judge-todo", str(run_dir), "--out", str(out)),
+        "push": ("push", str(run_dir), str(out)),
+    }
+    started = {name: start(*args, cwd=tmp_path) for name, args in commands.items()}
+    for name, process in started.items():
+        done = finish(process, commands[name])
+        assert_exit(done, 2, f"error: {hits}: corrupt Parquet file")
+    assert not out.exists()
+    assert leftovers(tmp_path, clean) == []
+
+
 # --- smaller item: merge with a corrupt shard leaves nothing ------------------------------------
 
 

@@ -193,6 +193,8 @@ class RunWriter:
             run_dir.mkdir()
         except FileExistsError:
             raise RunError(f"{run_dir}: run directory exists already") from None
+        except OSError as exc:  # --out names a file, or the disk is full: exit 1, not a traceback
+            raise write_error(exc.filename or run_dir, exc) from None
         (run_dir / JOURNAL_DIR).mkdir()
         (run_dir / PARTS_DIR).mkdir()
         lock_fd = _files.lock(run_dir)
