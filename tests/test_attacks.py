@@ -255,11 +255,22 @@ def test_a_hostile_retry_after_is_capped_and_the_run_completes(
     assert leftovers(tmp_path) == []
 
 
-@pytest.mark.parametrize("header", HEADERS)
-def test_sigterm_during_a_hostile_wait_exits_130_and_resume_gives_the_clean_rows(
-    header: str, clean: Path, demo_server: ServerThread, tmp_path: Path
+STOPS = [
+    pytest.param(signal.SIGTERM, AN_HOUR, id="SIGTERM-an-hour"),
+    pytest.param(signal.SIGTERM, YEARS_AHEAD, id="SIGTERM-years-ahead"),
+    pytest.param(signal.SIGINT, AN_HOUR, id="SIGINT-an-hour"),
+    pytest.param(signal.SIGKILL, YEARS_AHEAD, id="SIGKILL-years-ahead"),
+]
+
+
+@pytest.mark.parametrize("sig, header", STOPS)
+def test_a_signal_during_a_hostile_wait_ends_the_run_and_resume_gives_the_clean_rows(
+    sig: signal.Signals, header: str, clean: Path, demo_server: ServerThread, tmp_path: Path
 ) -> None:
-    """The cap is 300 s: only a cancellable wait lets SIGTERM end the run."""
+    """The cap is 300 s: only a cancellable wait lets SIGTERM or Ctrl-C end the run (exit 130).
+
+    SIGKILL cannot be answered: the run is left `running`, and resume must take it as it is.
+    """
     out = tmp_path / "out"
     with Hostile(demo_server.base_url, header, pass_first=4, limit=None) as front:
         suite = hostile_suite(tmp_path, front, demo_server, max_backoff_s=300)
@@ -271,15 +282,18 @@ def test_sigterm_during_a_hostile_wait_exits_130_and_resume_gives_the_clean_rows
                 assert process.poll() is None, finish(process, args)
                 assert time.monotonic() < deadline, "no 429 was ever answered"
                 time.sleep(0.05)
-            process.send_signal(signal.SIGTERM)
+            process.send_signal(sig)
             process.wait(timeout=20)  # a hang guard, not a speed limit
         finally:
             done = finish(process, args)
-        assert_exit(done, 130, "stopped: interrupted")
         run_dir = the_run(out)
         manifest = read_manifest(run_dir)
-        assert manifest["status"] == "partial"
-        assert manifest["counts"]["requests_done"] < manifest["counts"]["requests_planned"]
+        if sig == signal.SIGKILL:
+            assert done.returncode == -signal.SIGKILL and manifest["status"] == "running"
+        else:
+            assert_exit(done, 130, "stopped: interrupted")
+            assert manifest["status"] == "partial"
+            assert manifest["counts"]["requests_done"] < manifest["counts"]["requests_planned"]
         assert leftovers(tmp_path) == []
 
         front.hostile = False  # the server behaves from now on
