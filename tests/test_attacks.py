@@ -597,10 +597,10 @@ def test_a_corrupt_run_is_refused_by_every_command_and_nothing_is_written(
     assert leftovers(tmp_path, clean) == []
 
 
-# --- smaller item: merge with a corrupt shard leaves nothing ------------------------------------
+# --- merge: a full disk, then a corrupt shard (the smaller item): nothing is left ---------------
 
 
-def test_merge_with_a_corrupt_shard_leaves_nothing(
+def test_merge_on_a_full_disk_or_with_a_corrupt_shard_leaves_nothing(
     clean: Path, demo_server: ServerThread, tmp_path: Path
 ) -> None:
     suite = write_suite(tmp_path, demo_server, **SUITE)  # type: ignore[arg-type]
@@ -611,6 +611,23 @@ def test_merge_with_a_corrupt_shard_leaves_nothing(
     for args, process in shards:
         assert_exit(finish(process, args), 0)
     one, two = the_run(tmp_path / "w1"), the_run(tmp_path / "w2")
+
+    with tmpfs(tmp_path / "disk", "2m") as disk:
+        out = disk / "merged"
+        filler = disk / "filler"
+        filler.write_bytes(b"\0" * (shutil.disk_usage(disk).free - 32 * 1024))
+        done = vlbench("merge", str(one), str(two), "--out", str(out), cwd=tmp_path)
+        assert_exit(
+            done,
+            1,
+            re.compile(rf"error: {re.escape(str(out))}/suite=attack/\S+: cannot write: no space"),
+        )
+        assert sorted(disk.iterdir()) == [filler]  # no scratch run, no suite=/run_date= folders
+        filler.unlink()
+        done = vlbench("merge", str(one), str(two), "--out", str(out), cwd=tmp_path)
+        assert_exit(done, 0)
+        assert_same_rows(the_run(out), clean)  # the shards, merged, are the unsharded run
+
     hits = two / "hits.parquet"
     hits.write_bytes(hits.read_bytes()[:-40])  # truncated
     out = tmp_path / "merged"
