@@ -551,6 +551,29 @@ def test_run_on_a_full_disk_stops_naming_the_file_and_resumes_to_the_clean_rows(
         assert leftovers(disk) == []
 
 
+def test_every_writer_on_a_full_disk_exits_1_naming_the_file_and_leaves_no_temp(
+    clean: Path, demo_server: ServerThread, tmp_path: Path
+) -> None:
+    suite = write_suite(tmp_path, demo_server, **SUITE)  # type: ignore[arg-type]
+    with tmpfs(tmp_path / "disk", "1m") as disk:
+        (disk / "filler").write_bytes(b"\0" * shutil.disk_usage(disk).free)  # full
+        commands = {
+            "run": ("run", str(suite), "--out", f"{disk}/runs", "-q"),
+            "export-trec": ("export", str(clean), "--format", "trec", "--out", f"{disk}/trec"),
+            "export-csv": ("export", str(clean), "--format", "csv", "--out", f"{disk}/ids.csv"),
+            "judge-todo": ("judge-todo", str(clean), "--out", f"{disk}/todo"),
+            "compare": ("compare", str(clean), str(clean), "--out", f"{disk}/cmp"),
+        }
+        started = {name: start(*args, cwd=tmp_path) for name, args in commands.items()}
+        for name, process in started.items():
+            done = finish(process, commands[name])
+            where = re.escape(commands[name][-2 if name == "run" else -1])
+            line = re.compile(rf"error: {where}\S*: cannot write: no space left on device")
+            assert_exit(done, 1, line)
+        assert leftovers(disk, clean) == []
+        assert list(disk.glob("runs/suite=*/run_date=*/run_id=*")) == []  # no run without manifest
+
+
 # --- clumsy paths and damaged runs: every command that takes them ------------------------------
 
 

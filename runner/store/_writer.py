@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import os
+import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -207,6 +208,8 @@ class RunWriter:
             writer._open_segment(0)
         except BaseException:
             writer._release()
+            # Without its manifest the directory is no run (nothing to resume): leave nothing.
+            shutil.rmtree(run_dir, ignore_errors=True)
             raise
         return writer
 
