@@ -417,6 +417,20 @@ CASES: dict[str, Case] = {
         {"suite.yaml": JUDGED, "j.qrels": "q1 0 x.jpg 2\nq2 0 x.jpg 1\nq1 0 x.jpg 0\n"},
         line="error: {dir}/j.qrels:3: grade: ",
     ),
+    "qrels-grade-out-of-range": Case(
+        {"suite.yaml": JUDGED, "j.qrels": "q1 0 x.jpg 1\nq2 0 y.jpg 99999999999999999999\n"},
+        command="run",
+        line="error: {dir}/j.qrels:2: grade: 99999999999999999999 is larger than the largest",
+    ),
+    "concurrency-100000000": Case(
+        {"suite.yaml": "name: t\nqueries: [dog]\nconcurrency: 100000000\n"},
+        command="run",
+        line="error: {dir}/suite.yaml:3: concurrency: 100,000,000 is more than 1,000",
+    ),
+    "timeout-nan": Case(
+        {"suite.yaml": "name: t\nqueries: [dog]\ntimeout_s: .nan\n"},
+        line="error: {dir}/suite.yaml:3: timeout_s: expected a finite number",
+    ),
     "qrels-unknown-query-ids": Case(
         {"suite.yaml": JUDGED, "j.qrels": "q1 0 x.jpg 1\nq9 0 x.jpg 1\nq8 0 y.jpg 1\n"},
         code=0,
