@@ -474,6 +474,12 @@ def test_bad_input_is_refused_at_its_file_and_line(
     assert sorted(p.name for p in folder.iterdir()) == sorted(case.files), "nothing written"
 
 
+def test_a_suite_that_is_a_device_is_refused_not_read_forever(tmp_path: Path) -> None:
+    """`vlbench validate /dev/zero` read until the memory ran out (a MemoryError traceback)."""
+    done = vlbench("validate", "/dev/zero", cwd=tmp_path)
+    assert_exit(done, 2, "error: /dev/zero: not a regular file")
+
+
 # --- no credentials -----------------------------------------------------------------------------
 
 
