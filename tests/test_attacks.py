@@ -265,17 +265,40 @@ def test_a_hostile_retry_after_is_capped_and_the_run_completes(
 
 
 STOPS = [
-    pytest.param(signal.SIGTERM, AN_HOUR, id="SIGTERM-an-hour"),
-    pytest.param(signal.SIGTERM, YEARS_AHEAD, id="SIGTERM-years-ahead"),
-    pytest.param(signal.SIGKILL, YEARS_AHEAD, id="SIGKILL-years-ahead"),
+    pytest.param(signal.SIGTERM, AN_HOUR, 2, id="SIGTERM-an-hour-twice"),
+    pytest.param(signal.SIGTERM, YEARS_AHEAD, 1, id="SIGTERM-years-ahead"),
+    pytest.param(signal.SIGKILL, YEARS_AHEAD, 1, id="SIGKILL-years-ahead"),
 ]
 
 
-@pytest.mark.parametrize("sig, header", STOPS)
+def stop_while_waiting(front: Hostile, args: Sequence[str], out: Path, sig: int) -> Done:
+    """Start `vlbench ARGS`, send `sig` once a 429 was answered and the run directory exists."""
+    front.throttled = 0
+    process = start(*args, cwd=out.parent)
+    try:
+        deadline = time.monotonic() + 120  # a guard against a run that never starts
+        while not (front.throttled and list(out.glob("suite=*/run_date=*/run_id=*"))):
+            assert process.poll() is None, finish(process, args)
+            assert time.monotonic() < deadline, "no 429 was ever answered"
+            time.sleep(0.05)
+        process.send_signal(sig)
+        process.wait(timeout=20)  # a hang guard, not a speed limit
+    finally:
+        done = finish(process, args)
+    return done
+
+
+@pytest.mark.parametrize("sig, header, rounds", STOPS)
 def test_a_signal_during_a_hostile_wait_ends_the_run_and_resume_gives_the_clean_rows(
-    sig: signal.Signals, header: str, clean: Path, demo_server: ServerThread, tmp_path: Path
+    sig: signal.Signals,
+    header: str,
+    rounds: int,
+    clean: Path,
+    demo_server: ServerThread,
+    tmp_path: Path,
 ) -> None:
-    """The cap is 300 s: only a cancellable wait lets SIGTERM end the run (exit 130).
+    """The cap is 300 s: only a cancellable wait lets SIGTERM end the run (exit 130); a resume
+    stopped the same way stays resumable.
 
     SIGKILL cannot be answered: the run is left `running`, and resume must take it as it is.
     """
@@ -283,26 +306,17 @@ def test_a_signal_during_a_hostile_wait_ends_the_run_and_resume_gives_the_clean_
     with Hostile(demo_server.base_url, header, pass_first=4, limit=None) as front:
         suite = hostile_suite(tmp_path, front, demo_server, max_backoff_s=300)
         args = ("run", str(suite), "--out", str(out), "--no-report")
-        process = start(*args, cwd=tmp_path)
-        try:
-            deadline = time.monotonic() + 120  # a guard against a run that never starts
-            while not (front.throttled and list(out.glob("suite=*/run_date=*/run_id=*"))):
-                assert process.poll() is None, finish(process, args)
-                assert time.monotonic() < deadline, "no 429 was ever answered"
-                time.sleep(0.05)
-            process.send_signal(sig)
-            process.wait(timeout=20)  # a hang guard, not a speed limit
-        finally:
-            done = finish(process, args)
-        run_dir = the_run(out)
-        manifest = read_manifest(run_dir)
-        if sig == signal.SIGKILL:
-            assert done.returncode == -signal.SIGKILL and manifest["status"] == "running"
-        else:
-            assert_exit(done, 130, "stopped: interrupted")
-            assert manifest["status"] == "partial"
-            assert manifest["counts"]["requests_done"] < manifest["counts"]["requests_planned"]
-        assert leftovers(tmp_path) == []
+        for round_ in range(rounds):
+            done = stop_while_waiting(front, [*args, *(["--resume"] if round_ else [])], out, sig)
+            run_dir = the_run(out)
+            manifest = read_manifest(run_dir)
+            if sig == signal.SIGKILL:
+                assert done.returncode == -signal.SIGKILL and manifest["status"] == "running"
+            else:
+                assert_exit(done, 130, "stopped: interrupted")
+                assert manifest["status"] == "partial"
+                assert manifest["counts"]["requests_done"] < manifest["counts"]["requests_planned"]
+            assert leftovers(tmp_path) == []
 
         front.hostile = False  # the server behaves from now on
         resumed = vlbench(*args, "--resume", "--quiet", cwd=tmp_path)
