@@ -208,8 +208,7 @@ class RunWriter:
             writer._open_segment(0)
         except BaseException:
             writer._release()
-            # Without its manifest the directory is no run (nothing to resume): leave nothing.
-            shutil.rmtree(run_dir, ignore_errors=True)
+            shutil.rmtree(run_dir, ignore_errors=True)  # no manifest: no run, nothing to resume
             raise
         return writer
 
@@ -332,10 +331,8 @@ class RunWriter:
                 # Streaming the parts with these rows still held would raise the peak memory.
                 self._roll()
             temps = {name: temp_path(self._dir / file) for name, file, _ in _files.TABLES}
-            target = self._dir
             try:
                 for name, file, schema in _files.TABLES:
-                    target = self._dir / file
                     _files.write_parquet_atomic(
                         temps[name], self._sources(file, name), schema, rename=False
                     )
@@ -343,7 +340,7 @@ class RunWriter:
                 for tmp in temps.values():
                     tmp.unlink(missing_ok=True)
                 if isinstance(exc, OSError):  # a full disk: exit 1, the run stays resumable
-                    raise write_error(target, exc) from exc
+                    raise write_error(self._dir, exc) from exc
                 raise
             manifest = dict(self._manifest)
             manifest.update(status=status, ended_at=utc_now_iso(), counts=self.counts.to_dict())
