@@ -481,7 +481,7 @@ async def test_total_pages_and_string_scores_reach_the_page(
         pytest.param(" 1.5 ", 1.5, id="fraction"),
         pytest.param("-4", 0.0, id="negative"),
         pytest.param("Wed, 21 Oct 2015 07:28:00 GMT", 0.0, id="date-in-the-past"),
-        pytest.param("100000", 600.0, id="capped"),
+        pytest.param("100000", 100000.0, id="long-kept-for-the-policy-to-cap"),
         pytest.param("soon", None, id="garbage"),
         pytest.param(None, None, id="absent"),
     ],

@@ -21,6 +21,7 @@ from runner.evaluate.history import load_history
 from runner.export.ids import export_run
 from runner.schema import HITS_SCHEMA, OPTIONAL_COLUMNS
 from runner.store import scan_hits
+from runner.store.atomic import atomic_write_bytes
 from runner.store.location import resolve
 from runner.store.merge import merge_runs
 from runner.store.push import push_run
@@ -125,8 +126,8 @@ def test_export_refuses_missing_and_corrupt_remote_runs(s3: str, tmp_path: Path)
     with pytest.raises(RunError, match="no such run"):
         export_run(f"{s3}/suite=x/run_date=2024-01-01/run_id=none", tmp_path / "x.csv")
     run = build_run(tmp_path, hits=HITS)
-    (run / "hits.parquet").write_bytes(b"PAR1 not parquet PAR1")
-    remote = push_run(run, s3).uri
+    remote = push_run(run, s3).uri  # push refuses a corrupt run: damage the copy in the bucket
+    atomic_write_bytes(resolve(remote).child("hits.parquet"), b"PAR1 not parquet PAR1")
     with pytest.raises(RunError, match="corrupt Parquet"):
         export_run(remote, tmp_path / "x.csv")
     assert not (tmp_path / "x.csv").exists()

@@ -572,7 +572,7 @@ def test_a_failed_finish_leaves_no_temp_file_and_can_be_retried(
         real_fsync_file(path)
 
     monkeypatch.setattr(_files, "fsync_file", full_disk)
-    with pytest.raises(RunError, match="no space left"):
+    with pytest.raises(WriteError, match=r": cannot write: no space left"):
         w.finish("complete")
     monkeypatch.undo()
     assert not [p for p in w.run_dir.rglob("*") if ".tmp-" in p.name]

@@ -87,8 +87,6 @@ __all__ = [
 _T = TypeVar("_T")
 
 API_PREFIX: Final = "/api/v1"
-# A Retry-After further out than this is taken as this (a date in the far future is a bug).
-_MAX_RETRY_AFTER_S: Final = 600.0
 # Most HTTP requests one `get_json` / `download` call sends: redirects and a resend after a 401.
 _MAX_HOPS: Final = 8
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
@@ -102,8 +100,9 @@ _NO_ENDPOINT: Final = frozenset({404, 405, 501})
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
     """Seconds to wait from a `Retry-After` header: delta-seconds or an HTTP date.
 
-    None for a missing or unusable header; a date in the past gives 0; a wait further out than
-    ten minutes is cut to ten minutes.
+    None for a missing or unusable header; a date in the past gives 0. The wait is what the server
+    asked, however long: the retry policy caps it (`retries.max_retry_after_s`) and records what
+    was asked, so a cap here would make that record wrong.
     """
     if value is None:
         return None
@@ -120,7 +119,7 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
         seconds = when.timestamp() - (time.time() if now is None else now)
     if not math.isfinite(seconds):
         return None
-    return min(max(0.0, seconds), _MAX_RETRY_AFTER_S)
+    return max(0.0, seconds)
 
 
 # -- the client ---------------------------------------------------------------------------------

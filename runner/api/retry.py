@@ -52,7 +52,7 @@ class RetryPolicy:
         if asked is None or asked <= self.retry_after_cap:
             return None
         return (
-            f"the server asked Retry-After {asked:g} s; waited {self.retry_after_cap:g} s "
+            f"the server asked Retry-After {_seconds(asked)} s; waited {self.retry_after_cap:g} s "
             "(retries.max_retry_after_s)"
         )
 
@@ -60,6 +60,11 @@ class RetryPolicy:
         """Seconds to wait after failed attempt number `attempt` (1-based)."""
         ceiling = min(self.max_backoff_s, self.backoff_s * 2.0 ** (attempt - 1))
         return rng.uniform(0.0, ceiling)
+
+
+def _seconds(value: float) -> str:
+    """A wait as a person reads it: `0.5`, `3600`, `157,680,000` (a date years ahead)."""
+    return f"{value:g}" if value < 1000 else f"{value:,.0f}"
 
 
 @dataclass(frozen=True, slots=True)

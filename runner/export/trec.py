@@ -17,7 +17,6 @@ where vlbench scores it 0 (see `runner.evaluate.measures`).
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,8 +24,8 @@ from typing import Final
 
 import polars as pl
 
-from runner.errors import RunError
 from runner.evaluate.judgments import load_run_judgments
+from runner.store.atomic import atomic_write_bytes, write_error
 
 __all__ = ["QRELS_FILE", "SCORE_STEP", "trec_rankings", "write_trec_runs"]
 
@@ -66,9 +65,7 @@ def trec_rankings(hits: pl.LazyFrame, modes: Sequence[str] | None = None) -> pl.
 
 
 def _write_lines(path: Path, lines: list[str]) -> None:
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text("".join(lines), encoding="utf-8")
-    os.replace(temp, path)
+    atomic_write_bytes(path, "".join(lines).encode())  # whole or absent, no temp left behind
 
 
 def write_trec_runs(
@@ -81,7 +78,8 @@ def write_trec_runs(
     """Write `<mode>@<setting>.run` for every mode and setting, and `qrels.txt`; their paths.
 
     `modes` keeps only those modes; `extra_judgments` (qrels files) are added to the run's own
-    judgments in `qrels.txt`. Raises `RunError` for an unreadable run or an unwritable `out_dir`.
+    judgments in `qrels.txt`. Raises `RunError` for an unreadable run, `WriteError` for an
+    unwritable `out_dir` (a full disk).
     """
     out = Path(out_dir)
     hits, qrels = load_run_judgments(Path(run_dir), extra_judgments)
@@ -106,6 +104,6 @@ def write_trec_runs(
             .iter_rows()
         ]
         _write_lines(out / QRELS_FILE, qrels_lines)
-    except OSError as exc:
-        raise RunError(f"{out}: cannot write TREC files: {exc}") from exc
+    except OSError as exc:  # the folder itself (a file's write raises WriteError): exit 1
+        raise write_error(out, exc) from exc
     return [*paths, out / QRELS_FILE]

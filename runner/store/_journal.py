@@ -27,6 +27,7 @@ import pyarrow.ipc as ipc
 
 from runner.errors import RunError
 from runner.schema import HITS_SCHEMA, OPTIONAL_COLUMNS, REQUESTS_SCHEMA, conform
+from runner.store.atomic import write_error
 
 __all__ = ["JournalSegment", "Unit", "encode_unit", "read_segment"]
 
@@ -115,7 +116,7 @@ class JournalSegment:
         self._broken = False
 
     def append(self, frame: bytes) -> None:
-        """Append one frame, or leave the segment as it was and raise `RunError`."""
+        """Append one frame, or leave the segment as it was and raise `WriteError`."""
         if self._broken:
             raise RunError(f"{self.path}: journal is unusable after an earlier write error")
         try:
@@ -126,7 +127,8 @@ class JournalSegment:
                 os.fsync(self._fd)
         except OSError as exc:
             self._cut_back()
-            raise RunError(f"{self.path}: cannot append to the journal: {exc}") from exc
+            # A full disk is the machine's failure, not bad input: WriteError, exit 1, resumable.
+            raise write_error(self.path, exc) from exc
         self._size += len(frame)
 
     def _cut_back(self) -> None:

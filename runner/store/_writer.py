@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import os
+import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,7 +37,7 @@ from typing import Any, Final, Self
 import orjson
 import pyarrow as pa
 
-from runner.errors import RunError, WriteError
+from runner.errors import RunError
 from runner.schema import (
     JUDGMENTS_FILE,
     JUDGMENTS_SCHEMA,
@@ -62,7 +63,7 @@ from runner.store._manifest import (
 )
 from runner.store._recovery import Recovery, check_resumable, failed_keys, recover
 from runner.store._rows import Rows, checked_unit, to_batch
-from runner.store.atomic import atomic_write_bytes, fsync_dir, temp_path
+from runner.store.atomic import atomic_write_bytes, fsync_dir, temp_path, write_error
 from runner.store.reader import RunInfo, open_run
 
 __all__ = ["DEFAULT_ROLL_ROWS", "FINISH_STATUSES", "Recovery", "RunWriter"]
@@ -183,6 +184,8 @@ class RunWriter:
             run_dir.mkdir()
         except FileExistsError:
             raise RunError(f"{run_dir}: run directory exists already") from None
+        except OSError as exc:  # --out names a file, or the disk is full: exit 1, not a traceback
+            raise write_error(exc.filename or run_dir, exc) from None
         (run_dir / JOURNAL_DIR).mkdir()
         (run_dir / PARTS_DIR).mkdir()
         lock_fd = _files.lock(run_dir)
@@ -195,6 +198,7 @@ class RunWriter:
             writer._open_segment(0)
         except BaseException:
             writer._release()
+            shutil.rmtree(run_dir, ignore_errors=True)  # no manifest: no run, nothing to resume
             raise
         return writer
 
@@ -317,8 +321,8 @@ class RunWriter:
             except BaseException as exc:
                 for tmp in temps.values():
                     tmp.unlink(missing_ok=True)
-                if isinstance(exc, OSError):
-                    raise RunError(f"{self._dir}: cannot write the run: {exc}") from exc
+                if isinstance(exc, OSError):  # a full disk: exit 1, the run stays resumable
+                    raise write_error(self._dir, exc) from exc
                 raise
             manifest = dict(self._manifest)
             manifest.update(status=status, ended_at=utc_now_iso(), counts=self.counts.to_dict())
@@ -379,9 +383,9 @@ class RunWriter:
         seq = self._seq
         try:
             _files.write_part(self._dir, seq, self._requests_buf, self._hits_buf)
-        except (OSError, WriteError) as exc:
+        except OSError as exc:
             # The units are safe in the journal; the part is retried at the next roll.
-            raise RunError(f"{self._dir}: cannot write a Parquet part: {exc}") from exc
+            raise write_error(self._dir / PARTS_DIR, exc) from exc
         self._parts.append(seq)
         self._requests_buf, self._hits_buf, self._buffered = [], [], 0
         self._segment.close()

@@ -58,7 +58,7 @@ from runner.schema import (
 )
 from runner.store._layout import new_run_id, run_dir_for
 from runner.store._manifest import RunCounts
-from runner.store.atomic import fsync_dir, fsync_file
+from runner.store.atomic import fsync_dir, fsync_file, write_error
 from runner.store.location import scrub
 from runner.store.reader import (
     RunInfo,
@@ -139,11 +139,13 @@ def merge_runs(
         fsync_dir(scratch)
         os.rename(scratch, final)
         fsync_dir(final.parent)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(scratch, ignore_errors=True)
         for folder in reversed(made):  # innermost first; only the folders this merge made
             with contextlib.suppress(OSError):
                 folder.rmdir()
+        if isinstance(exc, OSError):  # the disk, not the shards (a full disk): exit 1
+            raise write_error(final, exc) from None
         raise
     return MergeResult(final, new_id, tuple(str(i.shard) for i in infos), counts)
 
@@ -248,6 +250,8 @@ def _write_table(
                 for batch in ordered.collect_batches(chunk_size=_ROW_GROUP):
                     writer.write_table(batch.to_arrow().cast(schema), row_group_size=_ROW_GROUP)
     except (pl.exceptions.PolarsError, pa.ArrowException, OSError) as exc:
+        if isinstance(exc, OSError) and write_error(path, exc).errno is not None:
+            raise  # a write the system refused: merge_runs names the run and the cause
         reason = scrub(str(exc))
         raise RunError(f"merge of {table} (suite {first.suite_name}) failed: {reason}") from None
 

@@ -23,7 +23,7 @@ from runner.errors import RunError
 from runner.schema import MANIFEST_FILE
 from runner.store.atomic import atomic_write
 from runner.store.location import Location, resolve, scrub
-from runner.store.reader import RunRef, hive_rel, open_run, read_manifest
+from runner.store.reader import RunRef, hive_rel, open_run, read_manifest, scan_table
 
 __all__ = ["PushResult", "push_run"]
 
@@ -50,10 +50,13 @@ def push_run(
 
     The run lands at `dest/suite=<name>/run_date=<date>/run_id=<id>/`. Every top-level file of
     the run is copied (Parquet, manifest, metrics, reports; never `_journal`/`_parts` or hidden
-    temp files), the manifest last. A run still `running`, or one already at `dest` (unless
-    `overwrite`), is refused with `RunError`; nothing is written then.
+    temp files), the manifest last. A run still `running`, one whose Parquet files are missing or
+    corrupt, or one already at `dest` (unless `overwrite`), is refused with `RunError`; nothing
+    is written then.
     """
     info = open_run(run)  # refuses a running run, names a missing one
+    for table in ("requests", "hits", "judgments"):  # a corrupt run is refused before any copy
+        scan_table(info, table)
     target = resolve(dest, environ=environ).child(hive_rel(info))
     if target.child(MANIFEST_FILE).exists() and not overwrite:
         raise RunError(f"{target.uri}: a run is already there (pass --overwrite to replace it)")

@@ -20,6 +20,7 @@ from urllib.parse import quote
 
 from pydantic import (
     AfterValidator,
+    AllowInfNan,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -36,6 +37,8 @@ __all__ = [
     "Granularity",
     "Judgment",
     "Label",
+    "MAX_CONCURRENCY",
+    "MAX_GRADE",
     "MAX_PAGES",
     "MAX_QUERY_URL_BYTES",
     "MediaId",
@@ -71,6 +74,10 @@ MAX_QUERY_URL_BYTES: Final = 8192
 # The most pages one request fetches (`runner.execute` takes it from here): a suite asking for
 # more is refused when it is loaded, not silently cut short.
 MAX_PAGES: Final = 1000
+# Requests in flight at most: each is a task and a connection of the runner.
+MAX_CONCURRENCY: Final = 1000
+# The largest grade the judgments' int32 column holds.
+MAX_GRADE: Final = 2**31 - 1
 _MEDIA_ID: Final = re.compile(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 )
@@ -229,13 +236,16 @@ Label = Annotated[str, Strict(), AfterValidator(_non_blank)]
 Text = Annotated[str, Strict(), AfterValidator(_non_blank)]
 MediaId = Annotated[str, Strict(), AfterValidator(_media_id)]
 ModeName = Annotated[str, Strict(), AfterValidator(_word("a mode name"))]
-Rate = Annotated[float, BeforeValidator(_parse_rate)]  # requests per second
+# requests per second; infinity (`unlimited`) is allowed here, where the models refuse it
+Rate = Annotated[float, AllowInfNan(True), BeforeValidator(_parse_rate)]
 
 
 class SuiteModel(BaseModel):
-    """Base of every suite model: unknown keys are refused, and a validated model is frozen."""
+    """Base of every suite model: unknown keys and non-finite numbers are refused, and a
+    validated model is frozen."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN or infinity is no timeout, rate or cut-off (a NaN timeout_s would mean "never").
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Query(SuiteModel):

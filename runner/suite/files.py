@@ -20,7 +20,7 @@ from typing import Final, Literal, NamedTuple
 from pydantic import ValidationError
 
 from runner.errors import SuiteError
-from runner.suite.fields import Judgment, Query, fail
+from runner.suite.fields import MAX_GRADE, Judgment, Query, fail
 
 __all__ = [
     "QrelsLine",
@@ -150,6 +150,13 @@ def parse_qrels_lines(lines: Iterable[str], *, path: str) -> Iterator[QrelsLine]
         if not _GRADE.fullmatch(grade):
             raise SuiteError(
                 f"{grade!r} is not a whole number", path=path, line=number, key="grade"
+            )
+        if int(grade) > MAX_GRADE:  # would not fit the judgments' column
+            raise SuiteError(
+                f"{grade} is larger than the largest grade, {MAX_GRADE:,}",
+                path=path,
+                line=number,
+                key="grade",
             )
         if int(grade) >= 0:
             yield QrelsLine(number, qid, doc, int(grade))

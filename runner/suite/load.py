@@ -36,6 +36,8 @@ def load_suite(path: str | os.PathLike[str], *, env: Mapping[str, str] | None = 
     `env` replaces `os.environ` for `${VAR}` (tests). Raises `SuiteError` (`file:line: key: ...`).
     """
     file = Path(path)
+    if file.exists() and not file.is_file():  # /dev/zero or a FIFO: read forever, or until OOM
+        raise SuiteError("not a regular file", path=str(path))
     try:
         data = file.read_bytes()
         text = data.decode("utf-8")

@@ -31,6 +31,7 @@ from pydantic import (
 
 from runner.errors import SuiteError
 from runner.suite.fields import (
+    MAX_CONCURRENCY,
     MAX_PAGES,
     EnvName,
     Granularity,
@@ -234,6 +235,14 @@ class Suite(SuiteModel):
             raise ValueError(
                 f"{value!r} must be letters, digits, '.', '_' or '-' (it names a folder)"
             )
+        return value
+
+    @field_validator("concurrency")
+    @classmethod
+    def _workers(cls, value: int) -> int:
+        # One task and up to two connections a worker: 100,000,000 would exhaust the memory.
+        if value > MAX_CONCURRENCY:
+            raise ValueError(f"{value:,} is more than {MAX_CONCURRENCY:,} requests at once")
         return value
 
     @field_validator("dataset_id", mode="before")
