@@ -2,96 +2,30 @@
 interruptible. SIGINT/SIGTERM during the wait ends the run with exit 130; a resume gives the rows
 of an uninterrupted run.
 
-The hostile server is a tiny aiohttp front on 127.0.0.1 before the demo server: it passes every
-request through, except that, while `hostile` is on, searches past the first `pass_first` get
-`429 Retry-After: <header>`, at most `limit` times (None: always).
+The hostile server is `helpers_hostile.Hostile`, a tiny aiohttp front on 127.0.0.1 before the
+demo server.
 """
 
 from __future__ import annotations
 
-import asyncio
-import email.utils
 import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
-from aiohttp import web
 from helpers_exec import QUERIES, hit_rows, request_rows, run_sync, write_suite
+from helpers_hostile import AN_HOUR, YEARS_AHEAD, Hostile
 from test_run_cli import vlbench_env
 
 from runner.server.lifecycle import ServerThread
 from runner.store import read_manifest
 
 VLBENCH = [sys.executable, "-c", "from runner.cli import main; main()"]
-
-
-class HostileFront:
-    """An aiohttp app in its own thread: the demo server's answers, or 429 with a long wait."""
-
-    def __init__(self, upstream: str, retry_after: str, pass_first: int = 0) -> None:
-        self.upstream = upstream
-        self.retry_after = retry_after
-        self.pass_first = pass_first
-        self.limit: int | None = None
-        self.hostile = True
-        self.searches = 0
-        self.throttled = 0
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._runner: web.AppRunner | None = None
-        self._session: aiohttp.ClientSession | None = None
-        self.base_url = ""
-
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
-        if "/explore/" in request.path:
-            self.searches += 1
-            spent = self.limit is not None and self.throttled >= self.limit
-            if self.hostile and self.searches > self.pass_first and not spent:
-                self.throttled += 1
-                body = b'{"detail": "slow down"}'
-                headers = {"Retry-After": self.retry_after, "Content-Type": "application/json"}
-                return web.Response(status=429, body=body, headers=headers)
-        assert self._session is not None
-        headers = {k: v for k, v in request.headers.items() if k.lower() == "authorization"}
-        async with self._session.get(self.upstream + request.path_qs, headers=headers) as answer:
-            body = await answer.read()
-            kind = answer.headers.get("Content-Type", "application/json")
-            return web.Response(status=answer.status, body=body, headers={"Content-Type": kind})
-
-    async def _start(self) -> str:
-        self._session = aiohttp.ClientSession()
-        app = web.Application()
-        app.router.add_route("GET", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = self._runner.addresses[0][1]
-        return f"http://127.0.0.1:{port}"
-
-    async def _stop(self) -> None:
-        assert self._runner is not None and self._session is not None
-        await self._runner.cleanup()
-        await self._session.close()
-
-    def __enter__(self) -> HostileFront:
-        self._thread.start()
-        self.base_url = asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
 
 
 class _Through:
@@ -101,18 +35,14 @@ class _Through:
         self.base_url, self.dataset_id = base_url, dataset_id
 
 
-AN_HOUR = "3600"
-YEARS_AHEAD = email.utils.formatdate(time.time() + 5 * 365 * 86400, usegmt=True)
-
-
 @pytest.fixture
-def front(demo_server: ServerThread, request: pytest.FixtureRequest) -> Iterator[HostileFront]:
+def front(demo_server: ServerThread, request: pytest.FixtureRequest) -> Iterator[Hostile]:
     header, pass_first = getattr(request, "param", (AN_HOUR, 0))
-    with HostileFront(demo_server.base_url, header, pass_first) as hostile:
+    with Hostile(demo_server.base_url, header, pass_first) as hostile:
         yield hostile
 
 
-def suite_via(front: HostileFront, folder: Path, demo_server: ServerThread, **kw: Any) -> Path:
+def suite_via(front: Hostile, folder: Path, demo_server: ServerThread, **kw: Any) -> Path:
     through = _Through(front.base_url, demo_server.dataset_id)
     return write_suite(folder, through, **kw)  # type: ignore[arg-type]
 
@@ -123,7 +53,7 @@ def suite_via(front: HostileFront, folder: Path, demo_server: ServerThread, **kw
     indirect=True,
 )
 def test_a_hostile_retry_after_is_capped_and_noted(
-    front: HostileFront, demo_server: ServerThread, tmp_path: Path
+    front: Hostile, demo_server: ServerThread, tmp_path: Path
 ) -> None:
     """Every search is throttled: each retry waits the cap (0.05 s), not an hour; rows say so."""
     suite = suite_via(
@@ -145,7 +75,7 @@ def test_a_hostile_retry_after_is_capped_and_noted(
 
 
 def test_a_capped_wait_then_success_keeps_the_rows_and_the_note(
-    front: HostileFront, demo_server: ServerThread, tmp_path: Path
+    front: Hostile, demo_server: ServerThread, tmp_path: Path
 ) -> None:
     """One 429 of an hour, then the server answers: the run ends, same hits, the page noted."""
     direct = write_suite(tmp_path, demo_server, name="direct", queries=QUERIES[2:5])
@@ -176,7 +106,7 @@ def test_a_capped_wait_then_success_keeps_the_rows_and_the_note(
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_during_a_long_retry_after_ends_the_run_and_resume_completes_it(
-    front: HostileFront, demo_server: ServerThread, tmp_path: Path, sig: signal.Signals
+    front: Hostile, demo_server: ServerThread, tmp_path: Path, sig: signal.Signals
 ) -> None:
     """The cap is 300 s here: without a cancellable wait the run would sit for minutes."""
     direct = write_suite(tmp_path, demo_server, name="direct", queries=QUERIES)
