@@ -13,6 +13,7 @@ import datetime as dt
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final
 
 import polars as pl
@@ -25,7 +26,7 @@ from runner.evaluate.measures import parse_measure
 from runner.report.sections.extra import ExtraSection, extra_sections
 from runner.report.sections.quality import Quality, QualityOptions, gather_quality
 from runner.store import public_base_url
-from runner.store.reader import RunRef, local_dir, open_run, scan_hits
+from runner.store.reader import RunInfo, RunRef, local_dir, open_run, scan_hits
 from runner.version import __version__
 
 __all__ = [
@@ -155,13 +156,18 @@ def safe_url(url: str | None) -> str | None:
     return public_base_url(url) if url else url
 
 
-def _run_facts(run: RunRef, ev: Evaluation) -> dict[str, Any]:
+def _opened(run: RunRef) -> RunInfo | None:
+    """The run's manifest and place, read once; None for a copied or synthetic run without one
+    (evaluate_run read it, so the report shows what there is)."""
     try:
-        info = open_run(run)
-        manifest: Mapping[str, Any] = info.manifest
-        where = info.uri
-    except RunError:  # a copied or synthetic run: evaluate_run read it, so report what there is
-        manifest, where = {}, str(run)
+        return open_run(run)
+    except RunError:
+        return None
+
+
+def _run_facts(info: RunInfo | None, run: RunRef, ev: Evaluation) -> dict[str, Any]:
+    manifest: Mapping[str, Any] = info.manifest if info is not None else {}
+    where = info.uri if info is not None else str(run)
     facts = {key: manifest.get(key) for key in _RUN_KEYS}
     facts["run_id"] = facts["run_id"] or ev.run_id or where.rstrip("/").rsplit("/", 1)[-1]
     facts["base_url"] = safe_url(facts["base_url"])
@@ -171,11 +177,9 @@ def _run_facts(run: RunRef, ev: Evaluation) -> dict[str, Any]:
     return facts
 
 
-def _api_contract(run: RunRef) -> tuple[Finding, ...]:
-    try:
-        return tuple(findings_from_dicts(open_run(run).manifest.get(CONTRACT_KEY)))
-    except RunError:  # a copied or synthetic run without a manifest checked nothing
-        return ()
+def _api_contract(info: RunInfo | None) -> tuple[Finding, ...]:
+    """The checks the run made of its own answers (none for a run without a manifest)."""
+    return tuple(findings_from_dicts(info.manifest.get(CONTRACT_KEY))) if info is not None else ()
 
 
 def _sorted_settings(frame: pl.DataFrame) -> pl.DataFrame:
@@ -341,7 +345,8 @@ def gather(
     )
     modes = tuple(sorted(set(ev.summary["mode"].to_list()) | set(ev.sweep["mode"].to_list())))
     stamp = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0).isoformat()
-    facts = _run_facts(run, ev)
+    info = _opened(run)
+    facts = _run_facts(info, run, ev)
     facts["tool_version"] = facts["tool_version"] or __version__
     return ReportContent(
         run=facts,
@@ -354,7 +359,7 @@ def gather(
         comparison=comparison,
         gates=tuple(gates),
         failures=tuple(failures),
-        extras=extra_sections(local_dir(open_run(run)), ev, extra),
+        extras=extra_sections(local_dir(info) if info else Path(str(run)), ev, extra),
         quality=gather_quality(run, ev, primary, best, quality),
-        api_contract=_api_contract(run),
+        api_contract=_api_contract(info),
     )
