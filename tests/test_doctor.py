@@ -374,3 +374,12 @@ def test_the_report_tells_a_changed_api_from_a_changed_search(
     same = _run_and_report(tmp_path / "plain", plain.base_url, plain.dataset_id)
     assert same["api_contract"]["changed"] is False
     assert "API as expected" in same["_html"]
+
+
+async def test_full_text_search_turned_off_skips_fts_alone(start_server: Any) -> None:
+    server = start_server(disabled_features=frozenset({"full_text_search"}))
+    report = await _diagnose(server.base_url, server.dataset_id, export=False)
+    by_check = {f.check: f for f in report.findings}
+    assert by_check["shape:fts"].status == "skipped"
+    assert "full_text_search" in by_check["shape:fts"].evidence
+    assert by_check["scores:caption"].status == "ok"  # captions_search is still on

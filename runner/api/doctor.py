@@ -26,6 +26,7 @@ from typing import Any, Final, Literal
 import orjson
 import pyarrow.compute as pc
 
+from runner.api.answers import FeatureFlags
 from runner.api.auth import TokenSource
 from runner.api.client import ExploreClient
 from runner.api.contract import (
@@ -38,6 +39,7 @@ from runner.api.contract import (
 )
 from runner.api.pacer import Pacer
 from runner.api.pages import parse_page
+from runner.api.prerequisites import ModeNeeds, mode_needs
 from runner.errors import ApiError, AuthError, ExportError, TransportError, VlbenchError
 from runner.plan import wire_params
 from runner.schema import normalise_score
@@ -47,19 +49,6 @@ __all__ = ["DEFAULT_PROBE", "DoctorReport", "diagnose", "diagnose_url"]
 
 DEFAULT_PROBE: Final = "a dog"
 PROBE_RATE: Final = 5.0
-SEARCHABLE: Final = frozenset({"READY", "READ ONLY", "PARTIAL INDEX"})
-# Modes, the enrichments any one of which lets the dataset serve them (explore-api.md).
-_MODE_NEEDS: Final = {
-    "caption": ("CAPTION_IMAGES",),
-    "fts": (),
-    "semantic": ("MULTIMODEL_IMAGE_ENCODING", "CAPTION_IMAGES"),
-}
-# The feature flag behind each mode, as `user_config` names them.
-_MODE_FEATURE: Final = {
-    "caption": "captions_search",
-    "fts": "captions_search",
-    "semantic": "semantic_search",
-}
 # Two cut-offs a caption/semantic probe is sent with; small, so that both end within a few pages.
 _PROBE_CUTOFFS: Final = (0.35, 0.55)
 _PAST_THE_END: Final = 10_000
@@ -95,12 +84,13 @@ async def diagnose(
     if not reachable:
         return DoctorReport(tuple(findings), unreachable=True)
     servable = await _enrichment_findings(client, modes, findings)
-    disabled = await _feature_findings(client, findings)
+    features = await _feature_findings(client, findings)
     for mode in modes:
         if mode not in servable:
             continue
-        if _MODE_FEATURE[mode] in disabled:
-            findings.append(Finding(f"shape:{mode}", "skipped", f"{_MODE_FEATURE[mode]} is off"))
+        off = features.disabled(*_needs(mode).features) if features is not None else None
+        if off is not None:
+            findings.append(Finding(f"shape:{mode}", "skipped", f"{off} is off"))
             continue
         findings += await _mode_findings(client, mode, probe_text)
     if export:
@@ -140,7 +130,7 @@ async def _dataset_findings(client: ExploreClient, findings: list[Finding]) -> b
         return False
     findings.append(Finding("auth", "ok", "credentials accepted"))
     size = f", {dataset.n_images} images" if dataset.n_images is not None else ""
-    if dataset.status not in SEARCHABLE:
+    if not dataset.searchable:
         findings.append(Finding("dataset", "failed", f"status {dataset.status}: not searchable"))
         return False
     findings.append(Finding("dataset", "ok", f"status {dataset.status}{size}"))
@@ -156,7 +146,7 @@ async def _enrichment_findings(
         findings.append(Finding("enrichments", "failed", str(exc)))
         return set(modes)
     have = context.enrichments
-    servable = {m for m in modes if not _MODE_NEEDS[m] or have & set(_MODE_NEEDS[m])}
+    servable = {m for m in modes if not _needs(m).enrichments or have & set(_needs(m).enrichments)}
     missing = sorted(set(modes) - servable)
     evidence = ", ".join(sorted(have)) or "none"
     if missing:
@@ -165,35 +155,28 @@ async def _enrichment_findings(
     return servable
 
 
-async def _feature_findings(client: ExploreClient, findings: list[Finding]) -> set[str]:
-    """The features `user_config` says are off (none where the API has no `user_config`)."""
+async def _feature_findings(client: ExploreClient, findings: list[Finding]) -> FeatureFlags | None:
+    """What `user_config` says the account may use (None where the API has no `user_config`)."""
     try:
-        config = await client.get_json("/user_config", {"dataset_id": client.dataset_id})
-    except ApiError as exc:
-        if exc.status == 404:
-            findings.append(Finding("features", "ok", "no user_config here: all assumed on"))
-            return set()
-        findings.append(Finding("features", "failed", f"HTTP {exc.status}: {exc}"))
-        return set()
-    flags = _flags(config)
-    if flags is None:
+        features = await client.get_user_config()
+    except VlbenchError as exc:
+        findings.append(Finding("features", "failed", str(exc)))
+        return None
+    if features is None:
+        findings.append(Finding("features", "ok", "no user_config here: all assumed on"))
+        return None
+    if not features.flags:
         findings.append(Finding("features", "changed", "user_config holds no feature flags"))
-        return set()
-    disabled = {name for name, on in flags.items() if not on}
-    shown = ", ".join(sorted(disabled)) if disabled else "none"
-    findings.append(Finding("features", "ok", f"{len(flags)} flags, disabled: {shown}"))
-    return disabled
+        return features
+    disabled = sorted(name for name, on in features.flags.items() if not on)
+    shown = ", ".join(disabled) if disabled else "none"
+    findings.append(Finding("features", "ok", f"{len(features.flags)} flags, disabled: {shown}"))
+    return features
 
 
-def _flags(config: object) -> dict[str, bool] | None:
-    """`{"features": {name: bool}}` or a flat `{name: bool}`; None when neither."""
-    if not isinstance(config, dict):
-        return None
-    features = config.get("features", config)
-    if not isinstance(features, dict):
-        return None
-    flags = {str(k): v for k, v in features.items() if isinstance(v, bool)}
-    return flags or None
+def _needs(mode: str) -> ModeNeeds:
+    """What a built-in mode (caption, fts, semantic) needs of the dataset and the account."""
+    return mode_needs("caption" if mode == "caption" else "vql", mode)
 
 
 async def _mode_findings(client: ExploreClient, mode: str, probe_text: str) -> list[Finding]:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from runner.api.client import DatasetStatus, ExploreClient, FeatureFlags
+from runner.api.prerequisites import LABEL_FILTERS, mode_needs
 from runner.api.retry import RetryPolicy, call_with_retries
 from runner.errors import ApiError
 from runner.plan import RequestSpec
@@ -29,51 +30,26 @@ class Preflight:
 
 
 def required_enrichments(specs: Sequence[RequestSpec]) -> dict[str, tuple[str, ...]]:
-    """What the plan needs from the dataset: for each need, the enrichments that serve it.
-
-    caption needs CAPTION_IMAGES; semantic needs CAPTION_IMAGES or MULTIMODEL_IMAGE_ENCODING;
-    visual search (`via: anchor`) needs MULTIMODEL_IMAGE_ENCODING, the image-level embeddings it
-    ranks by (a caption's embedding is not the image's look); a labels filter needs
-    IMAGE_TAGGING. fts needs none: it searches any caption, imported ones too, so a dataset with
-    captions but no CAPTION_IMAGES serves it.
-    """
+    """What the plan needs from the dataset: for each need, the enrichments that serve it
+    (`runner.api.prerequisites`; fts needs none)."""
     needs: dict[str, tuple[str, ...]] = {}
     for spec in specs:
-        if spec.via == "caption":
-            needs[f"mode {spec.mode} (caption search)"] = ("CAPTION_IMAGES",)
-        elif spec.op == "semantic":
-            needs[f"mode {spec.mode} (semantic search)"] = (
-                "CAPTION_IMAGES",
-                "MULTIMODEL_IMAGE_ENCODING",
-            )
-        elif spec.via == "anchor":
-            needs[f"mode {spec.mode} (visual search)"] = ("MULTIMODEL_IMAGE_ENCODING",)
+        mode = mode_needs(spec.via, spec.op)
+        if mode.enrichments:
+            needs[f"mode {spec.mode} ({mode.what})"] = mode.enrichments
         if spec.labels_filter:
-            needs["label filters"] = ("IMAGE_TAGGING",)
+            needs[LABEL_FILTERS.what] = LABEL_FILTERS.enrichments
     return needs
 
 
 def required_features(specs: Sequence[RequestSpec]) -> dict[str, tuple[str, ...]]:
-    """The account features each mode needs, by the names `/user_config` may give them.
-
-    caption search needs captions search, semantic VQL semantic search, a labels filter labels
-    search (the documented "text search of images" features). fts and visual search are in none
-    of them; each is refused only where the answer names its feature and turns it off (the local
-    server's `full_text_search`, `visual_search`); otherwise a 403 during the run fails its
-    requests alone.
-    """
+    """The account features each mode needs, by the names `/user_config` may give them
+    (`runner.api.prerequisites`); a 403 during the run fails only the requests it answers."""
     needs: dict[str, tuple[str, ...]] = {}
     for spec in specs:
-        if spec.via == "caption":
-            needs[f"mode {spec.mode}"] = ("captions_search", "caption_search")
-        elif spec.op == "semantic":
-            needs[f"mode {spec.mode}"] = ("semantic_search",)
-        elif spec.op == "fts":
-            needs[f"mode {spec.mode}"] = ("full_text_search", "fts_search")
-        elif spec.via == "anchor":
-            needs[f"mode {spec.mode}"] = ("visual_search",)
+        needs[f"mode {spec.mode}"] = mode_needs(spec.via, spec.op).features
         if spec.labels_filter:
-            needs[f"mode {spec.mode} (label filters)"] = ("labels_search", "label_search")
+            needs[f"mode {spec.mode} ({LABEL_FILTERS.what})"] = LABEL_FILTERS.features
     return needs
 
 
