@@ -15,11 +15,11 @@ so the client is tested against the hosted API's variants, not against our own l
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import io
 import threading
 import zipfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final
@@ -28,6 +28,8 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 from aiohttp import web
+
+from runner.server.background import BackgroundService
 
 __all__ = [
     "CONTEXT_ALL",
@@ -180,10 +182,7 @@ class ReplayServer:
         self._served: dict[str, int] = {}
         self._calls: list[tuple[str, dict[str, str], dict[str, str]]] = []
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._runner: web.AppRunner | None = None
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
+        self._service = BackgroundService(self._serving, name="replay-server")
 
     def answer(self, route: str, *answers: Answer) -> None:
         """Serve `answers` on `route` in turn (the last one from then on)."""
@@ -223,32 +222,21 @@ class ReplayServer:
         return app
 
     def start(self) -> ReplayServer:
-        self._thread = threading.Thread(target=self._serve, name="replay-server", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("the replay server did not start")
+        self.base_url = self._service.start()
         return self
 
-    def _serve(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
+    @contextlib.asynccontextmanager
+    async def _serving(self) -> AsyncIterator[str]:
         runner = web.AppRunner(self._app())
-        loop.run_until_complete(runner.setup())
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        loop.run_until_complete(site.start())
-        port = runner.addresses[0][1]
-        self.base_url = f"http://127.0.0.1:{port}"
-        self._runner = runner
-        self._ready.set()
-        loop.run_forever()
-        loop.run_until_complete(runner.cleanup())
-        loop.close()
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, "127.0.0.1", 0).start()
+            yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+        finally:
+            await runner.cleanup()
 
     def stop(self) -> None:
-        if self._loop is not None and self._thread is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
-            self._loop = None
+        self._service.stop()
 
     def __enter__(self) -> ReplayServer:
         return self.start()
