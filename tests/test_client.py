@@ -134,6 +134,11 @@ def test_parse_tolerates_documented_variants() -> None:
         ),
         pytest.param(body(clusters=[], total_pages=1.5), "not an integer", id="fractional-pages"),
         pytest.param(b"[1, 2]", "not an object", id="array"),
+        pytest.param(
+            body(clusters=[{"cluster_id": "a", "n_images": 2**31}]),
+            "out of range.*n_images",
+            id="count-beyond-int32",
+        ),
     ],
 )
 def test_parse_refuses_bodies_that_are_not_the_contract(raw: bytes, reason: str) -> None:
@@ -158,7 +163,7 @@ def test_parse_refuses_bodies_that_are_not_the_contract(raw: bytes, reason: str)
 def test_parse_is_as_strict_as_the_tolerant_reading(
     cluster: dict[str, Any], preview: dict[str, Any], reason: str | None
 ) -> None:
-    # Arrow's converter would take each of these (true as 1.0, 3.5 as 3, "dog" as its letters)
+    # A lenient converter (Arrow's) takes each of these: true as 1.0, 3.5 as 3, "dog" as letters
     raw = body(
         clusters=[
             {
@@ -215,13 +220,16 @@ async def test_the_fast_and_the_careful_reading_agree(
             vql = json.dumps([{"text": {"op": "fts", "value": text}}])
             query = {"entity_type": "IMAGES", "vql": vql, "page_number": "0"}
             async with session.get(url, params=query) as response:
-                clusters = orjson.loads(await response.read())["clusters"]
-            fast = pages._fast(clusters)
-            assert fast is not None and len(fast) > 0
-            assert fast.equals(pages._careful(clusters))
+                raw = await response.read()
+            typed = pages._DECODER.decode(raw).clusters  # the server's pages take the fast path
+            assert len(typed) > 0
+            fast = pages._stored_array(typed)
+            assert fast.equals(pages._stored_array(pages._careful(raw)[0]))
             # The thumbnail is stored: the URI the server sent for each preview.
             thumbs = fast.field("previews").flatten().field("media_thumb_uri")
-            sent = [p["media_thumb_uri"] for c in clusters for p in c["previews"]]
+            sent = [
+                p["media_thumb_uri"] for c in orjson.loads(raw)["clusters"] for p in c["previews"]
+            ]
             assert thumbs.to_pylist() == sent and thumbs.null_count == 0
 
 

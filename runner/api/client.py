@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
+import functools
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -440,6 +441,7 @@ def _key(request_key: str | None) -> str:
     return f" [request {request_key}]" if request_key else ""
 
 
+@functools.lru_cache(maxsize=64)  # a run asks it of the same few URLs, twice a request
 def _origin(url: str) -> tuple[str, str | None, int | None]:
     parts = urlsplit(url)
     return parts.scheme, parts.hostname, parts.port
