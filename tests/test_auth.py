@@ -15,6 +15,7 @@ from runner.api.auth import (
     ENV_API_KEY,
     ENV_API_SECRET,
     ENV_TOKEN,
+    MIN_SECRET_LENGTH,
     Credentials,
     EnvNames,
     TokenSource,
@@ -176,8 +177,8 @@ def test_errors_never_carry_the_token_or_secret() -> None:
 
 
 def test_from_env_prefers_the_environment() -> None:
-    creds = Credentials.from_env({ENV_API_KEY: "k", ENV_API_SECRET: "s"})
-    assert creds == Credentials("k", "s")
+    creds = Credentials.from_env({ENV_API_KEY: "k", ENV_API_SECRET: "s3cret-value"})
+    assert creds == Credentials("k", "s3cret-value")
 
 
 def test_from_env_falls_back_to_the_demo_pair() -> None:
@@ -205,14 +206,25 @@ def test_every_reader_refuses_half_a_pair_with_one_error(env: dict[str, str], mi
 
 def test_read_env_auth_reads_the_names_given() -> None:
     names = EnvNames(token="MY_TOKEN", api_key="MY_KEY", api_secret="MY_SECRET")
-    found = read_env_auth({"MY_TOKEN": "abc", ENV_TOKEN: "other"}, names)
-    assert found.token == "abc" and found.credentials is None
-    found = read_env_auth({"MY_KEY": "k", "MY_SECRET": "s", ENV_TOKEN: ""}, names)
-    assert found.token is None and found.credentials == Credentials("k", "s")
+    found = read_env_auth({"MY_TOKEN": "token-abc", ENV_TOKEN: "other"}, names)
+    assert found.token == "token-abc" and found.credentials is None
+    found = read_env_auth({"MY_KEY": "k", "MY_SECRET": "secret-s", ENV_TOKEN: ""}, names)
+    assert found.token is None and found.credentials == Credentials("k", "secret-s")
     assert read_env_auth({ENV_TOKEN: ""}).token is None
-    assert "abc" not in repr(read_env_auth({ENV_TOKEN: "abc"}))
+    assert "token-abc" not in repr(read_env_auth({ENV_TOKEN: "token-abc"}))
     with pytest.raises(CredentialsError, match="MY_SECRET is not set"):
-        read_env_auth({"MY_KEY": "k", ENV_API_SECRET: "s"}, names)
+        read_env_auth({"MY_KEY": "k", ENV_API_SECRET: "secret-s"}, names)
+
+
+@pytest.mark.parametrize("name", [ENV_TOKEN, ENV_API_SECRET])
+@pytest.mark.parametrize("value", ["%", "Zq#9", "@" * (MIN_SECRET_LENGTH - 1)])
+def test_a_secret_too_short_to_blank_is_refused(name: str, value: str) -> None:
+    # Blanking "e" in every message would garble them all, and "e" cannot be a real secret.
+    env = {name: value, ENV_API_KEY: "k"} if name == ENV_API_SECRET else {name: value}
+    with pytest.raises(CredentialsError, match=f"^{name} is shorter than") as caught:
+        read_env_auth(env)
+    assert caught.value.exit_code == 2 and value not in str(caught.value)
+    read_env_auth({**env, name: value + "y" * MIN_SECRET_LENGTH})  # long enough: accepted
 
 
 def test_bearer_header() -> None:
@@ -224,12 +236,13 @@ def test_bearer_header() -> None:
 
 def test_token_source_from_env() -> None:
     creds = Credentials("k", "s3cret")
-    assert TokenSource.from_env({"VL_TOKEN": "abc"}).kind == "token"
-    assert TokenSource.from_env({"VL_API_KEY": "k", "VL_API_SECRET": "s"}).kind == "credentials"
+    assert TokenSource.from_env({"VL_TOKEN": "token-abc"}).kind == "token"
+    env = {"VL_API_KEY": "k", "VL_API_SECRET": "s3cret-value"}
+    assert TokenSource.from_env(env).kind == "credentials"
     assert TokenSource.from_env({}).kind == "none"
     assert TokenSource.from_env({}, default=creds).kind == "credentials"
-    custom = TokenSource.from_env({"MY_T": "abc"}, names=EnvNames(token="MY_T"))
-    assert custom.current()[1] == {"Authorization": "Bearer abc"}
+    custom = TokenSource.from_env({"MY_T": "token-abc"}, names=EnvNames(token="MY_T"))
+    assert custom.current()[1] == {"Authorization": "Bearer token-abc"}
     with pytest.raises(UsageError, match="VL_API_SECRET is not set"):
         TokenSource.from_env({"VL_API_KEY": "k"})
 

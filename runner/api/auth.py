@@ -37,6 +37,7 @@ __all__ = [
     "ENV_API_SECRET",
     "ENV_TOKEN",
     "ISSUER",
+    "MIN_SECRET_LENGTH",
     "Credentials",
     "EnvAuth",
     "EnvNames",
@@ -49,6 +50,8 @@ __all__ = [
 
 DEMO_API_KEY: Final = "vlbench-demo"
 DEMO_API_SECRET: Final = "vlbench-demo-secret"
+# The shortest token or API secret read from the environment (see `read_env_auth`).
+MIN_SECRET_LENGTH: Final = 8
 ENV_API_KEY: Final = "VL_API_KEY"
 ENV_API_SECRET: Final = "VL_API_SECRET"
 ENV_TOKEN: Final = "VL_TOKEN"
@@ -135,6 +138,14 @@ def read_env_auth(
         raise CredentialsError(
             f"{missing} is not set: set both {names.api_key} and {names.api_secret}, or neither"
         )
+    for name, value in ((names.token, token), (names.api_secret, secret)):
+        if value and len(value) < MIN_SECRET_LENGTH:
+            # Blanking a secret of a letter or two would blank those letters in every message.
+            raise CredentialsError(
+                f"{name} is shorter than {MIN_SECRET_LENGTH} characters: that is not a token or "
+                "an API secret (vlbench keeps them out of every message by blanking them wherever "
+                "they appear, which a value that short would make unreadable)"
+            )
     credentials = Credentials(key, secret) if key else None
     return EnvAuth(names, token, credentials)
 
