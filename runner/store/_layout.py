@@ -9,6 +9,7 @@ rolled from the journal); both are gone once the run is finished. Names that sta
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import re
 import secrets
@@ -16,14 +17,18 @@ from pathlib import Path
 from typing import Final
 
 from runner.errors import RunError
+from runner.store.atomic import write_error
 
 __all__ = [
     "FINALISE_FILE",
     "JOURNAL_DIR",
     "LOCK_FILE",
     "PARTS_DIR",
+    "make_folders",
+    "make_run_dir",
     "new_run_id",
     "part_path",
+    "remove_folders",
     "run_dir_for",
     "safe_suite_name",
     "segment_path",
@@ -88,3 +93,43 @@ def segment_path(run_dir: Path, seq: int) -> Path:
 def part_path(run_dir: Path, seq: int, table: str) -> Path:
     """Parquet part `seq` of `table` ("requests" or "hits") of a run being written."""
     return run_dir / PARTS_DIR / f"{seq:08d}-{table}.parquet"
+
+
+def make_folders(folder: Path) -> list[Path]:
+    """Create `folder` and its missing parents; return those created, outermost first.
+
+    A run that fails to start removes them again (`remove_folders`): a refused run leaves no
+    empty `suite=`/`run_date=` folders behind. On an error here, what was made is removed.
+    """
+    missing = [p for p in (folder, *folder.parents) if not p.exists()][::-1]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        remove_folders(missing)
+        raise
+    return missing
+
+
+def remove_folders(made: list[Path]) -> None:
+    """Remove the folders `make_folders` made, innermost first, where they are still empty."""
+    for folder in reversed(made):
+        with contextlib.suppress(OSError):  # not empty (another run's), or already gone
+            folder.rmdir()
+
+
+def make_run_dir(run_dir: Path) -> list[Path]:
+    """Create the new `run_dir` and its missing parents; return the folders made, run_dir last.
+
+    `RunError` if it exists; a `WriteError` (exit 1, not a traceback) if it cannot be made (a
+    file in the way, a full disk), with no folder of it left behind.
+    """
+    made: list[Path] = []
+    try:
+        made = make_folders(run_dir.parent)
+        run_dir.mkdir()
+    except FileExistsError:
+        raise RunError(f"{run_dir}: run directory exists already") from None
+    except OSError as exc:
+        remove_folders(made)
+        raise write_error(exc.filename or run_dir, exc) from None
+    return [*made, run_dir]

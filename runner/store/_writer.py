@@ -49,8 +49,10 @@ from runner.store._layout import (
     JOURNAL_DIR,
     LOCK_FILE,
     PARTS_DIR,
+    make_run_dir,
     new_run_id,
     part_path,
+    remove_folders,
     run_dir_for,
     segment_path,
 )
@@ -179,13 +181,7 @@ class RunWriter:
         judgments_batch = to_batch(
             judgments if judgments is not None else [], JUDGMENTS_SCHEMA, "judgments"
         )
-        try:
-            run_dir.parent.mkdir(parents=True, exist_ok=True)
-            run_dir.mkdir()
-        except FileExistsError:
-            raise RunError(f"{run_dir}: run directory exists already") from None
-        except OSError as exc:  # --out names a file, or the disk is full: exit 1, not a traceback
-            raise write_error(exc.filename or run_dir, exc) from None
+        made = make_run_dir(run_dir)
         (run_dir / JOURNAL_DIR).mkdir()
         (run_dir / PARTS_DIR).mkdir()
         lock_fd = _files.lock(run_dir)
@@ -199,6 +195,7 @@ class RunWriter:
         except BaseException:
             writer._release()
             shutil.rmtree(run_dir, ignore_errors=True)  # no manifest: no run, nothing to resume
+            remove_folders(made)
             raise
         return writer
 

@@ -29,7 +29,6 @@ merged run is local. On any failure nothing is left: not the hidden directory, n
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
 import itertools
@@ -56,7 +55,7 @@ from runner.schema import (
     REQUESTS_FILE,
     REQUESTS_SCHEMA,
 )
-from runner.store._layout import new_run_id, run_dir_for
+from runner.store._layout import make_folders, new_run_id, remove_folders, run_dir_for
 from runner.store._manifest import RunCounts
 from runner.store.atomic import fsync_dir, fsync_file, write_error
 from runner.store.location import scrub
@@ -118,7 +117,7 @@ def merge_runs(
     final = run_dir_for(out, first.suite_name, started.date(), new_id)
     if final.exists():
         raise RunError(f"{final}: already exists")
-    made = _make_dirs(final.parent)
+    made = make_folders(final.parent)
     scratch = final.with_name(f".{final.name}.tmp-{secrets.token_hex(4)}")
     try:
         scratch.mkdir()
@@ -141,20 +140,11 @@ def merge_runs(
         fsync_dir(final.parent)
     except BaseException as exc:
         shutil.rmtree(scratch, ignore_errors=True)
-        for folder in reversed(made):  # innermost first; only the folders this merge made
-            with contextlib.suppress(OSError):
-                folder.rmdir()
+        remove_folders(made)  # only the folders this merge made
         if isinstance(exc, OSError):  # the disk, not the shards (a full disk): exit 1
             raise write_error(final, exc) from None
         raise
     return MergeResult(final, new_id, tuple(str(i.shard) for i in infos), counts)
-
-
-def _make_dirs(folder: Path) -> list[Path]:
-    """Create `folder` and its missing parents; return those created, outermost first."""
-    missing = [p for p in (folder, *folder.parents) if not p.exists()]
-    folder.mkdir(parents=True, exist_ok=True)
-    return list(reversed(missing))
 
 
 def _checked_shards(runs: Sequence[RunRef]) -> list[RunInfo]:
