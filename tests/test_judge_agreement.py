@@ -97,12 +97,26 @@ def test_agreement_per_query_and_overall() -> None:
     b = [0, 1, 2, 3, 3, 0, 3, 0]
     assert result.kappa == pytest.approx(cohen_kappa(a, b))
     assert result.alpha == pytest.approx(krippendorff_alpha_ordinal(list(zip(a, b, strict=True))))
+    (only,) = result.pairs  # two raters: one pair, the same κ
+    assert (only.rater_a, only.rater_b, only.n_items) == ("ana", "bo", 8)
+    assert only.kappa == result.kappa
 
 
-def test_three_raters_have_alpha_but_no_kappa() -> None:
+def test_three_raters_have_alpha_and_a_kappa_for_each_pair() -> None:
     rows = [
         (r, "q1", f"m{i}", (i + (r == "cy")) % 4) for r in ("ana", "bo", "cy") for i in range(6)
     ]
+    rows += [("ana", "q2", "m9", 1), ("dee", "q2", "m9", 1)]  # dee shares one item, with ana
     result = agreement(_standing(rows))
     assert result.kappa is None and result.alpha is not None
-    assert len(result.raters) == 3
+    assert len(result.raters) == 4
+    grades = {(r, m): g for r, _, m, g in rows}
+    pairs = {(p.rater_a, p.rater_b): p for p in result.pairs}
+    assert set(pairs) == {("ana", "bo"), ("ana", "cy"), ("bo", "cy"), ("ana", "dee")}
+    for (a, b), pair in pairs.items():
+        shared = sorted(m for (r, m) in grades if r == a and (b, m) in grades)
+        assert pair.n_items == len(shared)
+        expected = cohen_kappa([grades[a, m] for m in shared], [grades[b, m] for m in shared])
+        assert pair.kappa == (None if expected is None else pytest.approx(expected))
+    assert pairs["ana", "bo"].kappa == pytest.approx(1.0)  # identical grades
+    assert pairs["ana", "cy"].kappa is not None and pairs["ana", "cy"].kappa < 0.5

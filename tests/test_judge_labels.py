@@ -231,6 +231,22 @@ def test_the_report_shows_agreement_and_each_rater_alone(tmp_path: Path) -> None
     section = html[html.index('<section id="raters">') :]
     assert '<svg class="plot" role="img" aria-label="Grades given to the same media' in section
     assert "## Raters and agreement" in paths.markdown.read_text()
+    assert "each pair of raters" not in section  # two raters: the one κ above says it
+
+    cy = open_session(run, rater="cy", k=5, overlap=True)  # a third rater: κ of every pair
+    for item in cy.items:
+        cy.grade(item.query_id, item.media_id, 3)
+    paths = report_run(run)
+    summary = json.loads(paths.summary.read_text())["extras"]["raters"]
+    expected = agreement(standing_labels(read_log(store_dir(run))))
+    pairs = {tuple(p["raters"]): p for p in summary["pairs"]}
+    assert set(pairs) == {("ana", "bo"), ("ana", "cy"), ("bo", "cy")}
+    for pair in expected.pairs:
+        assert pairs[pair.rater_a, pair.rater_b]["n_items"] == pair.n_items == len(cy.items)
+        assert pairs[pair.rater_a, pair.rater_b]["kappa"] == pytest.approx(pair.kappa)
+    assert summary["kappa"] is None
+    section = paths.html.read_text().split('<section id="raters">')[1]
+    assert "κ of each pair of raters" in section
 
 
 def _qrels(tmp_path: Path, run: Path, rater: str) -> Path:

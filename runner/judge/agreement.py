@@ -8,13 +8,14 @@ disagree about (expected disagreement 0).
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import polars as pl
 
-__all__ = ["Agreement", "agreement", "cohen_kappa", "krippendorff_alpha_ordinal"]
+__all__ = ["Agreement", "PairKappa", "agreement", "cohen_kappa", "krippendorff_alpha_ordinal"]
 
 
 def cohen_kappa(a: Sequence[int], b: Sequence[int]) -> float | None:
@@ -73,14 +74,29 @@ def krippendorff_alpha_ordinal(units: Sequence[Sequence[int]]) -> float | None:
 
 
 @dataclass(frozen=True, slots=True)
+class PairKappa:
+    """Cohen's κ of two raters over the items both graded."""
+
+    rater_a: str
+    rater_b: str
+    n_items: int
+    kappa: float | None
+
+
+@dataclass(frozen=True, slots=True)
 class Agreement:
-    """Agreement overall and per query; `kappa` only when exactly two raters graded."""
+    """Agreement overall and per query; `kappa` only when exactly two raters graded.
+
+    `pairs` holds κ for every pair of raters that graded an item in common (with two raters,
+    the one pair's κ is `kappa`): with three or more, it shows who disagrees with whom.
+    """
 
     raters: tuple[str, ...]
     n_items: int  # items graded by at least two raters
     kappa: float | None
     alpha: float | None
     per_query: pl.DataFrame  # query_id, n_items, kappa, alpha
+    pairs: tuple[PairKappa, ...] = ()
 
 
 def _units(standing: pl.DataFrame) -> pl.DataFrame:
@@ -98,13 +114,17 @@ def _measure(
     alpha = krippendorff_alpha_ordinal([grades for _, grades in units])
     if pair is None:
         return None, alpha
+    return _pair(units, pair).kappa, alpha
+
+
+def _pair(units: Sequence[tuple[Sequence[str], Sequence[int]]], pair: tuple[str, str]) -> PairKappa:
     both: list[Mapping[str, int]] = [
         dict(zip(raters, grades, strict=True))
         for raters, grades in units
         if pair[0] in raters and pair[1] in raters
     ]
     kappa = cohen_kappa([u[pair[0]] for u in both], [u[pair[1]] for u in both])
-    return kappa, alpha
+    return PairKappa(pair[0], pair[1], len(both), kappa)
 
 
 def agreement(standing: pl.DataFrame) -> Agreement:
@@ -130,4 +150,6 @@ def agreement(standing: pl.DataFrame) -> Agreement:
     )
     everything = [item for items in rows.values() for item in items]
     kappa, alpha = _measure(everything, pair)
-    return Agreement(raters, len(everything), kappa, alpha, per_query)
+    pairs = (_pair(everything, two) for two in itertools.combinations(raters, 2))
+    shared = tuple(p for p in pairs if p.n_items)
+    return Agreement(raters, len(everything), kappa, alpha, per_query, shared)

@@ -135,11 +135,17 @@ def _agreement_table(result: Agreement) -> Table:
     row = (
         ", ".join(result.raters),
         fmt(result.n_items),
-        fmt(result.kappa) if len(result.raters) == 2 else "two raters only",
+        fmt(result.kappa) if len(result.raters) == 2 else "per pair below",
         fmt(result.alpha),
     )
     headers = ("raters", "items graded by 2+", "Cohen's κ", "Krippendorff's α (ordinal)")
     return Table(headers, (row,), numeric=frozenset({1, 2, 3}))
+
+
+def _pairs_table(result: Agreement) -> Table:
+    rows = [(p.rater_a, p.rater_b, fmt(p.n_items), fmt(p.kappa)) for p in result.pairs]
+    headers = ("rater", "and rater", "items both graded", "Cohen's κ")
+    return Table(headers, tuple(rows), numeric=frozenset({2, 3}))
 
 
 def _per_query_table(result: Agreement, texts: dict[str, str]) -> Table:
@@ -198,6 +204,8 @@ def agreement_section(
         )
         plots = [svg for svg in (grade_matrices(standing),) if svg is not None]
         tables.append(("Agreement", _agreement_table(result)))
+        if len(result.raters) > 2:
+            tables.append(("Cohen's κ of each pair of raters", _pairs_table(result)))
         tables.append(("Agreement per query", _per_query_table(result, texts)))
         alone = _alone(Path(run_dir), ev, standing, extra_judgments)
         tables.append(("Each rater's labels alone", _alone_table(alone)))
@@ -210,6 +218,10 @@ def agreement_section(
         "items_graded_by_two_or_more": result.n_items,
         "kappa": result.kappa,
         "alpha_ordinal": result.alpha,
+        "pairs": [
+            {"raters": [p.rater_a, p.rater_b], "n_items": p.n_items, "kappa": p.kappa}
+            for p in result.pairs
+        ],
         "per_query": result.per_query.to_dicts(),
         "alone": alone,
     }
