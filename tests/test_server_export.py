@@ -182,3 +182,16 @@ async def test_export_needs_a_token_but_download_does_not(
     assert reply.status == 401
     _, status = await _export(session, demo_server, auth_headers, labels='["zebra"]')
     assert (await fetch(session, demo_server.base_url + status["download_uri"])).status == 200
+
+
+@pytest.mark.parametrize("task_id", ["../../etc/passwd", "x" * 36, "..%2F..%2Fetc"])
+async def test_a_task_id_that_is_not_a_job_is_404_and_reads_no_file(
+    session: aiohttp.ClientSession,
+    demo_server: ServerThread,
+    auth_headers: dict[str, str],
+    task_id: str,
+) -> None:
+    # Jobs are kept as <task id>.json files (shared by --workers): only a uuid names one.
+    params = {"export_task_id": task_id}
+    reply = await fetch(session, f"{_base(demo_server)}/export_status", params, auth_headers)
+    assert reply.status == 404 and "Export task not found" in reply.detail

@@ -55,6 +55,27 @@ def test_two_workers_share_one_port_and_stop_together(demo_dataset_dir: Path) ->
     assert not any(psutil.pid_exists(pid) for pid in workers)
 
 
+def test_an_export_answers_on_every_worker(demo_dataset_dir: Path) -> None:
+    # Each urllib request is a new connection: the polls land on both workers, not only on the
+    # one that builds the job (before export jobs were shared, about half answered 404).
+    args = ["--dataset", str(demo_dataset_dir), "--no-auth", "--workers", "2"]
+    with serve_process(args) as server:
+        base = f"{server.base_url}/api/v1/dataset/{server.dataset_id}"
+        params = {"labels": '["cat"]', "export_format": "parquet", "file_name": "cats"}
+        query = urllib.parse.urlencode(params)
+        job = json.loads(_get(f"{base}/export_context_async?{query}"))
+        status_url = f"{base}/export_status?export_task_id={job['id']}"
+        for _ in range(200):
+            status = json.loads(_get(status_url))
+            if status["status"] == "COMPLETED":
+                break
+        seen = [json.loads(_get(status_url)) for _ in range(20)]
+        assert {s["status"] for s in seen} == {"COMPLETED"}
+        assert {s["entities_count"] for s in seen} == {job["entities_count"]} != {0}
+        archives = {_get(f"{base}/export_download/{job['id']}") for _ in range(6)}
+        assert len(archives) == 1 and archives.pop().startswith(b"PK")  # one ZIP, any worker
+
+
 def test_a_worker_that_dies_stops_the_server(demo_dataset_dir: Path) -> None:
     args = ["--dataset", str(demo_dataset_dir), "--no-auth", "--workers", "2"]
     with serve_process(args, capture_stderr=True) as server:

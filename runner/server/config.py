@@ -90,6 +90,9 @@ class ServerConfig:
     credentials: Credentials | None = None
     disabled_features: frozenset[str] = frozenset()
     reuse_port: bool = False  # SO_REUSEPORT: processes share the port (runner.server.workers)
+    # Where export jobs and their ZIPs live; None: a temporary directory of this process. The
+    # workers of `vlbench serve --workers N` share one, so any of them answers for any job.
+    exports_dir: Path | None = None
     contract_changes: frozenset[str] = frozenset()
     hidden_enrichments: frozenset[str] = frozenset()
 

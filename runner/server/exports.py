@@ -11,6 +11,10 @@ The ZIP holds `metadata.parquet` (one row per item: `EXPORT_COLUMNS` and `cluste
      "media_items": [{"media_id", "file_name", "file_path", "cluster_id", "uniqueness_score",
                       "metadata_items": [{"type": "caption" | "label", "value": ...}, ...]}]}
 
+Each job's state is also kept as `<task id>.json` in the work dir, rewritten atomically at every
+change, so that with `vlbench serve --workers N` (one work dir for all) a poll or a download
+reaching another worker than the one building the job finds it there.
+
 `fault` (`vlbench serve --fault export=...`) ends every job another documented way, for the
 client's tests: `failed` (FAILED while building), `rejected` (the start answer already says
 REJECTED), `canceled` / `cancelled` (IN_PROGRESS, then that status, spelled so), `error` (the start
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import io
 import re
@@ -38,6 +43,7 @@ import pyarrow.parquet as pq
 
 from runner.server.index import SearchIndex
 from runner.server.query import SearchRequest
+from runner.store.atomic import atomic_write_bytes
 
 __all__ = ["ExportJob", "ExportManager", "ExportStatus", "export_table"]
 
@@ -45,6 +51,7 @@ ExportStatus = Literal[
     "INIT", "IN_PROGRESS", "COMPLETED", "FAILED", "REJECTED", "CANCELED", "CANCELLED"
 ]
 _UNSAFE_NAME: Final = re.compile(r"[^A-Za-z0-9._-]+")
+_TASK_ID: Final = re.compile(r"^[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}$")  # uuid4, a file name
 
 
 @dataclass(slots=True)
@@ -75,6 +82,25 @@ class ExportJob:
         status = "REJECTED" if fault == "rejected" else "INIT"
         message = self.result_message if status == "REJECTED" else None
         return self.to_json(None) | {"status": status, "progress": 0.0, "result_message": message}
+
+    def state(self) -> dict[str, object]:
+        """Every field, as JSON (the job's file in the work dir)."""
+        return {
+            **{f.name: getattr(self, f.name) for f in dataclasses.fields(self)},
+            "created_at": self.created_at.isoformat(),
+            "zip_path": None if self.zip_path is None else str(self.zip_path),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> ExportJob:
+        zip_path = state["zip_path"]
+        return cls(
+            **state
+            | {
+                "created_at": dt.datetime.fromisoformat(state["created_at"]),
+                "zip_path": None if zip_path is None else Path(zip_path),
+            }
+        )
 
     def to_json(self, download_uri: str | None) -> dict[str, object]:
         """The export_status answer (`download_uri` only once COMPLETED)."""
@@ -117,8 +143,20 @@ class ExportManager:
         self._tasks: set[asyncio.Task[None]] = set()
 
     def get(self, task_id: str) -> ExportJob | None:
-        """The job with this id, or None."""
-        return self._jobs.get(task_id)
+        """The job with this id (this worker's, else another's from its file), or None."""
+        job = self._jobs.get(task_id)
+        if job is not None or not _TASK_ID.match(task_id):
+            return job
+        with contextlib.suppress(FileNotFoundError):
+            return ExportJob.from_state(orjson.loads(self._state_path(task_id).read_bytes()))
+        return None
+
+    def _state_path(self, task_id: str) -> Path:
+        return self._workdir / f"{task_id}.json"
+
+    def _save(self, job: ExportJob) -> None:
+        # Not durable: the folder is temporary; a reader sees the old state or the new, whole.
+        atomic_write_bytes(self._state_path(job.id), orjson.dumps(job.state()), durable=False)
 
     def start(
         self,
@@ -164,7 +202,10 @@ class ExportManager:
                 if rows.num_rows > self._max_entities
                 else "Export rejected (injected fault: export=rejected)"
             )
+            self._save(job)
             return job
+        job.status, job.progress = "IN_PROGRESS", 10.0
+        self._save(job)
         task = asyncio.get_running_loop().create_task(self._build(job, rows))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -179,13 +220,13 @@ class ExportManager:
                 await task
 
     async def _build(self, job: ExportJob, rows: pa.Table) -> None:
-        job.status, job.progress = "IN_PROGRESS", 10.0
         try:
             if self._delay_s:
                 await asyncio.sleep(self._delay_s)
             if self.fault in ("canceled", "cancelled"):
                 job.status = "CANCELED" if self.fault == "canceled" else "CANCELLED"
                 job.result_message = f"Export task was {self.fault} (injected fault)"
+                self._save(job)
                 return
             if self.fault == "failed":
                 raise RuntimeError("injected export failure (export=failed)")
@@ -193,12 +234,15 @@ class ExportManager:
             await asyncio.to_thread(_write_zip, path, rows, job, self._file_name_key)
         except asyncio.CancelledError:
             job.status, job.result_message = "FAILED", "export cancelled: the server stopped"
+            self._save(job)
             raise
         except Exception as exc:  # noqa: BLE001 - a job reports any failure as FAILED
             job.status, job.result_message = "FAILED", f"Export failed: {exc}"
+            self._save(job)
             return
         job.zip_path, job.status, job.progress = path, "COMPLETED", 100.0
         job.result_message = "; ".join(job.notes) or None
+        self._save(job)
 
 
 def export_table(index: SearchIndex, request: SearchRequest) -> pa.Table:

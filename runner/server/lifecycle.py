@@ -96,9 +96,9 @@ async def serve_in_background(config: ServerConfig) -> AsyncIterator[RunningServ
     try:
         path = await asyncio.to_thread(resolve_dataset_dir, config.dataset_dir)
         index = await asyncio.to_thread(SearchIndex.open, path)
-        with tempfile.TemporaryDirectory(prefix="vlbench-exports-") as workdir:
+        with _exports_dir(config) as workdir:
             runner = web.AppRunner(
-                build_app(config, index, executor, Path(workdir)),
+                build_app(config, index, executor, workdir),
                 access_log=None,
                 handle_signals=False,
                 shutdown_timeout=1.0,
@@ -121,6 +121,16 @@ async def serve_in_background(config: ServerConfig) -> AsyncIterator[RunningServ
                 index.close()
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
+
+
+@contextlib.contextmanager
+def _exports_dir(config: ServerConfig) -> Iterator[Path]:
+    """The export jobs' directory: the shared one given, else a temporary one removed after."""
+    if config.exports_dir is not None:
+        yield config.exports_dir
+        return
+    with tempfile.TemporaryDirectory(prefix="vlbench-exports-") as workdir:
+        yield Path(workdir)
 
 
 def _bound_address(runner: web.AppRunner, config: ServerConfig) -> tuple[str, int]:

@@ -4,9 +4,10 @@
 
 Each worker is a process of its own (spawned, so nothing is shared by accident) that opens the
 dataset and listens on the same host and port with SO_REUSEPORT; the kernel hands each new
-connection to one of them. What a worker holds is its own: the result and query-embedding caches,
-export jobs (poll an export on the connection that started it, or use one worker), and the fault
-switches' draws. A rate-limit fault would be counted per worker, so it needs one worker.
+connection to one of them. What a worker holds is its own: the result and query-embedding caches
+and the fault switches' draws (a rate-limit fault would be counted per worker, so it needs one
+worker). Export jobs are shared: the workers keep them in one directory, so a poll or a download
+may reach any worker.
 
 `run_workers` is the process manager itself and knows nothing of the server: it runs a picklable
 `Worker` (a factory: given the port and a `ready` callback, it serves until SIGTERM) in N
@@ -22,10 +23,12 @@ import functools
 import multiprocessing
 import signal
 import socket
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from types import FrameType
 from typing import Final, Protocol
 
@@ -62,7 +65,9 @@ def serve(config: ServerConfig, *, workers: int = 1, ready: Ready | None = None)
         raise UsageError(
             "--rate-limit needs one worker: with --workers each process would count its own"
         )
-    run_workers(serve_worker(config), workers, host=config.host, port=config.port, ready=ready)
+    with tempfile.TemporaryDirectory(prefix="vlbench-exports-") as shared:
+        config = dataclasses.replace(config, exports_dir=config.exports_dir or Path(shared))
+        run_workers(serve_worker(config), workers, host=config.host, port=config.port, ready=ready)
 
 
 def serve_worker(config: ServerConfig) -> Worker:

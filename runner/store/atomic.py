@@ -77,19 +77,23 @@ def write_error(target: object, exc: BaseException) -> WriteError:
 
 
 @contextmanager
-def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_path(target: str | os.PathLike[str], *, durable: bool = True) -> Iterator[Path]:
     """Yield a temp path beside `target`; when the block ends without error, it becomes `target`.
 
     For writers that take a path (polars, pyarrow, DuckDB). The caller writes and closes the file
     inside the block; this fsyncs it, renames it and fsyncs the folder. Raises `WriteError`.
+    `durable=False` leaves out the fsyncs, for state that need not outlive a power cut (the
+    local server's export jobs, in a temporary folder): still whole or absent to every reader.
     """
     path = Path(target)
     tmp = temp_path(path)
     try:
         yield tmp
-        fsync_file(tmp)
+        if durable:
+            fsync_file(tmp)
         os.replace(tmp, path)
-        fsync_dir(path.parent)
+        if durable:
+            fsync_dir(path.parent)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
         if isinstance(exc, (KeyboardInterrupt, SystemExit, WriteError)):
@@ -100,25 +104,30 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 @contextmanager
-def atomic_write(target: str | os.PathLike[str] | Location) -> Iterator[IO[bytes]]:
+def atomic_write(
+    target: str | os.PathLike[str] | Location, *, durable: bool = True
+) -> Iterator[IO[bytes]]:
     """Yield a binary file; when the block ends without error, its bytes replace `target`.
 
     `target` is a local path or a `Location` (object storage or local, see `store.location`).
     Raises `WriteError` naming `target` and the cause; the temp file is gone either way.
+    `durable` as in `atomic_path` (object storage is durable either way).
     """
     if isinstance(target, Location) and target.remote:
         with _remote_write(target) as out:
             yield out
         return
     path = Path(target.path) if isinstance(target, Location) else Path(target)
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+    with atomic_path(path, durable=durable) as tmp, open(tmp, "wb") as f:
         yield f
         f.flush()
 
 
-def atomic_write_bytes(target: str | os.PathLike[str] | Location, data: bytes) -> None:
+def atomic_write_bytes(
+    target: str | os.PathLike[str] | Location, data: bytes, *, durable: bool = True
+) -> None:
     """Replace `target` with `data` atomically (see `atomic_write`)."""
-    with atomic_write(target) as f:
+    with atomic_write(target, durable=durable) as f:
         f.write(data)
 
 
