@@ -214,3 +214,15 @@ def test_retry_failed_takes_the_newest_run_even_when_complete(
     assert done.returncode == 0, done.stderr
     assert f"run_dir: {failed}" in done.stdout
     assert_clean(failed, clean)
+
+
+def test_retrying_a_run_of_another_suite_is_refused(
+    clean: Path, demo_server: ServerThread, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(clean, run)
+    other = write_suite(tmp_path, demo_server, queries=[{"id": "other", "text": "a red boat"}])
+    done = vlbench(str(other), "--resume", str(run), "--retry-failed", "--quiet")
+    assert done.returncode == 2
+    assert "different suite" in done.stderr
+    assert read_manifest(run) == read_manifest(clean)

@@ -71,7 +71,7 @@ async def run_suite(
     resume_dir = _resume_dir(suite, out, resume, retry_failed)
     if resume_dir is not None:
         shard_of = _resume_shard(resume_dir, shard_of)
-        if retry_failed and _nothing_to_retry(resume_dir):
+        if retry_failed and _nothing_to_retry(resume_dir, suite):
             return _untouched(resume_dir)
     plan = expand(suite)
     if shard_of is not None:
@@ -228,11 +228,15 @@ def _resume_dir(
     return newest
 
 
-def _nothing_to_retry(run_dir: Path) -> bool:
-    """A complete run whose manifest counts no failed request: a retry leaves it as it is."""
+def _nothing_to_retry(run_dir: Path, suite: Suite) -> bool:
+    """A complete run of `suite` counting no failed request: a retry leaves it as it is.
+
+    (A run of another suite is refused by `RunWriter.resume`, with the reason.)
+    """
     manifest = read_manifest(run_dir)
     counts = RunCounts.from_dict(manifest["counts"], where=run_dir)
-    return manifest["status"] == "complete" and counts.requests_failed == 0
+    ours = manifest["suite_hash"] == suite_hash(suite)
+    return ours and manifest["status"] == "complete" and counts.requests_failed == 0
 
 
 def _untouched(run_dir: Path) -> RunResult:
