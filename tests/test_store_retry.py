@@ -7,6 +7,11 @@ recorded, in the middle of the retry (some keys sent again, some failing again),
 from __future__ import annotations
 
 import os
+import random
+import subprocess
+import sys
+import textwrap
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -15,7 +20,7 @@ import polars as pl
 import polars.testing
 import pyarrow as pa
 import pytest
-from test_resume import SUITE_HASH, Crash, create, die, unit
+from test_resume import REPO, SUITE_HASH, Crash, create, die, unit
 
 from runner.errors import RunError
 from runner.schema import HITS_FILE
@@ -302,3 +307,70 @@ def test_crash_between_the_renames_of_the_final_files(
     assert_rows(run, [fixed(i) for i in UNITS])
     assert_counts(run, [fixed(i) for i in UNITS])
     assert "withdrawn" not in read_manifest(run)
+
+
+# -- SIGKILL at random instants of a retry ------------------------------------------------------
+
+CHILD = textwrap.dedent(
+    """
+    import sys, time
+    from test_resume import SUITE_HASH
+    from test_store_retry import fixed
+    from runner.store import RunWriter
+
+    run_dir, n, retry = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "retry"
+    w = RunWriter.resume(run_dir, suite_hash=SUITE_HASH, retry_failed=retry, roll_rows=120)
+    done = w.completed_keys()
+    print("ready", flush=True)
+    for i in range(n):
+        if f"k{i:04d}" not in done:
+            w.record(*fixed(i))
+            time.sleep(0.002)  # as if each were sent: time for the kill to land mid-retry
+    w.finish("complete")
+    print("finished", flush=True)
+    """
+)
+KILLED_UNITS = 120
+
+
+def half_failed(i: int) -> tuple[pa.Table, pa.Table]:
+    """Unit `i`, failed for every even `i` (many keys to retry: a wide window for the kill)."""
+    return fixed(i) if i % 2 else still_failing(i)
+
+
+def _retry_in_child_and_kill(run_dir: Path, retry: bool, delay: float) -> bool:
+    """Resume `run_dir` in a writer process, SIGKILL it after `delay` s; True if it finished."""
+    args = [str(run_dir), str(KILLED_UNITS), "retry" if retry else "plain"]
+    with subprocess.Popen(
+        [sys.executable, "-c", CHILD, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])},
+    ) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        if proc.stdout.readline().strip() != "ready":
+            pytest.fail(f"the writer process did not start: {proc.stderr.read()}")
+        time.sleep(delay)
+        proc.kill()
+        return proc.stdout.read().strip() == "finished"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_sigkill_at_random_instants_of_a_retry(tmp_path: Path, seed: int) -> None:
+    rng = random.Random(seed)
+    w = create(tmp_path, roll_rows=120)
+    record(w, half_failed, range(KILLED_UNITS))
+    run = w.finish("complete").path
+    for attempt in range(4):
+        # The first session decides the retry; later ones resume it, with the flag or without.
+        retry = attempt == 0 or rng.random() < 0.5
+        if _retry_in_child_and_kill(run, retry, rng.uniform(0.0, 0.3)):
+            break
+    again = RunWriter.resume(run, suite_hash=SUITE_HASH, retry_failed=True)
+    record(again, fixed, range(KILLED_UNITS))
+    again.finish("complete")
+    assert_rows(run, [fixed(i) for i in range(KILLED_UNITS)])
+    assert_counts(run, [fixed(i) for i in range(KILLED_UNITS)])
