@@ -3,7 +3,8 @@
 A crash leaves a run in one of the states `_writer` describes: an interrupted finish (rolled
 forward from `_finalise.json`), temp files (deleted), journal segments whose units never reached
 a Parquet part (replayed into parts), a torn last frame (dropped: that unit is done again).
-`recover` does all of it and returns the state a writer continues from.
+`recover` does all of it and returns the state a writer continues from: keys and counts without
+the old rows of keys a retry withdrew, and, asked to retry, a new withdrawal (see `_retry`).
 """
 
 from __future__ import annotations

@@ -409,7 +409,7 @@ class RunWriter:
         file, not through a part written and read back: until `_finalise.json` exists they are
         still in the journal, so a crash during `finish` loses nothing.
         """
-        keep = self._withdrawn.keep  # the rows of withdrawn keys that were recorded before
+        keep = self._withdrawn.keep  # drops the old rows of keys a retry withdrew
         if self._has_base:
             yield from keep(_files.row_groups(self._dir / file, schema), BASE_SEQ)  # perhaps older
         for seq in self._parts:
