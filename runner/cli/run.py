@@ -47,6 +47,14 @@ def run(
             "--max-requests", help="Send at most N requests (a trial); the run stays partial."
         ),
     ] = None,
+    retry_failed: Annotated[
+        bool,
+        typer.Option(
+            "--retry-failed",
+            help="With --resume: send again the requests that failed for good; their new rows "
+            "replace the old (a complete run is taken too).",
+        ),
+    ] = False,
 ) -> None:
     """Run a suite against the API (or the embedded local server) and store every hit.
 
@@ -55,6 +63,7 @@ def run(
 
     Example: vlbench run queries/demo.yaml --out reports
     Resume:  vlbench run queries/demo.yaml --resume reports/suite=demo/run_date=.../run_id=...
+    Retry:   vlbench run queries/demo.yaml --resume --retry-failed
     """
     if run_dir is not None and not resume:
         raise UsageError(f"{run_dir}: a run directory is only taken with --resume")
@@ -64,10 +73,11 @@ def run(
     loaded = load_suite(suite)
     warn(loaded.warnings)
     target: Path | bool = run_dir if run_dir is not None else resume
-    result = asyncio.run(_run(loaded, out, target, shard_of, quiet, max_requests))
+    result = asyncio.run(_run(loaded, out, target, shard_of, quiet, max_requests, retry_failed))
     typer.echo(summary(result))
     # An interrupted run ends now (within the 2 s a Ctrl-C promises); `vlbench report` later.
-    if report and result.status in ("complete", "partial") and not result.interrupted:
+    ended = result.status in ("complete", "partial") and not result.interrupted
+    if report and ended and result.touched:
         _report(result.run_dir)
     raise typer.Exit(code=result.exit_code)
 
@@ -91,6 +101,7 @@ async def _run(
     shard_of: tuple[int, int] | None,
     quiet: bool,
     max_requests: int | None,
+    retry_failed: bool,
 ) -> RunResult:
     control = RunControl()
     loop = asyncio.get_running_loop()
@@ -107,6 +118,7 @@ async def _run(
                 max_requests=max_requests,
                 progress=progress,
                 control=control,
+                retry_failed=retry_failed,
             )
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -125,6 +137,11 @@ def summary(result: RunResult) -> str:
     ]
     if stats.skipped:
         lines.append(f"skipped {stats.skipped} requests done before (resume)")
+    if stats.retried:
+        lines.append(f"retried {stats.retried} request(s) that had failed for good")
+    elif stats.retried == 0:
+        left = "" if result.touched else "; the run is left as it was"
+        lines.append(f"nothing to retry: no request had failed for good{left}")
     if stats.retry_after_capped:
         lines.append(
             f"the server asked {stats.retry_after_capped} time(s) to wait longer than "

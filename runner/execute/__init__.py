@@ -22,7 +22,9 @@ How a run goes:
 - Pages are fetched up to `max_pages` (None: all), until an empty page, a short page (fewer
   than 100 clusters) or `total_pages`; `PAGE_CAP` bounds "all" so that a run cannot loop forever.
 - Each completed unit goes to the store (`RunWriter.record`) whole, a few units a call; keys the
-  store has already (a resumed run) are skipped.
+  store has already (a resumed run) are skipped. `retry_failed` (with a resume): the store first
+  withdraws the keys that failed for good, so they are sent again and their new rows replace the
+  old; a complete run with no failure is left as it is.
 - `RunControl.stop()` (Ctrl-C, SIGTERM) stops taking new units; units in flight get
   `stop_grace_s` (0.5 s) to complete and are then cancelled, whatever they wait for (the pacer, a
   backoff, a slow answer); `abort()` cancels them at once. Either way the writer is finished

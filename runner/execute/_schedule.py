@@ -186,8 +186,11 @@ async def run_plan(
     options: ExecuteOptions | None = None,
     control: RunControl | None = None,
     progress: ProgressSink | None = None,
+    retried: int | None = None,
 ) -> RunResult:
     """Send every request of `plan` not yet in `writer`'s run, record each, finish the run.
+
+    `retried`: how many failed requests the writer withdrew to send again (`--retry-failed`).
 
     The writer is finished `complete` when every planned request is recorded, `partial` when
     the run was stopped (or cut by `max_requests`), `failed` when the API refused the
@@ -198,7 +201,11 @@ async def run_plan(
     rng = random.Random(options.seed)
     done = writer.completed_keys()
     remaining = sum(1 for _ in wire_units(plan, done)) if done else len(plan.requests)
-    stats = RunStats(total=len(plan.requests), skipped=len(plan.requests) - remaining)
+    stats = RunStats(
+        total=len(plan.requests), skipped=len(plan.requests) - remaining, retried=retried
+    )
+    if progress is not None and retried:
+        progress.update(stats)  # say at once that failed requests are being sent again
     runner = _Runner(client, options, control, stats, rng)
     recorder = Recorder(writer)
     queue = itertools.islice(wire_units(plan, done), options.max_requests)

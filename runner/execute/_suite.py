@@ -27,9 +27,10 @@ from runner.execute._types import (
     ProgressSink,
     RunControl,
     RunResult,
+    RunStats,
 )
 from runner.plan import Plan, expand, parse_shard, shard
-from runner.store import RunWriter, find_runs, read_manifest
+from runner.store import RunCounts, RunWriter, find_runs, read_manifest
 from runner.suite import Suite, judgments_table, suite_hash
 from runner.version import __version__
 
@@ -49,10 +50,14 @@ async def run_suite(
     control: RunControl | None = None,
     environ: Mapping[str, str] | None = None,
     seed: int | None = None,
+    retry_failed: bool = False,
 ) -> RunResult:
     """Run `suite` into a new run directory under `out` (or resume one) and finish it.
 
     `resume`: a run directory, or True for the newest unfinished run of this suite under `out`.
+    `retry_failed` (with `resume` only): the requests that failed for good are sent again and
+    their new rows replace the old; a complete run is taken too (the newest run, with True), and
+    one with no failed request is left as it is.
     `shard_of=(k, n)` sends the k-th of n shards at 1/n of the rate limit. A suite without
     `base_url` runs against the embedded local server (the demo dataset, with auth on and the
     demo credentials), started for the run and stopped after it. Otherwise the token comes from
@@ -63,9 +68,11 @@ async def run_suite(
     env = os.environ if environ is None else environ
     control = control or RunControl()
     _lean_memory_pool()
-    resume_dir = _resume_dir(suite, out, resume)
+    resume_dir = _resume_dir(suite, out, resume, retry_failed)
     if resume_dir is not None:
         shard_of = _resume_shard(resume_dir, shard_of)
+        if retry_failed and _nothing_to_retry(resume_dir, suite):
+            return _untouched(resume_dir)
     plan = expand(suite)
     if shard_of is not None:
         plan = shard(plan, *shard_of)
@@ -78,7 +85,7 @@ async def run_suite(
         )
         checked = preflight(client, plan.specs, retry=retry, rng=random.Random(seed))
         found = await _unless_stopped(checked, control)
-        writer = _open_writer(suite, plan, out, resume_dir, client, found)
+        writer = _open_writer(suite, plan, out, resume_dir, client, found, retry_failed)
         max_pages = suite.pagination.max_pages
         options = ExecuteOptions(
             concurrency=suite.concurrency,
@@ -89,7 +96,13 @@ async def run_suite(
         )
         with writer:
             result = await run_plan(
-                plan, writer, client=client, options=options, control=control, progress=progress
+                plan,
+                writer,
+                client=client,
+                options=options,
+                control=control,
+                progress=progress,
+                retried=writer.retried if retry_failed else None,
             )
     if result.status != "failed":
         await asyncio.to_thread(record_contract, result.run_dir)
@@ -195,8 +208,14 @@ async def _api(suite: Suite, env: Mapping[str, str]) -> AsyncIterator[tuple[str,
         await asyncio.to_thread(server.stop)
 
 
-def _resume_dir(suite: Suite, out: Path | str, resume: Path | str | bool) -> Path | None:
+def _resume_dir(
+    suite: Suite, out: Path | str, resume: Path | str | bool, retry_failed: bool
+) -> Path | None:
     if resume is False:
+        if retry_failed:
+            raise UsageError(
+                "--retry-failed: only with --resume (it sends a run's failed requests)"
+            )
         return None
     if resume is not True:
         return Path(resume)
@@ -204,9 +223,25 @@ def _resume_dir(suite: Suite, out: Path | str, resume: Path | str | bool) -> Pat
     if not runs:
         raise RunError(f"{out}: no run of suite {suite.name!r} to resume")
     newest = runs[-1]
-    if read_manifest(newest)["status"] == "complete":
+    if read_manifest(newest)["status"] == "complete" and not retry_failed:
         raise RunError(f"{newest}: the newest run of suite {suite.name!r} is complete already")
     return newest
+
+
+def _nothing_to_retry(run_dir: Path, suite: Suite) -> bool:
+    """A complete run of `suite` counting no failed request: a retry leaves it as it is.
+
+    (A run of another suite is refused by `RunWriter.resume`, with the reason.)
+    """
+    manifest = read_manifest(run_dir)
+    counts = RunCounts.from_dict(manifest["counts"], where=run_dir)
+    ours = manifest["suite_hash"] == suite_hash(suite)
+    return ours and manifest["status"] == "complete" and counts.requests_failed == 0
+
+
+def _untouched(run_dir: Path) -> RunResult:
+    counts = RunCounts.from_dict(read_manifest(run_dir)["counts"], where=run_dir)
+    return RunResult(run_dir, "complete", counts, RunStats(retried=0), touched=False)
 
 
 def _resume_shard(run_dir: Path, asked: tuple[int, int] | None) -> tuple[int, int] | None:
@@ -225,10 +260,16 @@ def _open_writer(
     resume_dir: Path | None,
     client: ExploreClient,
     found: Preflight,
+    retry_failed: bool,
 ) -> RunWriter:
     digest = suite_hash(suite)
     if resume_dir is not None:
-        return RunWriter.resume(resume_dir, suite_hash=digest, requests_planned=len(plan.specs))
+        return RunWriter.resume(
+            resume_dir,
+            suite_hash=digest,
+            requests_planned=len(plan.specs),
+            retry_failed=retry_failed,
+        )
     return RunWriter.create(
         out,
         suite_name=suite.name,

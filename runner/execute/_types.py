@@ -86,6 +86,7 @@ class RunStats:
     sent: int = 0  # HTTP requests sent, retries included
     retries: int = 0
     retry_after_capped: int = 0  # Retry-After answers that asked for more than the cap
+    retried: int | None = None  # failed requests sent again (--retry-failed; None: not asked)
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -136,6 +137,7 @@ class RunResult:
     stats: RunStats
     message: str | None = None
     interrupted: bool = False
+    touched: bool = True  # False: the run was left as it was (a retry with nothing to retry)
 
     @property
     def exit_code(self) -> int:

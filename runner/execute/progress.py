@@ -36,6 +36,7 @@ def describe(stats: RunStats) -> str:
     share = f" ({100 * done / stats.total:.0f}%)" if stats.total else ""
     parts = [
         f"{done}/{stats.total} requests{share}",
+        *([f"retrying {stats.retried} failed"] if stats.retried else []),
         f"{stats.hits} hits",
         f"{stats.failed} failed",
         f"{stats.rate:.1f} req/s",
@@ -126,7 +127,7 @@ class LiveProgress(NullProgress):
 
     def __init__(self, console: Console) -> None:
         self._progress = Progress(
-            TextColumn("[bold]requests"),
+            TextColumn("[bold]{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("{task.fields[hits]} hits, {task.fields[failed]} failed"),
@@ -140,8 +141,9 @@ class LiveProgress(NullProgress):
     def update(self, stats: RunStats) -> None:
         done = stats.skipped + stats.done
         if self._task is None:
+            retrying = f" (retrying {stats.retried} failed)" if stats.retried else ""
             self._task = self._progress.add_task(
-                "run", total=stats.total, hits=0, failed=0, rate=0.0
+                f"requests{retrying}", total=stats.total, hits=0, failed=0, rate=0.0
             )
         self._progress.update(
             self._task,

@@ -1,6 +1,7 @@
 """The run directory: a crash-safe streaming writer, the manifest, the one reader, the one write.
 
-Writing a run (the scheduler): `RunWriter.create(...)` or `RunWriter.resume(run_dir, ...)`, then
+Writing a run (the scheduler): `RunWriter.create(...)` or `RunWriter.resume(run_dir, ...)` (with
+`retry_failed=True`: failed keys withdrawn, to be sent again), then
 `record(request_rows, hit_rows)` once per completed request unit, then `finish(status)`.
 Reading a run (everyone), from a path or an `s3://`/`gs://` URI (`reader`): `open_run`,
 `read_manifest`, `scan_requests`, `scan_hits`, `scan_judgments`, `find_run_locations`,

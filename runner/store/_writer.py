@@ -15,10 +15,12 @@ How a unit travels (each step survives a SIGKILL at any instant):
    final names, deletes the parts and the journal, writes the manifest, and deletes
    `_finalise.json`. A crash after `_finalise.json` is rolled forward by `resume`; a crash before
    it leaves the previous state intact, and the temp files are deleted.
+4. `resume(..., retry_failed=True)` withdraws the keys with a failed page before recording
+   anything (one manifest write, see `_retry`): their old rows are dropped wherever they are read.
 
 A unit is therefore in exactly one place (final files, a part, or a segment) whenever it is on
 disk at all; rows are never deduplicated after the fact, and `record` refuses a request key that
-was recorded before.
+was recorded before (and not withdrawn).
 """
 
 from __future__ import annotations
@@ -38,10 +40,7 @@ import orjson
 import pyarrow as pa
 
 from runner.errors import RunError
-from runner.schema import (
-    JUDGMENTS_FILE,
-    JUDGMENTS_SCHEMA,
-)
+from runner.schema import JUDGMENTS_FILE, JUDGMENTS_SCHEMA
 from runner.store import _files
 from runner.store._journal import JournalSegment, Unit, encode_unit
 from runner.store._layout import (
@@ -64,6 +63,7 @@ from runner.store._manifest import (
     write_manifest,
 )
 from runner.store._recovery import Recovery, check_resumable, failed_keys, recover
+from runner.store._retry import BASE_SEQ, WITHDRAWN, Withdrawn
 from runner.store._rows import Rows, checked_unit, to_batch
 from runner.store.atomic import atomic_write_bytes, fsync_dir, temp_path, write_error
 from runner.store.reader import RunInfo, open_run
@@ -117,6 +117,8 @@ class RunWriter:
         self._buffered = 0
         self._parts: list[int] = []
         self._has_base = False
+        self._withdrawn = Withdrawn()
+        self.retried = 0  # keys withdrawn by this resume to be sent again (`retry_failed`)
         self._seq = 0
         self._segment: JournalSegment | None = None
         self._closed = False
@@ -208,6 +210,7 @@ class RunWriter:
         requests_planned: int | None = None,
         roll_rows: int = DEFAULT_ROLL_ROWS,
         fsync_units: bool = False,
+        retry_failed: bool = False,
     ) -> RunWriter:
         """Reopen a `running` (killed), `partial` or `failed` run to record its remaining units.
 
@@ -215,17 +218,18 @@ class RunWriter:
         journal segments into Parquet parts and drops a torn last frame (see `recovery`). Sets
         the status back to `running`. Raises `RunError` for a run that is `complete`, a run of a
         different suite (`suite_hash` differs: the request keys would not mean the same), a run
-        another process is writing, or a run whose files are corrupt.
+        another process is writing, or a run whose files are corrupt. `retry_failed`: the keys with
+        a failed page are no longer completed (`retried` says how many); a complete run is taken.
         """
         _check_roll_rows(roll_rows)
         run_dir = Path(run_dir)
         manifest = read_manifest(run_dir)
-        check_resumable(run_dir, manifest, suite_hash)
+        check_resumable(run_dir, manifest, suite_hash, retry_failed=retry_failed)
         (run_dir / JOURNAL_DIR).mkdir(exist_ok=True)
         lock_fd = _files.lock(run_dir)
         writer = cls(run_dir, manifest, lock_fd, roll_rows=roll_rows, fsync_units=fsync_units)
         try:
-            writer._recover(suite_hash, requests_planned)
+            writer._recover(suite_hash, requests_planned, retry_failed)
         except BaseException:
             writer._release()
             raise
@@ -321,7 +325,7 @@ class RunWriter:
                 if isinstance(exc, OSError):  # a full disk: exit 1, the run stays resumable
                     raise write_error(self._dir, exc) from exc
                 raise
-            manifest = dict(self._manifest)
+            manifest = {k: v for k, v in self._manifest.items() if k != WITHDRAWN}  # applied
             manifest.update(status=status, ended_at=utc_now_iso(), counts=self.counts.to_dict())
             plan = {"manifest": manifest, "temps": {n: t.name for n, t in temps.items()}}
             atomic_write_bytes(self._dir / FINALISE_FILE, orjson.dumps(plan))
@@ -402,31 +406,24 @@ class RunWriter:
         file, not through a part written and read back: until `_finalise.json` exists they are
         still in the journal, so a crash during `finish` loses nothing.
         """
+        keep = self._withdrawn.keep  # drops the old rows of keys a retry withdrew
         if self._has_base:
-            yield from _files.row_groups(self._dir / file, schema)  # perhaps an older run's
+            yield from keep(_files.row_groups(self._dir / file, schema), BASE_SEQ)  # perhaps older
         for seq in self._parts:
-            yield from _files.row_groups(part_path(self._dir, seq, name), schema)
+            yield from keep(_files.row_groups(part_path(self._dir, seq, name), schema), seq)
         buffered = self._requests_buf if name == "requests" else self._hits_buf
         if buffered:
             yield pa.Table.from_batches(buffered)
 
-    def _recover(self, suite_hash: str, requests_planned: int | None) -> None:
-        found = recover(self._dir, suite_hash)
+    def _recover(self, suite_hash: str, requests_planned: int | None, retry: bool) -> None:
+        found = recover(self._dir, suite_hash, retry_failed=retry)
         self._parts, self._has_base = found.parts, found.has_base
+        self._withdrawn, self.retried = found.withdrawn, found.retried
         self._keys, self._failed = found.keys, found.failed
         self._pages, self._hits = found.pages, found.hits
         self.recovery = found.recovery
-        manifest = found.manifest
-        if requests_planned is not None:
-            manifest["counts"] = dict(manifest["counts"], requests_planned=requests_planned)
-        self._manifest = manifest
-        manifest.update(
-            status="running",
-            ended_at=None,
-            resumed_at=[*manifest.get("resumed_at", []), utc_now_iso()],
-            counts=self.counts.to_dict(),
-        )
-        write_manifest(self._dir, manifest)
+        self._manifest = found.reopened(requests_planned)  # any withdrawal: this write decides it
+        write_manifest(self._dir, self._manifest)
         self._open_segment(found.next_seq)
 
     def _release(self) -> None:

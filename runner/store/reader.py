@@ -12,7 +12,7 @@ written before an optional column existed (`runner.schema.OPTIONAL_COLUMNS`) is 
 column as nulls, so every reader sees the columns of today's schema. A run
 still `running` is refused unless the caller passes `allow_running=True`; locally it then reads
 what has reached Parquet so far (a resumed run's earlier rows and the rolled parts, not the last
-rows still in the journal).
+rows still in the journal), without the old rows of keys a retry withdrew (`_retry`).
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from runner.schema import (
 from runner.store import _manifest
 from runner.store._layout import PARTS_DIR, part_path, run_dir_for, safe_suite_name
 from runner.store._manifest import RunCounts, parse_manifest
+from runner.store._retry import BASE_SEQ, Withdrawn
 from runner.store.location import Location, resolve, scrub
 
 __all__ = [
@@ -218,22 +219,32 @@ def scan_table(run: RunRef, table: Table, *, allow_running: bool = False) -> pl.
         # Given the schema, the dataset reads an older file's missing optional columns as nulls.
         found = ds.dataset(target.path, filesystem=loc.fs, format="parquet", schema=schema)
         return pl.scan_pyarrow_dataset(found)
-    paths = [info.path / file]
+    paths, seqs = [info.path / file], [BASE_SEQ]
+    withdrawn = Withdrawn()
     if info.status == "running":
-        paths = [p for p in paths if p.exists()]
+        if not paths[0].exists():  # no finish yet
+            paths, seqs = [], []
         if table != "judgments":
+            withdrawn = Withdrawn.of(info.manifest, where=info.uri)  # a retry under way
             for hits in sorted((info.path / PARTS_DIR).glob("*-hits.parquet")):
                 seq = int(hits.name.split("-")[0])  # a hits part's presence commits its pair
                 paths.append(part_path(info.path, seq, table))
+                seqs.append(seq)
         if not paths:
             return pl.from_arrow(schema.empty_table()).lazy()  # type: ignore[union-attr]
     absent = [check_parquet(_named(loc, path), schema) for path in paths]
-    if not any(absent):
+    if not any(absent) and not withdrawn:
         return pl.scan_parquet(paths)
     # An older run (or an older run resumed by a newer version): each file as today's schema.
     types = pl.from_arrow(schema.empty_table()).schema  # type: ignore[union-attr]
     frames = [_with_nulls(pl.scan_parquet(p), a, types) for p, a in zip(paths, absent, strict=True)]
+    frames = [_without(f, withdrawn.void_in(seq)) for f, seq in zip(frames, seqs, strict=True)]
     return pl.concat(frames)
+
+
+def _without(frame: pl.LazyFrame, keys: frozenset[str]) -> pl.LazyFrame:
+    """`frame` without the rows of withdrawn `keys` (rows a retry under way replaces)."""
+    return frame.filter(~pl.col("request_key").is_in(sorted(keys))) if keys else frame
 
 
 def _with_nulls(frame: pl.LazyFrame, absent: list[str], types: pl.Schema) -> pl.LazyFrame:
