@@ -18,7 +18,7 @@ from typer.core import TyperCommand, TyperGroup
 from runner.cli._commands import COMMANDS
 from runner.errors import VlbenchError
 
-if TYPE_CHECKING:  # Typer vendors click: its classes are Typer's own click's, not click's
+if TYPE_CHECKING:  # the click Typer vendors, whose classes TyperGroup's methods take
     from typer._click import Command, Context
 
 __all__ = ["LazyGroup", "app", "command", "fail", "warn"]
