@@ -10,6 +10,7 @@ import os
 import pkgutil
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -50,6 +51,7 @@ def _commands() -> dict[str, Any]:
 
 
 COMMANDS = _commands()
+DEMO_SUITE = Path(__file__).resolve().parent.parent / "queries" / "demo.yaml"
 
 
 def test_the_cli_has_the_commands_the_readme_lists() -> None:
@@ -84,29 +86,6 @@ def test_the_table_of_commands_is_the_registered_commands() -> None:
         assert inspect.cleandoc(command.help or "").split("\n\n")[0] == listing.summary, name
 
 
-def _vlbench(argv: list[str], *, load_all: bool = False) -> subprocess.CompletedProcess[str]:
-    """`vlbench ARGV` in a fresh interpreter; stdout is its output, then (last line) the JSON list
-    of the modules of interest it imported."""
-    watched = sorted({f"runner.cli.{c.module}" for c in LISTED.values()} | set(HEAVY))
-    code = "\n".join(
-        [
-            "import importlib, json, sys",
-            f"sys.argv = ['vlbench', *{argv!r}]",
-            *(f"importlib.import_module({m!r})" for m in watched if load_all and ".cli." in m),
-            "from runner.cli import main",
-            "try:",
-            "    main()",
-            "except SystemExit:",
-            "    pass",
-            f"print(json.dumps([m for m in {watched!r} if m in sys.modules]))",
-        ]
-    )
-    env = {**os.environ, "COLUMNS": "100"}
-    return subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
-    )
-
-
 # What `vlbench --help` and the light commands must not import: the executor, the server,
 # pyarrow.dataset (it imports pandas), polars, evaluation's scipy and matplotlib, aiohttp.
 HEAVY = (
@@ -121,12 +100,35 @@ HEAVY = (
 )
 
 
+def _vlbench(argv: list[str], *, load_all: bool = False) -> subprocess.CompletedProcess[str]:
+    """`vlbench ARGV` in a fresh interpreter: its stdout, then on a last line the JSON list of the
+    watched modules it imported; its stderr and exit code."""
+    watched = sorted({f"runner.cli.{c.module}" for c in LISTED.values()} | set(HEAVY))
+    code = "\n".join(
+        [
+            "import importlib, json, sys",
+            f"sys.argv = ['vlbench', *{argv!r}]",
+            *(f"importlib.import_module({m!r})" for m in watched if load_all and ".cli." in m),
+            "from runner.cli import main",
+            "try:",
+            "    main()",
+            "finally:",  # then exit with the command's code
+            f"    print(json.dumps([m for m in {watched!r} if m in sys.modules]))",
+        ]
+    )
+    env = {**os.environ, "COLUMNS": "100"}
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+
+
 def test_help_lists_every_command_as_its_own_help_says() -> None:
     lazy = _vlbench(["--help"])
     loaded = _vlbench(["--help"], load_all=True)
     *listing, imported = lazy.stdout.splitlines()
     assert json.loads(imported) == []  # not one command module, nothing heavy
-    *expected, _ = loaded.stdout.splitlines()
+    *expected, imported = loaded.stdout.splitlines()
+    assert {f"runner.cli.{c.module}" for c in LISTED.values()} <= set(json.loads(imported))
     assert listing == expected
     shown = {line.split()[1] for line in listing if line.startswith("│ ") and line[2] != " "}
     assert set(LISTED) <= shown
@@ -140,9 +142,16 @@ def test_help_lists_every_command_as_its_own_help_says() -> None:
         pytest.param(["serve", "--help"], "serve", id="serve-help"),
         pytest.param(["validate", "--help"], "plan", id="validate-help"),
         pytest.param(["token"], "token", id="token"),
-        pytest.param(["validate", "queries/demo.yaml"], "plan", id="validate"),
+        pytest.param(["validate", str(DEMO_SUITE)], "plan", id="validate"),
     ],
 )
 def test_a_command_imports_its_own_module_and_nothing_heavy(argv: list[str], module: str) -> None:
     done = _vlbench(argv)
-    assert json.loads(done.stdout.splitlines()[-1]) == [f"runner.cli.{module}"], done.stderr
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1]) == [f"runner.cli.{module}"]
+
+
+def test_a_mistyped_command_is_told_the_one_it_resembles() -> None:
+    done = _vlbench(["rnu"])  # the group knows every name before any command module is imported
+    assert done.returncode == 2
+    assert "No such command 'rnu'. Did you mean 'run'?" in done.stderr
