@@ -140,6 +140,7 @@ def test_help_lists_every_command_as_its_own_help_says() -> None:
         pytest.param(["run", "--help"], "run", id="run-help"),
         pytest.param(["export", "--help"], "export", id="export-help"),
         pytest.param(["serve", "--help"], "serve", id="serve-help"),
+        pytest.param(["doctor", "--help"], "doctor", id="doctor-help"),
         pytest.param(["validate", "--help"], "plan", id="validate-help"),
         pytest.param(["token"], "token", id="token"),
         pytest.param(["validate", str(DEMO_SUITE)], "plan", id="validate"),
@@ -155,3 +156,10 @@ def test_a_mistyped_command_is_told_the_one_it_resembles() -> None:
     done = _vlbench(["rnu"])  # the group knows every name before any command module is imported
     assert done.returncode == 2
     assert "No such command 'rnu'. Did you mean 'run'?" in done.stderr
+
+
+def test_doctor_probes_by_default_with_the_doctors_own_default() -> None:
+    from runner.api.doctor import DEFAULT_PROBE
+
+    probe = next(p for p in COMMANDS["doctor"].params if p.name == "probe")
+    assert probe.default == DEFAULT_PROBE
