@@ -56,7 +56,7 @@ def run(
     Example: vlbench run queries/demo.yaml --out reports
     Resume:  vlbench run queries/demo.yaml --resume reports/suite=demo/run_date=.../run_id=...
     """
-    # The executor, the plan and the suite's models: imported to run, not for `run --help`.
+    # The plan and the suite's models (and in `_run` the executor): to run, not for --help.
     from runner.plan import parse_shard
     from runner.suite import load_suite
 
