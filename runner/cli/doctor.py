@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from runner.api.doctor import DEFAULT_PROBE, DoctorReport, diagnose, diagnose_url
 from runner.cli._app import app, fail
 from runner.errors import UsageError, VlbenchError
-from runner.execute import suite_client
-from runner.suite import load_suite
+
+if TYPE_CHECKING:
+    from runner.api.doctor import DoctorReport
 
 __all__ = ["doctor"]
+
+# `runner.api.doctor.DEFAULT_PROBE`, written out: importing the doctor (the client, polars) would
+# cost `doctor --help` 0.6 s. tests/test_cli_help.py checks that the two agree.
+DEFAULT_PROBE = "a dog"
 
 
 @app.command()
@@ -57,6 +61,10 @@ def doctor(
 async def _diagnose(
     suite: Path | None, base_url: str | None, dataset: str | None, probe: str, export: bool
 ) -> DoctorReport:
+    from runner.api.doctor import diagnose, diagnose_url  # the client and the executor: to run
+    from runner.execute import suite_client
+    from runner.suite import load_suite
+
     if base_url is not None:
         if suite is not None or dataset is None:
             raise UsageError("--base-url takes --dataset and no suite")

@@ -11,8 +11,7 @@ import typer
 
 from runner.cli._app import command
 from runner.errors import UsageError
-from runner.export.ids import GROUPINGS, ExportFormat, choose_format, export_run
-from runner.suite import load_suite
+from runner.export.formats import GROUPINGS, ExportFormat, choose_format
 
 __all__ = ["export", "merge", "push"]
 
@@ -86,6 +85,8 @@ def export(
     Live:    vlbench export --live queries/demo.yaml -o all.parquet --verify
     TREC:    vlbench export RUN --format trec --out trec/   (trec_eval trec/qrels.txt trec/*.run)
     """
+    from runner.export.ids import export_run  # polars and the reader: not for --help
+
     if fmt == "trec":
         _export_trec(source, out, mode, live=live)
         return
@@ -142,6 +143,7 @@ def _live(
 ) -> None:
     """`export --live`: the API's export jobs; print the fallbacks and differences it noted."""
     from runner.export.live import LiveOptions, live_export  # the executor, aiohttp
+    from runner.suite import load_suite
 
     options = LiveOptions(
         poll_interval_s=poll_interval, max_wait_s=max_wait, verify=verify, fallback=not no_fallback

@@ -9,8 +9,6 @@ import orjson
 import typer
 
 from runner.cli._app import command, warn
-from runner.plan import expand, parse_shard, shard, summarise
-from runner.suite import load_suite
 
 __all__ = ["plan", "validate"]
 
@@ -26,6 +24,10 @@ def validate(suite: SuiteArg) -> None:
     (judgments of query ids the suite lacks) is a `warning:` line on stderr.
     Example: vlbench validate queries/demo.yaml
     """
+    # The suite's models and the plan (pydantic, numpy: 0.25 s) are imported to run, not for --help.
+    from runner.plan import expand
+    from runner.suite import load_suite
+
     loaded = load_suite(suite)
     requests = len(expand(loaded).requests)
     warn(loaded.warnings)
@@ -44,6 +46,9 @@ def plan(
 
     Example: vlbench plan queries/demo.yaml --shard 1/4
     """
+    from runner.plan import expand, parse_shard, shard, summarise  # as in `validate`
+    from runner.suite import load_suite
+
     loaded = load_suite(suite)
     the_plan = expand(loaded)
     if shard_of is not None:

@@ -5,16 +5,16 @@ from __future__ import annotations
 import asyncio
 import signal
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from runner.cli._app import command, warn
 from runner.errors import UsageError, VlbenchError
-from runner.execute import RunControl, RunResult, run_suite
-from runner.execute.progress import make_progress
-from runner.plan import parse_shard
-from runner.suite import Suite, load_suite
+
+if TYPE_CHECKING:
+    from runner.execute import RunResult
+    from runner.suite import Suite
 
 __all__ = ["run", "summary"]
 
@@ -65,6 +65,10 @@ def run(
     Resume:  vlbench run queries/demo.yaml --resume reports/suite=demo/run_date=.../run_id=...
     Retry:   vlbench run queries/demo.yaml --resume --retry-failed
     """
+    # The plan and the suite's models (and in `_run` the executor): to run, not for --help.
+    from runner.plan import parse_shard
+    from runner.suite import load_suite
+
     if run_dir is not None and not resume:
         raise UsageError(f"{run_dir}: a run directory is only taken with --resume")
     if max_requests is not None and max_requests < 1:
@@ -103,6 +107,9 @@ async def _run(
     max_requests: int | None,
     retry_failed: bool,
 ) -> RunResult:
+    from runner.execute import RunControl, run_suite
+    from runner.execute.progress import make_progress
+
     control = RunControl()
     loop = asyncio.get_running_loop()
     # First Ctrl-C (or SIGTERM): stop taking work and finish the run `partial`; second: abort.

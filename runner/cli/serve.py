@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -16,8 +16,9 @@ from runner.server.config import (
     ServerConfig,
     fault_fields,
 )
-from runner.server.lifecycle import RunningServer
-from runner.server.workers import serve as serve_processes
+
+if TYPE_CHECKING:
+    from runner.server.lifecycle import RunningServer
 
 __all__ = ["serve"]
 
@@ -82,6 +83,8 @@ def serve(
     Example: vlbench serve --dataset-status "READ ONLY" --disable-feature semantic_search
     --fault export=canceled --fault contract=score-type-flip
     """
+    from runner.server.workers import serve as serve_processes  # the server: not for --help
+
     if dataset != "demo" and not Path(dataset).is_dir():
         fail(UsageError(f"--dataset: {dataset} is not a directory (or 'demo')"))
     try:

@@ -46,15 +46,16 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Final, Literal, get_args
+from typing import IO, Final
 
 import polars as pl
 import pyarrow.parquet as pq
 
 from runner.errors import RunError, UsageError, VlbenchError
+from runner.export.formats import FORMATS, GROUPINGS, ExportFormat, choose_format
 from runner.store.atomic import atomic_path
 from runner.store.location import scrub
 from runner.store.reader import RunRef, open_run, scan_hits, scan_requests
@@ -71,18 +72,6 @@ __all__ = [
     "write_ids",
 ]
 
-ExportFormat = Literal["csv", "jsonl", "parquet", "txt"]
-FORMATS: Final = get_args(ExportFormat)
-
-# group_by name -> the hit columns that make a group.
-GROUPINGS: Final[Mapping[str, tuple[str, ...]]] = {
-    "merged": (),
-    "query": ("query_id",),
-    "mode": ("mode",),
-    "setting": ("mode", "setting"),
-    "query-mode": ("query_id", "mode"),
-    "query-setting": ("query_id", "mode", "setting"),
-}
 EXPORT_COLUMNS: Final = (
     "media_id",
     "file_name",
@@ -99,14 +88,6 @@ _LIST_SEPARATOR: Final = ";"
 # ~2M hits with ~0.9M distinct items take ~450 MB in one pass, ~260 MB in four).
 HITS_PER_PARTITION: Final = 500_000
 _COPY_CHUNK: Final = 1024 * 1024
-# An output file's suffix -> the format it implies when none is asked for.
-_SUFFIXES: Final[Mapping[str, ExportFormat]] = {
-    ".csv": "csv",
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-    ".parquet": "parquet",
-    ".txt": "txt",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,16 +99,6 @@ class ExportResult:
     group_by: str
     rows: int
     run: str
-
-
-def choose_format(fmt: str | None, out: str) -> ExportFormat:
-    """The asked format, else the one the output's suffix names, else txt for stdout ("-")."""
-    chosen = fmt or (_SUFFIXES.get(Path(out).suffix.lower()) if out != "-" else "txt")
-    if chosen is None:
-        raise UsageError(f"--out {out}: say --format ({', '.join(FORMATS)})")
-    if chosen not in FORMATS:
-        raise UsageError(f"--format {chosen}: use one of {', '.join(FORMATS)}")
-    return chosen  # type: ignore[return-value]  # checked against FORMATS above
 
 
 def export_run(

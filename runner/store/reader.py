@@ -27,7 +27,6 @@ from typing import Any, Final, Literal
 
 import polars as pl
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -214,6 +213,8 @@ def scan_table(run: RunRef, table: Table, *, allow_running: bool = False) -> pl.
     file, schema = _TABLES[table]
     loc = info.location
     if loc.remote:
+        import pyarrow.dataset as ds  # imports pandas (0.3 s): only for a run on object storage
+
         target = loc.child(file)
         check_parquet(target, schema)
         # Given the schema, the dataset reads an older file's missing optional columns as nulls.
