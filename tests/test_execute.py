@@ -377,7 +377,7 @@ async def test_suite_client_uses_the_base_url_and_the_suite_s_auth_variables(
     suite = load_suite(
         write_suite(tmp_path, demo_server, auth={"token_env": "MY_TOKEN"}, rate_limit="unlimited")
     )
-    async with suite_client(suite, environ={"MY_TOKEN": "abc"}, shard_of=(1, 2)) as client:
+    async with suite_client(suite, environ={"MY_TOKEN": "token-abc"}, shard_of=(1, 2)) as client:
         assert (client.base_url, client.dataset_id) == (
             demo_server.base_url,
             demo_server.dataset_id,
