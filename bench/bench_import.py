@@ -64,6 +64,9 @@ class ReplayEncoder:
     def encode_query(self, text: str) -> F32:
         raise NotImplementedError("the import never embeds queries")
 
+    def knows(self, text: str) -> bool:
+        return False
+
 
 def synthetic_rows(n: int, captions: list[str], base: F32, seed: int = 0) -> tuple[list[str], F32]:
     """n captions and their vectors: caption a (+ suffix), vector of a mixed with b and noise."""

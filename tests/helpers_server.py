@@ -55,6 +55,9 @@ class HashEncoder:
         normalised: npt.NDArray[np.float32] = vector / np.linalg.norm(vector)
         return normalised
 
+    def knows(self, text: str) -> bool:
+        return True  # computed at once: as good as cached
+
 
 def import_small_dataset(
     directory: Path, dataset_id: str, rows: Sequence[Mapping[str, Any]]

@@ -325,6 +325,9 @@ class FailingEncoder:
     def encode_query(self, text: str) -> npt.NDArray[np.float32]:
         return self.inner.encode_query(text)
 
+    def knows(self, text: str) -> bool:
+        return self.inner.knows(text)
+
 
 @pytest.mark.parametrize("exc", [RuntimeError("encoder died"), KeyboardInterrupt()], ids=repr)
 def test_an_interrupted_import_leaves_nothing(
@@ -443,6 +446,9 @@ class HashEncoder:
     def encode_query(self, text: str) -> npt.NDArray[np.float32]:
         vector: npt.NDArray[np.float32] = self.encode([text])[0]
         return vector
+
+    def knows(self, text: str) -> bool:
+        return False
 
 
 def test_racing_demo_builds_share_one_complete_directory(

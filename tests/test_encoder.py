@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import numpy as np
 import pytest
 
 from runner.errors import VlbenchError
+from runner.server import encoder as encoder_module
 from runner.server.encoder import (
     EMBEDDING_DIM,
     Encoder,
@@ -125,6 +127,20 @@ def test_query_cache_returns_the_same_read_only_vector(encoder: Encoder) -> None
     assert first.shape == (encoder.dim,) == (EMBEDDING_DIM,)
     assert not first.flags.writeable
     np.testing.assert_allclose(first, encoder.encode(["two giraffes under a tree"])[0], atol=1e-6)
+
+
+def test_knows_says_which_texts_are_cached_and_forgets_the_oldest(
+    encoder: Encoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(encoder_module, "_QUERY_CACHE_SIZE", 2)
+    texts = [f"a zebra number {i} {uuid.uuid4().hex}" for i in range(3)]
+    assert not encoder.knows(texts[0])
+    first = encoder.encode_query(texts[0])
+    assert encoder.knows(texts[0]) and encoder.encode_query(texts[0]) is first
+    encoder.encode_query(texts[1])
+    encoder.encode_query(texts[0])  # used again: now the newest
+    encoder.encode_query(texts[2])  # over the size: the least recently used (texts[1]) goes
+    assert [encoder.knows(t) for t in texts] == [True, False, True]
 
 
 def test_concurrent_callers_get_the_sequential_vectors(

@@ -17,6 +17,7 @@ import pytest
 
 from runner.errors import DatasetError
 from runner.server import clusters as clusters_module
+from runner.server import index as index_module
 from runner.server.clusters import NEAR_DUPLICATE_SIMILARITY, build_clusters
 from runner.server.dataset import EMBEDDINGS_FILE, FTS_FILE, MEDIA_FILE, import_dataset
 from runner.server.demo import demo_images, labels_mentioned
@@ -470,3 +471,17 @@ def test_one_item_and_no_items() -> None:
     assert one.levels.tolist() == [[0, 0, 0, 0, 0]] and one.duplicate.tolist() == [0.0]
     none = build_clusters(np.zeros((0, 8), dtype=np.float32))
     assert none.levels.shape == (0, 5)
+
+
+def test_a_search_is_quick_unless_it_must_embed_or_the_dataset_is_large(
+    index: SearchIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Quick searches run on the server's event loop; the others in the index thread.
+    unseen = f"a red kite over the sea {uuid.uuid4().hex}"
+    assert index.is_quick(SearchRequest()) and index.is_quick(text("fts", unseen))
+    for op in ("semantic", "caption"):
+        assert not index.is_quick(text(op, unseen))  # its embedding is not computed yet
+    index.search_page_json(text("semantic", unseen), 0)
+    assert index.is_quick(text("caption", unseen))  # the same text: cached now
+    monkeypatch.setattr(index_module, "QUICK_MAX_ITEMS", index.n_images - 1)
+    assert not index.is_quick(text("fts", unseen))

@@ -66,7 +66,8 @@ class _State:
 
     async def in_index_thread(self, call: Callable[[], _T]) -> _T:
         # Searches are CPU-bound (numpy, SQLite, the encoder): off the event loop, so that
-        # healthchecks, latency faults and downloads stay responsive under load.
+        # healthchecks, latency faults and downloads stay responsive under load (a quick
+        # one, `SearchIndex.is_quick`, is cheaper than the hop here and runs on the loop).
         return await asyncio.get_running_loop().run_in_executor(self.executor, call)
 
 
@@ -190,9 +191,11 @@ async def _explore(request: web.Request) -> web.Response:
     search, page_number = parsed.request, parsed.page_number
     if not state.config.contract_changes:
         # The page comes as JSON bytes written from per-row fragments (runner.server.page).
-        clusters = await state.in_index_thread(
-            lambda: state.index.search_page_json(search, page_number, PAGE_SIZE)
-        )
+        def clusters_json() -> bytes:
+            return state.index.search_page_json(search, page_number, PAGE_SIZE)
+
+        quick = state.index.is_quick(search)
+        clusters = clusters_json() if quick else await state.in_index_thread(clusters_json)
         page_json = b'{"clusters":' + clusters + b',"metadata":{"used_duckdb":true}}'
         return web.Response(body=page_json, content_type="application/json")
 

@@ -123,6 +123,10 @@ class TextEncoder(Protocol):
         """(d,) float32, L2-normalised; implementations cache it."""
         ...
 
+    def knows(self, text: str) -> bool:
+        """Whether `encode_query(text)` is cached (costs nothing now)."""
+        ...
+
 
 def import_dataset(
     src: Path,

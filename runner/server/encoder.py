@@ -13,7 +13,7 @@ sentence-transformers' to ~2e-7 (`tests/test_encoder.py` checks stored reference
     cosine = vectors @ query
 
 Both methods are safe to call from several threads at once: the weights are read-only and the
-query cache is an `lru_cache`.
+query cache is an LRU under a lock (`knows(text)` says whether a text is in it).
 
 Threads: loading an encoder limits BLAS (numpy's OpenBLAS) to one thread per call, for the whole
 process, and `encode` runs its batches on a thread per core instead. On this project's 2-core
@@ -26,13 +26,13 @@ BLAS threads even on an idle machine.
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import json
 import math
 import os
 import threading
 import zipfile
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -172,7 +172,8 @@ class Encoder:
             )
         for array in self._arrays():
             array.flags.writeable = False
-        self._query_cache = functools.lru_cache(maxsize=_QUERY_CACHE_SIZE)(self._encode_one)
+        self._queries: OrderedDict[str, Floats] = OrderedDict()  # an LRU, by text
+        self._queries_lock = threading.Lock()
 
     @classmethod
     def from_zip(cls, path: Path) -> Encoder:
@@ -249,7 +250,22 @@ class Encoder:
 
     def encode_query(self, text: str) -> Floats:
         """Embed one text: a read-only (384,) float32 L2-normalised vector, cached by text."""
-        return self._query_cache(text)
+        with self._queries_lock:
+            vector = self._queries.get(text)
+            if vector is not None:
+                self._queries.move_to_end(text)
+                return vector
+        vector = self._encode_one(text)  # outside the lock: other threads go on meanwhile
+        with self._queries_lock:
+            self._queries[text] = vector
+            while len(self._queries) > _QUERY_CACHE_SIZE:
+                self._queries.popitem(last=False)
+        return vector
+
+    def knows(self, text: str) -> bool:
+        """Whether `encode_query(text)` is cached (the server then searches on its event loop)."""
+        with self._queries_lock:
+            return text in self._queries
 
     def _encode_one(self, text: str) -> Floats:
         vector: Floats = self._embed([self._tokenizer.encode(text).ids])[0]
