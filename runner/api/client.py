@@ -9,8 +9,8 @@ fresh token; `get_json` and `download` also follow redirects). Retries, backoff 
 are the scheduler's business (`runner.execute`); this module says what happened, precisely
 enough to decide:
 
-- `Page` (`runner.api.pages`): a 2xx search body that is the documented JSON, parsed with
-  orjson into one Arrow array a page (no Python object a hit), tolerant of the variants the
+- `Page` (`runner.api.pages`): a 2xx search body that is the documented JSON, decoded typed
+  (msgspec) into one Arrow array a page (no Python dict a hit), tolerant of the variants the
   contract warns about (`total_pages`, null `labels`, string thresholds and scores, null
   `previews`);
 - `ApiError` (status, detail, request key) for any other status; `AuthError` for 401/403;

@@ -142,10 +142,10 @@ class Cluster:
 class Page:
     """One page of a search: up to 100 clusters; `total_pages` when the API said so.
 
-    `stored` holds what a run stores of the clusters, in the API's order, each with its
-    previews best first (`_StoredCluster`); `data` gives them as one Arrow array of
-    `CLUSTER_TYPE`. `clusters` gives every field the API sent as `Cluster` objects, read from
-    `body` again on each access.
+    `data` holds what a run stores of the clusters: one Arrow struct array of `CLUSTER_TYPE`, in
+    the API's order, each with its previews nested best first (`cluster_id`, `n_images` and
+    every `media_id` are never null; `previews` may be null for none). `clusters` gives every
+    field the API sent as `Cluster` objects, read from `body` again on each access.
     """
 
     page_number: int
