@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import orjson
 import polars as pl
 import polars.testing
 import pyarrow as pa
@@ -339,7 +340,7 @@ def half_failed(i: int) -> tuple[pa.Table, pa.Table]:
 
 
 def _retry_in_child_and_kill(run_dir: Path, retry: bool, delay: float) -> bool:
-    """Resume `run_dir` in a writer process, SIGKILL it after `delay` s; True if it finished."""
+    """Resume `run_dir` in a writer process, kill it after `delay` s; True if its finish landed."""
     args = [str(run_dir), str(KILLED_UNITS), "retry" if retry else "plain"]
     with subprocess.Popen(
         [sys.executable, "-c", CHILD, *args],
@@ -354,7 +355,18 @@ def _retry_in_child_and_kill(run_dir: Path, retry: bool, delay: float) -> bool:
             pytest.fail(f"the writer process did not start: {proc.stderr.read()}")
         time.sleep(delay)
         proc.kill()
-        return proc.stdout.read().strip() == "finished"
+        proc.wait()
+    # Judged from disk, not from "finished": the kill may land between the finish and the print.
+    return _finish_committed(run_dir)
+
+
+def _finish_committed(run_dir: Path) -> bool:
+    """True once a finish is on disk: the manifest says so, or a written `_finalise.json` does."""
+    plan = run_dir / FINALISE_FILE
+    manifest = (
+        orjson.loads(plan.read_bytes())["manifest"] if plan.exists() else read_manifest(run_dir)
+    )
+    return bool(manifest["status"] == "complete")
 
 
 @pytest.mark.slow
