@@ -27,6 +27,7 @@ from runner.cli import app
 from runner.errors import UsageError
 from runner.execute import ExecuteOptions, RetryPolicy, run_plan
 from runner.plan import expand
+from runner.report import report_run
 from runner.server.lifecycle import ServerThread
 from runner.store import RunWriter, read_manifest, scan_hits
 from runner.suite import load_suite, suite_hash
@@ -131,7 +132,15 @@ def test_retry_failed_ends_with_the_rows_of_a_clean_run(
     assert f"retrying {to_retry} failed" in done.stderr  # the progress says so from the start
     assert "run complete: 11/11 requests (0 failed)" in done.stdout
     assert_clean(failed, clean)
-    assert len(read_manifest(failed)["resumed_at"]) == 1
+    manifest = read_manifest(failed)
+    assert len(manifest["resumed_at"]) == 1
+    # The retry outlives the finish: the manifest and the report say what was sent again.
+    [retry] = manifest["retries"]
+    assert retry["requests"] == to_retry
+    assert manifest["started_at"] < retry["at"] < manifest["ended_at"]
+    report = report_run(failed, out_dir=tmp_path / "report").markdown.read_text()
+    assert f"- **failed requests sent again**: {to_retry} on {retry['at'][:10]}" in report
+    assert "- **resumed**: once, last " in report
 
 
 def test_a_retry_stopped_half_way_is_completed_by_a_plain_resume(

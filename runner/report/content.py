@@ -52,6 +52,8 @@ _RUN_KEYS: Final = (
     "tool_version",
     "shard",
     "dataset_caveat",
+    "resumed_at",
+    "retries",
 )
 
 

@@ -64,10 +64,32 @@ def run_facts(content: ReportContent) -> list[tuple[str, str]]:
             else None,
         ),
         ("hits", fmt(counts.get("hits")) if counts else None),
+        ("resumed", _resumes(run.get("resumed_at"))),
+        ("failed requests sent again", _retries(run.get("retries"))),
         ("queries", f"{queries.height} ({int(queries['judged'].sum())} with judgments)"),
         ("report written", _when(content.generated_at)),
     ]
     return [(label, str(value)) for label, value in facts if value not in (None, "")]
+
+
+def _resumes(stamps: object) -> str | None:
+    """How often the run was resumed, and when last (none: no line)."""
+    if not isinstance(stamps, list) or not stamps:
+        return None
+    times = "once" if len(stamps) == 1 else f"{len(stamps)} times"
+    return f"{times}, last {_when(stamps[-1])}"
+
+
+def _retries(retries: object) -> str | None:
+    """Each `--retry-failed` of the run: how many failed requests it sent again, and when."""
+    if not isinstance(retries, list):
+        return None
+    said = [
+        f"{fmt(r.get('requests'))} on {_when(r.get('at'))}"
+        for r in retries
+        if isinstance(r, Mapping)
+    ]
+    return "; ".join(said) or None
 
 
 def _when(stamp: object) -> str | None:

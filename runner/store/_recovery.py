@@ -20,7 +20,7 @@ from runner.schema import HITS_FILE, HITS_SCHEMA, REQUESTS_FILE, REQUESTS_SCHEMA
 from runner.store import _files
 from runner.store._layout import FINALISE_FILE, JOURNAL_DIR, PARTS_DIR, part_path
 from runner.store._manifest import RunCounts, read_manifest, utc_now_iso
-from runner.store._retry import BASE_SEQ, WITHDRAWN, Withdrawn
+from runner.store._retry import BASE_SEQ, RETRIES, WITHDRAWN, Withdrawn
 from runner.store.atomic import fsync_dir
 
 __all__ = ["Recovered", "Recovery", "check_resumable", "failed_keys", "recover"]
@@ -143,6 +143,9 @@ def recover(run_dir: Path, suite_hash: str, *, retry_failed: bool = False) -> Re
         found.retried = len(found.failed)
         found.withdrawn = found.withdrawn.adding(found.failed, found.next_seq)
         manifest[WITHDRAWN] = found.withdrawn.to_json()
+        # Kept after the finish (unlike `withdrawn`): a report says which failures were retried.
+        retry = {"at": utc_now_iso(), "requests": found.retried}
+        manifest[RETRIES] = [*manifest.get(RETRIES, []), retry]
         found.keys, found.failed, found.pages = set(), set(), 0
         _count_requests(run_dir, found)
     _count_hits(run_dir, found)

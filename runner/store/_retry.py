@@ -14,6 +14,8 @@ it comes from a source older than `before_part`: the final files (`BASE_SEQ`) or
 Every reader of a run's parts drops them: recovery's keys and counts, `finish` streaming into the
 final files, and the reader of a running run. `finish` writes the final files without them and
 its manifest without `withdrawn`, in the one step (`_finalise.json`) that commits both.
+The decision's write also appends `{"at": ..., "requests": n}` to the manifest's `retries`,
+which the finish keeps: a report says what was sent again, and when.
 
 A key withdrawn twice (it failed again, and a second retry was asked before the run finished)
 keeps the later `before_part`: its rows of the first retry are old by then too.
@@ -30,9 +32,10 @@ import pyarrow.compute as pc
 
 from runner.errors import RunError
 
-__all__ = ["BASE_SEQ", "WITHDRAWN", "Withdrawn"]
+__all__ = ["BASE_SEQ", "RETRIES", "WITHDRAWN", "Withdrawn"]
 
 WITHDRAWN: Final = "withdrawn"  # the manifest's key
+RETRIES: Final = "retries"  # the manifest's record of each retry: [{"at": ..., "requests": n}]
 BASE_SEQ: Final = -1  # the sequence number of the final files: older than every part
 _T = TypeVar("_T", pa.Table, pa.RecordBatch)
 
