@@ -19,6 +19,7 @@ from runner.api.auth import (
     Credentials,
     EnvNames,
     TokenSource,
+    TokenVerifier,
     bearer_header,
     mint_token,
     read_env_auth,
@@ -80,6 +81,30 @@ def test_max_age_expires_a_token_early() -> None:
     verify_token(token, SECRETS, now=NOW + 4, max_age_s=5)
     with pytest.raises(AuthError, match="expired"):
         verify_token(token, SECRETS, now=NOW + 5, max_age_s=5)
+
+
+def test_a_remembered_token_is_still_judged_on_its_times() -> None:
+    verify = TokenVerifier(SECRETS, max_age_s=5, size=2)
+    token = mint_token(CREDS, ttl_s=600, now=NOW)
+    assert verify(token, now=NOW + 1) == verify_token(token, SECRETS, now=NOW + 1)
+    assert verify(token, now=NOW + 4)["sub"] == CREDS.api_key  # remembered: no signature check
+    with pytest.raises(AuthError, match="older than 5 s"):
+        verify(token, now=NOW + 5)
+    with pytest.raises(AuthError, match="issued in the future"):
+        verify(mint_token(CREDS, ttl_s=600, now=NOW + 3600), now=NOW)
+
+
+def test_a_token_verifier_remembers_only_tokens_that_verified() -> None:
+    verify = TokenVerifier(SECRETS, max_age_s=None, size=2)
+    forged = mint_token(Credentials(CREDS.api_key, "another-secret"), now=NOW)
+    for _ in range(2):  # refused again: a refusal is never remembered as a pass
+        with pytest.raises(AuthError, match="signature"):
+            verify(forged, now=NOW)
+    tokens = [mint_token(CREDS, ttl_s=600 + i, now=NOW) for i in range(5)]
+    for token in tokens * 2:  # more tokens than it keeps: forgets, verifies again, same claims
+        assert verify(token, now=NOW)["exp"] == verify_token(token, SECRETS, now=NOW)["exp"]
+    with pytest.raises(AuthError, match="expired"):
+        verify(tokens[0], now=NOW + 600)
 
 
 def test_wrong_secret_is_refused() -> None:

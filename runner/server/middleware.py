@@ -20,7 +20,7 @@ import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from runner.api.auth import verify_token
+from runner.api.auth import TokenVerifier
 from runner.errors import AuthError
 from runner.server.errors import HttpError, ValidationFailed
 from runner.server.faults import Decision, FaultInjector, retry_after_header
@@ -164,6 +164,8 @@ def auth_middleware(secrets: Mapping[str, str], *, max_age_s: float | None) -> M
     presigned URL); an unknown route is a 404 whether or not a token came with it.
     """
 
+    verify = TokenVerifier(secrets, max_age_s=max_age_s)
+
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         if _auth_free(request):
@@ -177,7 +179,7 @@ def auth_middleware(secrets: Mapping[str, str], *, max_age_s: float | None) -> M
                 401, "Invalid authorization header: expected 'Bearer <token>'", headers=_CHALLENGE
             )
         try:
-            verify_token(token.strip(), secrets, max_age_s=max_age_s)
+            verify(token.strip())
         except AuthError as exc:
             raise HttpError(401, f"Invalid token: {exc.detail}", headers=_CHALLENGE) from None
         return await handler(request)
