@@ -252,7 +252,7 @@ def test_stop_leaves_a_partial_run_that_resumes_to_the_same_rows(
 async def test_abort_cancels_requests_in_flight(
     start_server: StartServer, api_credentials: Credentials, tmp_path: Path
 ) -> None:
-    server = start_server(latency_ms=2000)
+    server = start_server(latency_ms=30_000)  # answers that would outlast any slow machine
     suite = load_suite(write_suite(tmp_path, server))
     plan = expand(suite)
     writer = new_writer(tmp_path, suite, plan, server.base_url)
@@ -268,7 +268,7 @@ async def test_abort_cancels_requests_in_flight(
         control.stop()
         control.stop()  # the second Ctrl-C aborts
         result = await task
-    assert time.monotonic() - started < 1.5  # not waiting for the 2 s answers
+    assert time.monotonic() - started < 15  # not waiting for the 30 s answers (a hang, not speed)
     assert result.status == "partial" and result.interrupted
     assert result.counts.requests_done == 0 and result.stats.sent == 4
     assert read_manifest(result.run_dir)["status"] == "partial"
@@ -336,7 +336,7 @@ def test_shard_takes_its_share_of_the_rate_limit() -> None:
 async def test_stop_before_the_first_search_writes_nothing(
     start_server: StartServer, tmp_path: Path
 ) -> None:
-    server = start_server(latency_ms=1500)  # the preflight is slow to answer
+    server = start_server(latency_ms=30_000)  # the preflight is slow to answer
     suite = load_suite(write_suite(tmp_path, server))
     control = RunControl()
     asyncio.get_running_loop().call_later(0.2, control.stop)
@@ -344,7 +344,7 @@ async def test_stop_before_the_first_search_writes_nothing(
     with pytest.raises(RunInterrupted) as caught:
         await run_suite(suite, out=tmp_path / "r", control=control, environ=DEMO_ENV)
     assert caught.value.exit_code == 130
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 15  # not waiting for the answer (a hang, not speed)
     assert not (tmp_path / "r").exists()
 
 
