@@ -230,4 +230,5 @@ def push(
     from runner.store.push import push_run
 
     result = push_run(run_dir, dest, overwrite=overwrite)
-    typer.echo(f"pushed {len(result.files)} files ({result.bytes} bytes) to {result.uri}")
+    labels = f", {result.labels} new label(s) of the suite" if result.labels else ""
+    typer.echo(f"pushed {len(result.files)} files ({result.bytes} bytes){labels} to {result.uri}")

@@ -26,6 +26,7 @@ import polars as pl
 
 from runner.errors import RunError, SuiteError
 from runner.schema import JUDGMENTS_SCHEMA
+from runner.store.labels_log import pull_suite_log
 from runner.store.reader import RunRef, local_dir, open_run, scan_hits, scan_judgments
 from runner.suite.files import parse_qrels_lines
 
@@ -176,15 +177,20 @@ def load_run_judgments(
     """The run's hits (lazy) and its media-level qrels: `judgments.parquet` plus qrels files.
 
     With `judgments_store`, the labels given in `vlbench judge` (the store beside the suite's
-    runs, `runner.judge.labels`) are added too. The one place judgments are resolved:
+    runs, `runner.judge.labels`) are added too; for a run on object storage, the log pushed
+    beside it is first added to the local store (`store.labels_log`). The one place judgments
+    are resolved:
     `evaluate_run` carries the result in `Evaluation.qrels`, and `write_judge_todo` uses it.
     """
-    from runner.judge.labels import store_judgments  # the judging page's store, read-only here
+    from runner.judge.labels import store_judgments  # the judging page's store
 
     info = open_run(run)
     hits = scan_hits(info)
     sources = [scan_judgments(info).collect().cast(empty_judgments().schema)]
     sources += [load_qrels(path) for path in extra_judgments or ()]
     if judgments_store:
-        sources.append(store_judgments(local_dir(info)))
+        local = local_dir(info)
+        if info.location.remote:  # the labels pushed beside it join the local store first
+            pull_suite_log(info.location, local)
+        sources.append(store_judgments(local))
     return hits, resolve_judgments(pl.concat(sources), hits)

@@ -9,9 +9,11 @@ What (one file is the truth, the others are derived from it):
 - `labels.jsonl`: the append-only log, one JSON object a line: `time`, `rater`, `op` ("grade",
   or "undo": take back that rater's latest grade still standing), `run_id`, `query_id`,
   `media_id`, `grade`, `best_rank` and `ranks` (`[{mode, rank}]`, best in each mode). Each line is
-  one `write` on an `O_APPEND` descriptor followed by `fsync`, so a crash loses at most the
-  label being given, and several raters (processes) append to one log without interleaving.
-  A line torn by a crash (the last one, without its newline) is ignored when read.
+  one `write` on an `O_APPEND` descriptor under a lock, followed by `fsync`, so a crash loses at
+  most the label being given, and several raters (processes) append to one log without
+  interleaving. A line torn by a crash (the last one, without its newline) is ignored when read
+  and cut off before the next append (`runner.store.labels_log`, which also carries the log to
+  and from object storage with the runs).
 - `labels.parquet`: the same log as Parquet (rater, time, rank, ...), for DuckDB or Polars.
   Parquet cannot be appended to, so it is rewritten from the log (atomically) when a judging
   session closes, rather than written in small parts that a crash could leave half-made.
@@ -41,6 +43,7 @@ import polars as pl
 from runner.errors import RunError, UsageError
 from runner.schema import JUDGMENTS_SCHEMA
 from runner.store.atomic import atomic_write_bytes
+from runner.store.labels_log import LOG_FILE, STORE_DIR, append_lines, store_dir
 
 __all__ = [
     "GRADES",
@@ -61,8 +64,6 @@ __all__ = [
     "store_judgments",
 ]
 
-STORE_DIR: Final = "_judgments"
-LOG_FILE: Final = "labels.jsonl"
 PARQUET_FILE: Final = "labels.parquet"
 QRELS_DIR: Final = "qrels"
 CONSENSUS_FILE: Final = "judgments.qrels"
@@ -144,27 +145,9 @@ def check_grade(value: object) -> int:
     return value
 
 
-def store_dir(run_dir: Path | str) -> Path:
-    """The judgments store of a run: beside its suite (see the module docstring)."""
-    run_dir = Path(run_dir)
-    suite = run_dir.parent.parent
-    if run_dir.name.startswith("run_id=") and suite.name.startswith("suite="):
-        return suite / STORE_DIR
-    return run_dir / STORE_DIR
-
-
 def append_label(store: Path, label: Label) -> None:
     """Append one label to the log: one write, then fsync, before this returns."""
-    store.mkdir(parents=True, exist_ok=True)
-    line = label.to_json()
-    fd = os.open(store / LOG_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        written = os.write(fd, line)
-        if written != len(line):  # a full disk: say so rather than leave half a label
-            raise OSError(f"short write to {store / LOG_FILE}: {written} of {len(line)} bytes")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    append_lines(store / LOG_FILE, label.to_json())
 
 
 def _bad_line(path: Path, data: bytes) -> RunError:

@@ -8,7 +8,8 @@ Reading a run (everyone), from a path or an `s3://`/`gs://` URI (`reader`): `ope
 `find_runs`, `latest_run`. Rewriting a run's manifest: `write_manifest`. Writing any other
 file: `atomic.atomic_write` / `atomic_path`.
 Elsewhere in the room: `location` (where a run is), `push` (copy a run to a bucket), `merge`
-(shards into one run). Layout: `run_dir_for`, `new_run_id`. Columns: `runner.schema`.
+(shards into one run), `labels_log` (the suite's judgments log as a file, carried with push).
+Layout: `run_dir_for`, `new_run_id`. Columns: `runner.schema`.
 """
 
 from runner.store._layout import new_run_id, run_dir_for, safe_suite_name

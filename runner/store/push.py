@@ -4,6 +4,7 @@
 
 Runs keep their hive layout on the bucket (`<prefix>/suite=<name>/run_date=<date>/run_id=<id>/`),
 so `vlbench export`, `report` and `history` read them in place, and so do DuckDB, Spark or Trino.
+The suite's judgments log travels along, to `<prefix>/suite=<name>/_judgments/` (`labels_log`).
 Each file is written whole through `atomic_write` (object stores show an object once its upload
 completes; a local destination gets a temp name and a rename), the manifest LAST: a reader that
 finds a run's manifest finds all of its files.
@@ -22,6 +23,7 @@ import pyarrow.fs as pafs
 from runner.errors import RunError
 from runner.schema import MANIFEST_FILE
 from runner.store.atomic import atomic_write
+from runner.store.labels_log import suite_log, sync_log
 from runner.store.location import Location, resolve, scrub
 from runner.store.reader import RunRef, hive_rel, open_run, read_manifest, scan_table
 
@@ -37,6 +39,7 @@ class PushResult:
     uri: str
     files: tuple[str, ...]
     bytes: int
+    labels: int = 0  # lines of the suite's judgments log the destination did not have yet
 
 
 def push_run(
@@ -52,7 +55,8 @@ def push_run(
     the run is copied (Parquet, manifest, metrics, reports; never `_journal`/`_parts` or hidden
     temp files), the manifest last. A run still `running`, one whose Parquet files are missing or
     corrupt, or one already at `dest` (unless `overwrite`), is refused with `RunError`; nothing
-    is written then.
+    is written then. The suite's judgments log goes along, merged with the one at `dest`
+    (`labels_log`: the lines it lacks are added), after the manifest.
     """
     info = open_run(run)  # refuses a running run, names a missing one
     for table in ("requests", "hits", "judgments"):  # a corrupt run is refused before any copy
@@ -73,7 +77,8 @@ def push_run(
     if not target.remote:
         target.fs.create_dir(target.path, recursive=True)
     total = sum(_copy(source.child(name), target.child(name)) for name in names)
-    return PushResult(target.uri, tuple(names), total)
+    labels = sync_log(suite_log(source), suite_log(target))
+    return PushResult(target.uri, tuple(names), total, labels)
 
 
 def _copy(source: Location, target: Location) -> int:

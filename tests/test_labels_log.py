@@ -1,0 +1,105 @@
+"""The suite's judgments log travels with its runs: pushed beside them, read back by a teammate.
+
+Unit checks of the merge of two logs, then the round trip over a local S3 server (moto): a
+rater's labels go up with `vlbench push`, and a report of the pushed run made elsewhere counts
+them, exactly as a report of the local run does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from run_builder import build_run
+from test_storage import HITS, s3, s3_endpoint  # noqa: F401 - the moto fixtures
+from typer.testing import CliRunner
+
+from runner.cli import app
+from runner.evaluate.run import evaluate_run
+from runner.judge.labels import LOG_FILE, Label, append_label, read_log, store_dir
+from runner.store.labels_log import missing_lines, suite_log, sync_log
+from runner.store.location import resolve
+from runner.store.push import push_run
+
+HIVE = Path("suite=test/run_date=2024-01-01/run_id=test-run")
+
+
+def _label(rater: str, query: str, media: str, grade: int) -> Label:
+    return Label(rater=rater, query_id=query, media_id=media, grade=grade, run_id="test-run")
+
+
+def test_missing_lines_are_the_whole_new_lines_in_their_order_once() -> None:
+    have = b"a\nb\n"
+    assert missing_lines(have, b"b\nc\na\nd\nc\n") == b"c\nd\n"
+    assert missing_lines(have, b"c\nd") == b"c\n"  # a torn last line is no line
+    assert missing_lines(b"", b"\n\nx\n") == b"x\n"  # blank lines are none either
+    assert missing_lines(have + b"tor", b"tor\n") == b"tor\n"  # a torn line is not had
+
+
+def test_a_label_after_a_crash_mid_label_leaves_a_readable_log(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    append_label(store, _label("ana", "q1", "m1", 1))
+    with open(store / LOG_FILE, "ab") as f:
+        f.write(b'{"time": "2024-01-01T00:00:00+00:00", "rater": "ana", "op": "gr')  # a crash
+    append_label(store, _label("ana", "q1", "m2", 2))
+    log = read_log(store)  # the torn label was cut off, not glued to the new one
+    assert log.select("media_id", "grade").rows() == [("m1", 1), ("m2", 2)]
+
+
+def test_the_log_beside_a_run_wherever_it_is(tmp_path: Path) -> None:
+    run = resolve(tmp_path / HIVE)
+    assert Path(suite_log(run).path) == store_dir(tmp_path / HIVE) / LOG_FILE
+    loose = resolve(tmp_path / "copy")
+    assert Path(suite_log(loose).path) == store_dir(tmp_path / "copy") / LOG_FILE
+    remote = resolve(f"s3://bucket/nightly/{HIVE.as_posix()}/", environ={})
+    assert suite_log(remote).uri == "s3://bucket/nightly/suite=test/_judgments/labels.jsonl"
+    assert suite_log(remote).path == "bucket/nightly/suite=test/_judgments/labels.jsonl"
+
+
+def test_sync_adds_only_what_the_target_lacks(tmp_path: Path) -> None:
+    source, target = tmp_path / "a" / LOG_FILE, tmp_path / "b" / LOG_FILE
+    append_label(source.parent, _label("ana", "q1", "m1", 1))
+    append_label(source.parent, _label("ana", "q1", "m2", 2))
+    assert sync_log(resolve(source), resolve(target)) == 2
+    assert sync_log(resolve(source), resolve(target)) == 0
+    append_label(target.parent, _label("bo", "q1", "m1", 0))
+    assert sync_log(resolve(source), resolve(target)) == 0  # nothing of the target is removed
+    assert read_log(target.parent)["rater"].to_list() == ["ana", "ana", "bo"]
+    assert sync_log(resolve(tmp_path / "none" / LOG_FILE), resolve(target)) == 0
+
+
+def test_labels_travel_with_a_pushed_run_to_a_teammates_report(
+    s3: str,  # noqa: F811 - the fixture
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    run = build_run(tmp_path / "ana", hits=HITS)  # the run holds no judgments of its own
+    store = store_dir(run)
+    append_label(store, _label("ana", "q1", "m2", 3))
+    append_label(store, _label("ana", "q2", "m3", 2))
+    pushed = push_run(run, s3)
+    assert pushed.labels == 2
+    remote_log = suite_log(resolve(pushed.uri))
+    assert remote_log.uri == f"{s3}/suite=test/_judgments/labels.jsonl"
+    assert remote_log.read_bytes() == (store / LOG_FILE).read_bytes()
+
+    elsewhere = tmp_path / "bo"  # a teammate's machine: no local copy of the run or labels
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    remote, local = evaluate_run(pushed.uri), evaluate_run(run)
+    assert remote.qrels.height == 2 and remote.qrels.equals(local.qrels)
+    assert remote.summary.equals(local.summary)
+    pulled = store_dir(elsewhere / "reports" / HIVE)
+    assert read_log(pulled).height == 2
+    evaluate_run(pushed.uri)  # read again: nothing is added twice
+    assert read_log(pulled).height == 2
+
+    # Another night of the suite, one more label: the bucket's log gains that one only.
+    append_label(store, _label("ana", "q1", "m1", 1))
+    night = build_run(tmp_path / "ana", hits=HITS, run_id="night-2")
+    assert store_dir(night) == store
+    result = CliRunner().invoke(app, ["push", str(night), s3])
+    assert result.exit_code == 0, result.output
+    assert ", 1 new label(s) of the suite" in result.stdout
+    assert remote_log.read_bytes() == (store / LOG_FILE).read_bytes()
+    assert "testing" not in result.output  # the credentials never show
