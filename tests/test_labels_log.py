@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import polars as pl
 import pytest
 from run_builder import build_run
-from test_storage import HITS, s3, s3_endpoint  # noqa: F401 - the moto fixtures
+from test_storage import HITS, _shard, s3, s3_endpoint  # noqa: F401 - the moto fixtures
 from typer.testing import CliRunner
 
 from runner.cli import app
@@ -19,6 +20,7 @@ from runner.evaluate.run import evaluate_run
 from runner.judge.labels import LOG_FILE, Label, append_label, read_log, store_dir
 from runner.store.labels_log import missing_lines, suite_log, sync_log
 from runner.store.location import resolve
+from runner.store.merge import merge_runs
 from runner.store.push import push_run
 
 HIVE = Path("suite=test/run_date=2024-01-01/run_id=test-run")
@@ -103,3 +105,17 @@ def test_labels_travel_with_a_pushed_run_to_a_teammates_report(
     assert ", 1 new label(s) of the suite" in result.stdout
     assert remote_log.read_bytes() == (store / LOG_FILE).read_bytes()
     assert "testing" not in result.output  # the credentials never show
+
+
+def test_a_merge_joins_the_shards_judgments_logs(tmp_path: Path) -> None:
+    shards = [_shard(tmp_path, k) for k in (1, 2)]
+    append_label(store_dir(shards[0]), _label("ana", "q1", "m1", 3))
+    append_label(store_dir(shards[1]), _label("bo", "q2", "m3", 1))
+    with open(store_dir(shards[1]) / LOG_FILE, "ab") as log:
+        log.write((store_dir(shards[0]) / LOG_FILE).read_bytes())  # a label both logs hold
+    result = merge_runs(shards, tmp_path / "out")
+    assert result.labels == 2
+    merged = read_log(store_dir(result.run_dir))
+    assert sorted(merged.select("rater", "media_id").rows()) == [("ana", "m1"), ("bo", "m3")]
+    qrels = evaluate_run(result.run_dir).qrels
+    assert qrels.filter(pl.col("media_id") == "m1")["grade"].to_list() == [3]  # ana's label

@@ -200,6 +200,7 @@ def merge(
     typer.echo(
         f"merged {len(result.shards)} shards: {counts.requests_done} requests, "
         f"{counts.pages} pages, {counts.hits} hits"
+        + (f", {result.labels} new label(s) of the suite" if result.labels else "")
     )
     typer.echo(f"run_dir: {result.run_dir}")
 

@@ -24,7 +24,8 @@ The merged run is written in a hidden directory beside its final place, fsynced,
 into place when complete, so a reader never sees half a merged run (the directory-level form of
 `store.atomic`). Shards may be local or on `s3://` / `gs://` (read through `store.reader`); the
 merged run is local. On any failure nothing is left: not the hidden directory, nor the
-`suite=`/`run_date=` folders made for it.
+`suite=`/`run_date=` folders made for it. Once it is in place, the judgments logs beside the
+shards (`labels_log`) add the lines the merged run's suite log lacks.
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ from runner.schema import (
 from runner.store._layout import make_folders, new_run_id, remove_folders, run_dir_for
 from runner.store._manifest import RunCounts
 from runner.store.atomic import fsync_dir, fsync_file, write_error
-from runner.store.location import scrub
+from runner.store.labels_log import suite_log, sync_log
+from runner.store.location import resolve, scrub
 from runner.store.reader import (
     RunInfo,
     RunRef,
@@ -92,6 +94,7 @@ class MergeResult:
     run_id: str
     shards: tuple[str, ...]
     counts: RunCounts
+    labels: int = 0  # lines of the shards' judgments logs the merged run's suite log lacked
 
 
 def canonical_order(frame: pl.LazyFrame | pl.DataFrame, table: str) -> pl.LazyFrame:
@@ -144,7 +147,10 @@ def merge_runs(
         if isinstance(exc, OSError):  # the disk, not the shards (a full disk): exit 1
             raise write_error(final, exc) from None
         raise
-    return MergeResult(final, new_id, tuple(str(i.shard) for i in infos), counts)
+    # The merged run is in place; the shards' judgments logs join the one beside it (the suite's).
+    target = suite_log(resolve(final))
+    labels = sum(sync_log(suite_log(i.location), target) for i in infos)
+    return MergeResult(final, new_id, tuple(str(i.shard) for i in infos), counts, labels)
 
 
 def _checked_shards(runs: Sequence[RunRef]) -> list[RunInfo]:
