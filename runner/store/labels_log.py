@@ -1,10 +1,11 @@
 """The suite's judgments log as a file: where it lives, how it grows, how it travels with runs.
 
-The log (`labels.jsonl`, one label given a line; its meaning is `runner.judge.labels`') lives
-beside the suite's runs, `<root>/suite=<name>/_judgments/labels.jsonl`, so every night of the
-suite shares it; a run outside a `suite=` folder keeps its own in `<run>/_judgments/`. It only
-ever grows: a line is appended with one write and an fsync (`append_lines`), and a line torn by
-a crash (the last, without its newline) is no line.
+The log (`labels.jsonl`, one label given a line; what a line means is `runner.judge.labels`)
+lives beside the suite's runs, `<root>/suite=<name>/_judgments/labels.jsonl`, so every night of
+the suite shares it; a run outside a `suite=` folder keeps its own in `<run>/_judgments/`. It
+only grows: a line is appended with one write and an fsync (`append_lines`). A line torn by a
+crash (the last, without its newline) is no line: readers pass it by, and the next append cuts
+it off (it was never acknowledged).
 
 It travels with the runs, one way and the other, by the same step (`sync_log`): the complete
 lines of one log that the other lacks are added to it, in their order, and nothing is removed.
