@@ -21,7 +21,7 @@ import test_storage
 from gcs_fake import create_bucket, fake_gcs_process
 from run_builder import build_run, hit
 from test_history import OFFSETS, _night
-from test_storage import _objects
+from test_storage import HITS, _objects
 
 from runner.evaluate.history import load_history
 from runner.store import scan_hits
@@ -86,3 +86,11 @@ def test_the_atomic_write_leaves_the_old_object_or_the_new_one(bucket: str) -> N
     big = os.urandom(9 * 1024 * 1024)  # past the client's 8 MiB buffer: a chunked upload
     atomic_write_bytes(target, big)
     assert target.read_bytes() == big and _objects(bucket) == ["suite=x/notes.bin"]
+
+
+def test_an_emulator_host_without_a_scheme_is_plain_http(
+    bucket: str, gcs_endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_endpoint.removeprefix("http://"))
+    remote = push_run(build_run(tmp_path, hits=HITS), bucket).uri
+    assert read_manifest(remote)["run_id"] == "test-run"
