@@ -9,9 +9,11 @@ pyarrow's ranged reads (`Range: bytes=a-b` on `?alt=media`), and fake-gcs-server
 names containing `=`, which every hive path (`suite=…/run_date=…/run_id=…`) has. Neither is a
 dependency: this file is the test suite's own, stdlib only, objects in memory.
 
-Why a child process and not a thread: pyarrow (26) opens a GCS file's read stream inside
-`NativeFile.closed` while holding the GIL, so a server thread in the test's own interpreter can
-never answer that request: a deadlock. In its own process the server has its own GIL.
+Why a child process and not a thread (as moto's server is): in pyarrow 26, `NativeFile.size()`
+and every other call that checks `NativeFile.closed` on a GCS file lets the file open its read
+stream, an HTTP request, while holding the GIL; a server thread in the same interpreter then
+never gets the GIL to answer it, and both wait for ever. In its own process the server has its
+own GIL.
 
 The subset, found by logging what google-cloud-cpp sends (`python tests/gcs_fake.py --log`):
 - `GET /storage/v1/b/<bucket>` (is the bucket there), `POST /storage/v1/b` (insert, for tests);
