@@ -16,7 +16,8 @@ never gets the GIL to answer it, and both wait for ever. In its own process the 
 own GIL.
 
 The subset, found by logging what google-cloud-cpp sends (`python tests/gcs_fake.py --log`):
-- `GET /storage/v1/b/<bucket>` (is the bucket there), `POST /storage/v1/b` (insert, for tests);
+- `GET /storage/v1/b/<bucket>` (is the bucket there; a 403 for a bucket inserted
+  `objects_only`, as a key with object roles only gets), `POST /storage/v1/b` (insert, tests);
 - `GET /storage/v1/b/<bucket>/o/<object>`: metadata, `generation` pinning a version;
 - `GET …/o/<object>?alt=media`, whole (200) or `Range: bytes=a-b` / `bytes=a-` (206 with
   `Content-Range`; 416 past the end);
@@ -61,6 +62,7 @@ __all__ = ["FakeGcs", "create_bucket", "crc32c", "fake_gcs_process"]
 _RANGE: Final = re.compile(r"bytes=(\d+)-(\d*)$")
 _CONTENT_RANGE: Final = re.compile(r"bytes (?:(\d+)-(\d+)|\*)/(\d+|\*)$")
 _OCTETS: Final = "application/octet-stream"
+_OBJECTS_ONLY: Final = "fake-gcs-objects-only"
 _NO: Final[Mapping[str, str]] = {}
 
 
@@ -156,6 +158,7 @@ class FakeGcs:
         self.page_size, self.log = page_size, log
         self.buckets: dict[str, dict[str, _Object]] = {}
         self.uploads: dict[str, _Upload] = {}
+        self.objects_only: set[str] = set()  # buckets whose metadata the caller may not read
         self.lock = threading.Lock()  # one call at a time: the handler threads share the store
         self._generation = 1_700_000_000_000_000
         self._server: ThreadingHTTPServer | None = None
@@ -214,12 +217,18 @@ class FakeGcs:
 
     def bucket_resource(self, name: str) -> dict[str, Any]:
         self.bucket(name)
+        if name in self.objects_only:  # a key granted object roles only: no storage.buckets.get
+            raise _Answer(403, f"caller does not have storage.buckets.get on {name}", "forbidden")
         return {"kind": "storage#bucket", "id": name, "name": name, "metageneration": "1"}
 
-    def insert_bucket(self, name: str) -> dict[str, Any]:
+    def insert_bucket(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        name = str(body.get("name", ""))
         if name in self.buckets:
             raise _Answer(409, f"The bucket {name} already exists", "conflict")
         self.buckets[name] = {}
+        if body.get("labels", {}).get(_OBJECTS_ONLY) == "true":
+            self.objects_only.add(name)
+            return {"kind": "storage#bucket", "id": name, "name": name}
         return self.bucket_resource(name)
 
     def list(self, bucket: str, params: Mapping[str, str]) -> dict[str, Any]:
@@ -320,7 +329,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _storage(self, path: list[str], params: dict[str, str], body: bytes) -> None:
         gcs, method = self.gcs, self.command
         if not path and method == "POST":
-            return self._json(gcs.insert_bucket(str(json.loads(body or b"{}").get("name", ""))))
+            return self._json(gcs.insert_bucket(json.loads(body or b"{}")))
         if len(path) == 1 and method == "GET":
             return self._json(gcs.bucket_resource(path[0]))
         if len(path) == 2 and path[1] == "o" and method == "GET":
@@ -422,11 +431,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(payload)
 
 
-def create_bucket(endpoint: str, name: str) -> None:
-    """Insert bucket `name` through the JSON API (`POST /storage/v1/b`), as an admin would."""
+def create_bucket(endpoint: str, name: str, *, objects_only: bool = False) -> None:
+    """Insert bucket `name` through the JSON API (`POST /storage/v1/b`), as an admin would.
+
+    `objects_only`: the bucket answers 403 to `GET /storage/v1/b/<bucket>`, as it does to a key
+    granted object roles on it and not `storage.buckets.get` (the fake's own bucket label).
+    """
+    labels = {_OBJECTS_ONLY: "true"} if objects_only else {}
     request = urllib.request.Request(
         f"{endpoint}/storage/v1/b?project=test",
-        data=json.dumps({"name": name}).encode(),
+        data=json.dumps({"name": name, "labels": labels}).encode(),
         headers={"Content-Type": "application/json"},
         method="POST",
     )

@@ -94,3 +94,14 @@ def test_an_emulator_host_without_a_scheme_is_plain_http(
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_endpoint.removeprefix("http://"))
     remote = push_run(build_run(tmp_path, hits=HITS), bucket).uri
     assert read_manifest(remote)["run_id"] == "test-run"
+
+
+def test_push_works_with_a_key_that_may_not_read_the_bucket_itself(
+    gcs_endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_endpoint)
+    name = f"objects-only-{secrets.token_hex(4)}"
+    create_bucket(gcs_endpoint, name, objects_only=True)  # bucket metadata: 403
+    remote = push_run(build_run(tmp_path, hits=HITS), f"gs://{name}/nightly").uri
+    assert read_manifest(remote)["run_id"] == "test-run"
+    assert [loc.uri for loc in find_run_locations(f"gs://{name}/nightly")] == [remote]
