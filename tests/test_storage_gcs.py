@@ -31,7 +31,13 @@ from runner.store.push import push_run
 from runner.store.reader import find_run_locations, read_manifest
 
 # The tests of test_storage.py, collected again in this module, where `bucket` is on gs://.
-globals().update({k: v for k, v in vars(test_storage).items() if k.startswith("test_")})
+globals().update(
+    {
+        k: v
+        for k, v in vars(test_storage).items()
+        if k.startswith("test_") and getattr(v, "__module__", "") == test_storage.__name__
+    }
+)
 
 
 @pytest.fixture(scope="module")
