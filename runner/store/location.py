@@ -8,8 +8,11 @@ Configuration comes from the environment, as the AWS and Google tools read it:
   moto: its scheme decides http or https), `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
   `AWS_SESSION_TOKEN`, `AWS_REGION` (or `AWS_DEFAULT_REGION`). Without them, the AWS SDK's own
   chain (config files, instance roles) applies.
-- GCS: `STORAGE_EMULATOR_HOST` for an emulator (anonymous); otherwise Google's default
-  credentials. (Only S3 is tested here, against a local moto server.)
+- GCS: `STORAGE_EMULATOR_HOST` for an emulator (anonymous, e.g. `http://127.0.0.1:4443`: its
+  scheme decides http or https, `host:port` alone is http); otherwise Google's default
+  credentials.
+Both are tested end to end: S3 against a local moto server (`tests/test_storage.py`), GCS against
+the tests' own fake of the JSON API (`tests/gcs_fake.py`, `tests/test_storage_gcs.py`).
 
 Credentials never appear in a message or a repr (`scrub`).
 """

@@ -54,14 +54,16 @@ def push_run(
     The run lands at `dest/suite=<name>/run_date=<date>/run_id=<id>/`. Every top-level file of
     the run is copied (Parquet, manifest, metrics, reports; never `_journal`/`_parts` or hidden
     temp files), the manifest last. A run still `running`, one whose Parquet files are missing or
-    corrupt, or one already at `dest` (unless `overwrite`), is refused with `RunError`; nothing
-    is written then. The suite's judgments log goes along, merged with the one at `dest`
-    (`labels_log`: the lines it lacks are added), after the manifest.
+    corrupt, one already at `dest` (unless `overwrite`), or a `dest` whose bucket does not exist,
+    is refused with `RunError`; nothing is written then. The suite's judgments log goes along,
+    merged with the one at `dest` (`labels_log`: the lines it lacks are added), after the
+    manifest.
     """
     info = open_run(run)  # refuses a running run, names a missing one
     for table in ("requests", "hits", "judgments"):  # a corrupt run is refused before any copy
         scan_table(info, table)
     target = resolve(dest, environ=environ).child(hive_rel(info))
+    _refuse_a_missing_bucket(target)
     if target.child(MANIFEST_FILE).exists() and not overwrite:
         raise RunError(f"{target.uri}: a run is already there (pass --overwrite to replace it)")
     source = info.location
@@ -79,6 +81,24 @@ def push_run(
     total = sum(_copy(source.child(name), target.child(name)) for name in names)
     labels = sync_log(suite_log(source), suite_log(target))
     return PushResult(target.uri, tuple(names), total, labels)
+
+
+def _refuse_a_missing_bucket(target: Location) -> None:
+    """A `RunError` naming the bucket if the store says it does not exist.
+
+    Without this, the first upload fails with the store's "no such file or directory". An error
+    asking (a key allowed one prefix only) is left to the writes to report.
+    """
+    if not target.remote:
+        return
+    bucket = target.path.split("/", 1)[0]
+    try:
+        missing = target.fs.get_file_info(bucket).type == pafs.FileType.NotFound
+    except (OSError, pa.ArrowException):
+        return
+    if missing:
+        scheme = target.uri.split("://", 1)[0]
+        raise RunError(f"{scheme}://{bucket}: no such bucket (push does not create buckets)")
 
 
 def _copy(source: Location, target: Location) -> int:
