@@ -11,6 +11,7 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import polars as pl
 import pyarrow.parquet as pq
 import pytest
@@ -26,6 +27,7 @@ from runner.evaluate.history import load_history
 from runner.evaluate.run import evaluate_run
 from runner.export.ids import export_run
 from runner.judge.labels import LOG_FILE, Label, append_label, read_log, store_dir
+from runner.judge.session import open_session
 from runner.schema import HITS_SCHEMA, OPTIONAL_COLUMNS
 from runner.store import scan_hits
 from runner.store.atomic import atomic_write_bytes
@@ -312,3 +314,34 @@ def test_labels_travel_with_a_pushed_run_to_a_teammates_report(
     assert ", 1 new label(s) of the suite" in result.stdout
     assert remote_log.read_bytes() == (store / LOG_FILE).read_bytes()
     assert "testing" not in result.output  # the credentials never show
+
+
+def test_a_run_on_a_bucket_is_judged_in_place_and_its_labels_come_home(
+    bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = build_run(tmp_path / "ana", hits=HITS)
+    store = store_dir(run)
+    append_label(store, _grade("ana", "q1", "m2", 3))
+    pushed = push_run(run, bucket)
+    shared = suite_log(resolve(pushed.uri))
+
+    elsewhere = tmp_path / "bo"  # a teammate judges the pushed run from another machine
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    session = open_session(pushed.uri, rater="bo", k=10)
+    items = {(item.query_id, item.media_id) for item in session.items}
+    assert ("q1", "m1") in items and ("q1", "m2") not in items  # ana graded q1/m2 already
+    session.grade("q1", "m1", 2)
+    session.close()
+    assert session.sent == 1
+    raters = [orjson.loads(line)["rater"] for line in shared.read_bytes().splitlines()]
+    assert raters == ["ana", "bo"]
+    qrels = evaluate_run(pushed.uri).qrels  # bo's report counts both raters' labels
+    assert sorted(qrels.select("media_id", "grade").rows()) == [("m1", 2), ("m2", 3)]
+
+    # Ana's next push brings bo's label home: her own report of the run counts it too.
+    night = build_run(tmp_path / "ana", hits=HITS, run_id="night-2")
+    result = push_run(night, bucket)
+    assert (result.labels, result.labels_received) == (0, 1)
+    assert read_log(store)["rater"].to_list() == ["ana", "bo"]
+    assert evaluate_run(run).qrels.equals(qrels)

@@ -232,4 +232,6 @@ def push(
 
     result = push_run(run_dir, dest, overwrite=overwrite)
     labels = f", {result.labels} new label(s) of the suite" if result.labels else ""
+    if result.labels_received:
+        labels += f", {result.labels_received} label(s) received from there"
     typer.echo(f"pushed {len(result.files)} files ({result.bytes} bytes){labels} to {result.uri}")

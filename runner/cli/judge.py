@@ -15,7 +15,9 @@ __all__ = ["judge"]
 
 @app.command()
 def judge(
-    run: Annotated[Path, typer.Argument(help="A run directory.", show_default=False)],
+    run: Annotated[
+        str, typer.Argument(help="A run directory, or an s3:// / gs:// URI.", show_default=False)
+    ],
     rater: Annotated[
         str, typer.Option("--rater", help="Your name (letters, digits, . _ -).", show_default=False)
     ],
@@ -44,6 +46,8 @@ def judge(
     Keys: 0-3 grade, arrows move, u undoes. Each label is appended to the judgments store
     beside the suite (reports/suite=NAME/_judgments/) as it is given; `vlbench report` counts
     them. Several raters: each names themself; --overlap shows a rater the hits others graded.
+    A run on s3:// or gs:// is judged in place: the labels beside it are read first, and this
+    session's are sent there when the page closes.
     Example: vlbench judge reports/suite=demo/run_date=2024-11-24/run_id=0200 --rater ana --k 5
     """
     from runner.judge.app import run_judge
@@ -70,3 +74,5 @@ def judge(
     except OSError as exc:
         fail(UsageError(f"--port: cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}"))
     typer.echo(f"labels in {session.store}", err=True)
+    if session.shared is not None:
+        typer.echo(f"{session.sent} new label line(s) sent to {session.shared.uri}", err=True)

@@ -6,6 +6,11 @@ back finds the hits they graded with their grades, and resumes at the first one 
 Several raters split the work: a rater is shown the hits no other rater graded yet (and their
 own); with `overlap`, the hits other raters graded instead, without their grades, so that the
 two sets of grades can be compared (`runner.judge.agreement`).
+
+A run on object storage is judged in place: the labels log beside it (`store.labels_log`) is
+first added to the store of its local folder (`reports/suite=…/_judgments/`), where the labels
+are appended as they are given, and closing the session sends that store's lines back to it. So
+raters on several machines share one log through the bucket, as `vlbench push` shares it.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from runner.evaluate.unjudged import judge_todo, query_texts
 from runner.judge.labels import (
     GRADE_NAMES,
     GRADES,
+    LOG_FILE,
     Label,
     append_label,
     check_grade,
@@ -35,7 +41,9 @@ from runner.judge.labels import (
     standing_labels,
     store_dir,
 )
-from runner.store import open_run
+from runner.store import Location, open_run, resolve
+from runner.store.labels_log import pull_suite_log, suite_log, sync_log
+from runner.store.reader import local_dir
 
 __all__ = ["Item", "JudgeSession", "image_origin", "open_session"]
 
@@ -88,6 +96,9 @@ class JudgeSession:
     # This rater's standing grades, oldest first, as `rater_stacks` replays them from the log;
     # kept in step with every label this session appends (undo pops the last).
     stack: list[tuple[str, str, int]] = field(default_factory=list)
+    # For a run on object storage: the log beside it, which `close` sends this store's lines to.
+    shared: Location | None = None
+    sent: int = 0  # lines `close` added to `shared`
     _index: dict[tuple[str, str], int] = field(default_factory=dict)
     _queries: frozenset[str] = frozenset()
 
@@ -152,8 +163,11 @@ class JudgeSession:
         return query_id, media_id
 
     def close(self) -> None:
-        """Compact the log into labels.parquet and the qrels files."""
+        """Compact the log into labels.parquet and the qrels files; with `shared`, add the
+        log's lines to it (how many: `sent`)."""
         compact(self.store)
+        if self.shared is not None:
+            self.sent = sync_log(resolve(self.store / LOG_FILE), self.shared)
 
     def state(self, thumb_url: Callable[[int, Item], str | None]) -> dict[str, Any]:
         """Everything the page shows, as JSON-ready data; `thumb_url(index, item)` names the
@@ -268,10 +282,14 @@ def open_session(
     if image_dir is not None and not image_dir.is_dir():
         raise UsageError(f"--images: {image_dir} is not a directory")
     info = open_run(run_dir)
-    hits, qrels = load_run_judgments(info.path, extra_judgments, judgments_store=False)
+    hits, qrels = load_run_judgments(info, extra_judgments, judgments_store=False)
     if hits.select(pl.len()).collect().item() == 0:
-        raise RunError(f"{info.path}: the run has no hits: nothing to judge")
-    store = store_dir(info.path)
+        raise RunError(f"{info.uri}: the run has no hits: nothing to judge")
+    local = local_dir(info)
+    shared = suite_log(info.location) if info.location.remote else None
+    if shared is not None:  # the team's labels beside the run join the local store first
+        pull_suite_log(info.location, local)
+    store = store_dir(local)
     log = read_log(store)
     standing = standing_labels(log)
     todo = _select(judge_todo(hits, qrels, k=k), standing, rater, overlap)
@@ -282,6 +300,7 @@ def open_session(
         overlap=overlap,
         store=store,
         items=_items(hits, todo, image_dir),
-        texts=query_texts(info.path),
+        texts=query_texts(info),
         stack=rater_stacks(log).get(rater, []),
+        shared=shared,
     )

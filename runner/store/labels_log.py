@@ -10,11 +10,13 @@ it off (it was never acknowledged).
 It travels with the runs, one way and the other, by the same step (`sync_log`): the complete
 lines of one log that the other lacks are added to it, in their order, and nothing is removed.
 - `vlbench push` adds the local log's lines to the one beside the pushed run
-  (`<dest>/suite=<name>/_judgments/labels.jsonl`): an object store cannot append, so that file
-  is rewritten whole (atomically), holding what it held plus the new lines.
-- Reading a run on object storage for an evaluation adds that log's lines to the local store
-  of the run's local folder (`reports/suite=<name>/...`), where the report and the judging page
-  read them: a teammate's report of a pushed run counts the labels its rater gave.
+  (`<dest>/suite=<name>/_judgments/labels.jsonl`; an object store cannot append, so that file
+  is rewritten whole, atomically, holding what it held plus the new lines), and that log's
+  lines to the local one.
+- Reading a run on object storage for an evaluation or a judging session adds that log's lines
+  to the local store of the run's local folder (`reports/suite=<name>/...`), where the report
+  and the judging page read them: a teammate's report of a pushed run counts the labels its
+  rater gave. Closing a judging session of such a run adds the local lines to that log.
 Two pushes at the same moment may each write the log they read plus their own lines: the lines
 of one are then missing on the bucket, but stay in its local log and return with its next push.
 A rater keeps their own order (an undo takes back that rater's latest grade) as long as they

@@ -4,7 +4,8 @@
 
 Runs keep their hive layout on the bucket (`<prefix>/suite=<name>/run_date=<date>/run_id=<id>/`),
 so `vlbench export`, `report` and `history` read them in place, and so do DuckDB, Spark or Trino.
-The suite's judgments log travels along, to `<prefix>/suite=<name>/_judgments/` (`labels_log`).
+The suite's judgments log travels along, to `<prefix>/suite=<name>/_judgments/`, and the labels
+found there come back (`labels_log`).
 Each file is written whole through `atomic_write` (object stores show an object once its upload
 completes; a local destination gets a temp name and a rename), the manifest LAST: a reader that
 finds a run's manifest finds all of its files.
@@ -40,6 +41,7 @@ class PushResult:
     files: tuple[str, ...]
     bytes: int
     labels: int = 0  # lines of the suite's judgments log the destination did not have yet
+    labels_received: int = 0  # lines of the destination's log the local one did not have
 
 
 def push_run(
@@ -55,9 +57,9 @@ def push_run(
     the run is copied (Parquet, manifest, metrics, reports; never `_journal`/`_parts` or hidden
     temp files), the manifest last. A run still `running`, one whose Parquet files are missing or
     corrupt, one already at `dest` (unless `overwrite`), or a `dest` whose bucket does not exist,
-    is refused with `RunError`; nothing is written then. The suite's judgments log goes along,
-    merged with the one at `dest` (`labels_log`: the lines it lacks are added), after the
-    manifest.
+    is refused with `RunError`; nothing is written then. After the manifest, the suite's
+    judgments log and the one at `dest` each gain the lines the other has (`labels_log`; the
+    local one only when the run is local).
     """
     info = open_run(run)  # refuses a running run, names a missing one
     for table in ("requests", "hits", "judgments"):  # a corrupt run is refused before any copy
@@ -79,8 +81,12 @@ def push_run(
     if not target.remote:
         target.fs.create_dir(target.path, recursive=True)
     total = sum(_copy(source.child(name), target.child(name)) for name in names)
-    labels = sync_log(suite_log(source), suite_log(target))
-    return PushResult(target.uri, tuple(names), total, labels)
+    local_log, shared_log = suite_log(source), suite_log(target)
+    sent = sync_log(local_log, shared_log)
+    # Both ways from a local run: labels given on other machines (`vlbench judge` of a run on
+    # the bucket) come down, so that this machine's next report counts them too.
+    received = 0 if source.remote else sync_log(shared_log, local_log)
+    return PushResult(target.uri, tuple(names), total, sent, received)
 
 
 def _refuse_a_missing_bucket(target: Location) -> None:
