@@ -9,9 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import polars as pl
+import pytest
 from test_storage import HIVE, _shard
 from test_storage import _grade as _label
 
+from runner.errors import RunError
 from runner.evaluate.run import evaluate_run
 from runner.judge.labels import LOG_FILE, append_label, read_log, store_dir
 from runner.store.labels_log import missing_lines, suite_log, sync_log
@@ -71,3 +73,15 @@ def test_a_merge_joins_the_shards_judgments_logs(tmp_path: Path) -> None:
     assert sorted(merged.select("rater", "media_id").rows()) == [("ana", "m1"), ("bo", "m3")]
     qrels = evaluate_run(result.run_dir).qrels
     assert qrels.filter(pl.col("media_id") == "m1")["grade"].to_list() == [3]  # ana's label
+
+
+def test_a_log_with_a_bad_line_spoils_nothing_it_is_synced_to(tmp_path: Path) -> None:
+    source, target = tmp_path / "a" / LOG_FILE, tmp_path / "b" / LOG_FILE
+    append_label(target.parent, _label("bo", "q1", "m1", 0))
+    before = target.read_bytes()
+    append_label(source.parent, _label("ana", "q1", "m2", 2))
+    with open(source, "ab") as log:
+        log.write(b"<html>not a label</html>\n")
+    with pytest.raises(RunError, match=r"a/labels.jsonl: a line is not a JSON object .*<html>"):
+        sync_log(resolve(source), resolve(target))
+    assert target.read_bytes() == before

@@ -31,6 +31,7 @@ import re
 from pathlib import Path
 from typing import Final
 
+import orjson
 import pyarrow as pa
 
 from runner.errors import RunError
@@ -124,12 +125,14 @@ def sync_log(source: Location, target: Location) -> int:
     """Add the lines of the log at `source` that the one at `target` lacks; how many were added.
 
     A missing source adds nothing; a missing target is created. Raises `RunError` naming the
-    log that cannot be read, `WriteError` the one that cannot be written.
+    log that cannot be read or holds a line that is not a JSON object (then nothing is added:
+    one bad log does not spoil the other), `WriteError` the one that cannot be written.
     """
     current = _read(target)
     new = missing_lines(current, _read(source))
     if not new:
         return 0
+    _check_objects(new, source)
     if target.remote:  # an object cannot be appended to: rewritten whole, torn line dropped
         atomic_write_bytes(target, b"".join(_lines(current)) + new)
     else:
@@ -140,6 +143,18 @@ def sync_log(source: Location, target: Location) -> int:
 def pull_suite_log(run: Location, local_run_dir: Path) -> int:
     """Add the log beside a run on object storage to the store of its local folder (`sync_log`)."""
     return sync_log(suite_log(run), resolve(store_dir(local_run_dir) / LOG_FILE))
+
+
+def _check_objects(lines: bytes, source: Location) -> None:
+    """`RunError` naming the first of `lines` that is not a JSON object, and its log."""
+    for line in lines.splitlines():
+        try:
+            ok = isinstance(orjson.loads(line), dict)
+        except orjson.JSONDecodeError:
+            ok = False
+        if not ok:
+            start = line[:60].decode("utf-8", "replace")
+            raise RunError(f"{source.uri}: a line is not a JSON object ({start!r}); nothing taken")
 
 
 def _lines(data: bytes) -> list[bytes]:
