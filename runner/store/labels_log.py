@@ -51,8 +51,8 @@ __all__ = [
 
 STORE_DIR: Final = "_judgments"
 LOG_FILE: Final = "labels.jsonl"
+_CHUNK: Final = 4096  # bytes read back at a time to find where a torn last line starts
 # A run's own folders in the hive layout: what is above them is the suite's folder.
-_CHUNK: Final = 4096
 _RUN_FOLDERS: Final = re.compile(r"/suite=[^/]+(?=/run_date=[^/]+/run_id=[^/]+/?$)")
 
 
@@ -164,12 +164,18 @@ def _lines(data: bytes) -> list[bytes]:
 
 
 def _read(log: Location) -> bytes:
+    """The log's bytes; b"" when there is none (object stores say so in several ways)."""
     try:
         with log.fs.open_input_stream(log.path) as stream:
             return bytes(stream.read())
     except FileNotFoundError:
         return b""
     except (OSError, pa.ArrowException) as exc:
-        if not log.is_file():
-            return b""
-        raise RunError(f"{log.uri}: cannot read the judgments log ({scrub(str(exc))})") from None
+        error = scrub(str(exc))
+    try:
+        absent = not log.is_file()
+    except (OSError, pa.ArrowException):
+        absent = False
+    if absent:
+        return b""
+    raise RunError(f"{log.uri}: cannot read the judgments log ({error})")
