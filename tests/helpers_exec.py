@@ -12,9 +12,10 @@ import polars as pl
 
 from runner.api.auth import DEMO_API_KEY, DEMO_API_SECRET
 from runner.execute import RunControl, RunResult, run_suite
+from runner.plan import Plan
 from runner.server.lifecycle import ServerThread
-from runner.store import scan_hits, scan_requests
-from runner.suite import load_suite
+from runner.store import RunWriter, scan_hits, scan_requests
+from runner.suite import Suite, load_suite, suite_hash
 
 __all__ = [
     "DEMO_ENV",
@@ -98,3 +99,16 @@ def hit_rows(run_dir: Path) -> list[tuple[Any, ...]]:
 def request_rows(run_dir: Path) -> pl.DataFrame:
     """The request rows of a run in (request key, page) order."""
     return scan_requests(run_dir).collect().sort("request_key", "page")
+
+
+def new_writer(folder: Path, suite: Suite, plan: Plan, base_url: str) -> RunWriter:
+    """A new run of `suite` under `folder / "reports"`, for `run_plan` without the preflight."""
+    return RunWriter.create(
+        folder / "reports",
+        suite_name=suite.name,
+        suite_hash=suite_hash(suite),
+        base_url=base_url,
+        dataset_id=suite.dataset_id,
+        tool_version="test",
+        requests_planned=len(plan),
+    )

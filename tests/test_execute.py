@@ -13,7 +13,7 @@ import aiohttp
 import orjson
 import pytest
 from aiohttp import web
-from helpers_exec import DEMO_ENV, hit_rows, request_rows, run_sync, write_suite
+from helpers_exec import DEMO_ENV, hit_rows, new_writer, request_rows, run_sync, write_suite
 
 from runner.api.auth import Credentials
 from runner.api.client import ExploreClient, TokenSource
@@ -32,10 +32,10 @@ from runner.execute import (
     suite_client,
 )
 from runner.execute._rows import Recorder
-from runner.plan import Plan, expand
+from runner.plan import expand
 from runner.server.lifecycle import ServerThread
 from runner.store import RunCounts, RunWriter, read_manifest, scan_hits
-from runner.suite import Suite, load_suite, suite_hash
+from runner.suite import load_suite
 
 StartServer = Callable[..., ServerThread]
 
@@ -96,18 +96,6 @@ async def paging_api() -> AsyncIterator[tuple[str, Catalogue]]:
         yield f"http://127.0.0.1:{runner.addresses[0][1]}", catalogue
     finally:
         await runner.cleanup()
-
-
-def new_writer(folder: Path, suite: Suite, plan: Plan, base_url: str) -> RunWriter:
-    return RunWriter.create(
-        folder / "reports",
-        suite_name=suite.name,
-        suite_hash=suite_hash(suite),
-        base_url=base_url,
-        dataset_id=suite.dataset_id,
-        tool_version="test",
-        requests_planned=len(plan),
-    )
 
 
 async def run_one_query(

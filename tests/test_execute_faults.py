@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers_exec import QUERIES, hit_rows, request_rows, run_sync, write_suite
+from helpers_exec import QUERIES, hit_rows, new_writer, request_rows, run_sync, write_suite
 from helpers_server import import_small_dataset
 
 from runner.api.auth import Credentials, mint_token
@@ -25,8 +25,8 @@ from runner.errors import ApiError, TransportError
 from runner.execute import ExecuteOptions, RetryPolicy, run_plan
 from runner.plan import expand
 from runner.server.lifecycle import ServerThread
-from runner.store import RunWriter, read_manifest
-from runner.suite import load_suite, suite_hash
+from runner.store import read_manifest
+from runner.suite import load_suite
 
 StartServer = Callable[..., ServerThread]
 Rows = list[tuple[Any, ...]]
@@ -137,15 +137,7 @@ async def test_token_refused_mid_run_stops_it_failed(
     token = mint_token(api_credentials)
     suite = load_suite(write_suite(tmp_path, server, rate_limit=20))
     plan = expand(suite)
-    writer = RunWriter.create(
-        tmp_path / "reports",
-        suite_name=suite.name,
-        suite_hash=suite_hash(suite),
-        base_url=server.base_url,
-        dataset_id=server.dataset_id,
-        tool_version="test",
-        requests_planned=len(plan),
-    )
+    writer = new_writer(tmp_path, suite, plan, server.base_url)
     auth = TokenSource(token=token)
     pacer = Pacer(20)  # about a second for the plan: the token expires on the way
     async with ExploreClient(server.base_url, server.dataset_id, auth=auth, pacer=pacer) as client:
@@ -163,15 +155,7 @@ async def test_timeouts_are_retried_then_recorded(
     server = start_server(latency_ms=300)
     suite = load_suite(write_suite(tmp_path, server, queries=QUERIES[:2]))
     plan = expand(suite)
-    writer = RunWriter.create(
-        tmp_path / "reports",
-        suite_name=suite.name,
-        suite_hash=suite_hash(suite),
-        base_url=server.base_url,
-        dataset_id=server.dataset_id,
-        tool_version="test",
-        requests_planned=len(plan),
-    )
+    writer = new_writer(tmp_path, suite, plan, server.base_url)
     auth = TokenSource(credentials=api_credentials)
     options = ExecuteOptions(retry=RetryPolicy(max_attempts=2, backoff_s=0.01, max_backoff_s=0.01))
     async with ExploreClient(

@@ -67,6 +67,23 @@ def die(writer: RunWriter) -> None:
     writer._release()
 
 
+def crash_finish_before_hits(w: RunWriter, status: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`w.finish(status)` dies after renaming requests.parquet, before hits.parquet; `w` is
+    left as a killed process leaves it (its lock released, nothing else done)."""
+    real_replace = os.replace
+
+    def dies_before_hits(src: Any, dst: Any) -> None:
+        if Path(dst).name == HITS_FILE:
+            raise Crash()
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", dies_before_hits)
+    with pytest.raises(Crash):
+        w.finish(status)
+    monkeypatch.undo()
+    die(w)
+
+
 def record_all(writer: RunWriter, units: range) -> None:
     done = writer.completed_keys()
     for i in units:
@@ -297,18 +314,7 @@ def test_crash_between_the_renames_of_the_final_files(
     first.finish("partial")  # old final files exist: a half-done rename must not mix them
     w = RunWriter.resume(first.run_dir, suite_hash=SUITE_HASH, roll_rows=30)
     record_all(w, range(12))
-    real_replace = os.replace
-
-    def dies_before_hits(src: Any, dst: Any) -> None:
-        if Path(dst).name == HITS_FILE:
-            raise Crash()
-        real_replace(src, dst)
-
-    monkeypatch.setattr(os, "replace", dies_before_hits)
-    with pytest.raises(Crash):
-        w.finish("partial")
-    monkeypatch.undo()
-    die(w)
+    crash_finish_before_hits(w, "partial", monkeypatch)
     assert (w.run_dir / REQUESTS_FILE).exists() and (w.run_dir / FINALISE_FILE).exists()
     again = RunWriter.resume(w.run_dir, suite_hash=SUITE_HASH)
     assert again.recovery.rolled_forward

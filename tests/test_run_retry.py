@@ -19,7 +19,7 @@ from pathlib import Path
 import polars as pl
 import polars.testing
 import pytest
-from helpers_exec import DEMO_ENV, hit_rows, request_rows, run_sync, write_suite
+from helpers_exec import DEMO_ENV, hit_rows, new_writer, request_rows, run_sync, write_suite
 from typer.testing import CliRunner
 
 from runner.api.client import ExploreClient, TokenSource
@@ -29,8 +29,8 @@ from runner.execute import ExecuteOptions, RetryPolicy, run_plan
 from runner.plan import expand
 from runner.report import report_run
 from runner.server.lifecycle import ServerThread
-from runner.store import RunWriter, read_manifest, scan_hits
-from runner.suite import load_suite, suite_hash
+from runner.store import read_manifest, scan_hits
+from runner.suite import load_suite
 
 StartServer = Callable[..., ServerThread]
 TIMING: tuple[str, ...] = ("sent_at", "latency_ms", "attempts")  # differ from run to run
@@ -72,15 +72,7 @@ def failed_run(server: ServerThread, folder: Path) -> Path:
     folder.mkdir()
     suite = load_suite(write_suite(folder, server))
     plan = expand(suite)
-    writer = RunWriter.create(
-        folder / "reports",
-        suite_name=suite.name,
-        suite_hash=suite_hash(suite),
-        base_url=server.base_url,
-        dataset_id=server.dataset_id,
-        tool_version="test",
-        requests_planned=len(plan.specs),
-    )
+    writer = new_writer(folder, suite, plan, server.base_url)
     # One worker: the seeded faults meet the requests in one order, the same at every run.
     options = ExecuteOptions(
         concurrency=1, max_pages=3, retry=RetryPolicy(max_attempts=1, backoff_s=0.0)

@@ -21,10 +21,9 @@ import polars as pl
 import polars.testing
 import pyarrow as pa
 import pytest
-from test_resume import REPO, SUITE_HASH, Crash, create, die, unit
+from test_resume import REPO, SUITE_HASH, Crash, crash_finish_before_hits, create, die, unit
 
 from runner.errors import RunError
-from runner.schema import HITS_FILE
 from runner.store import (
     RunWriter,
     _files,
@@ -289,18 +288,7 @@ def test_crash_between_the_renames_of_the_final_files(
     run = finished_with_failures(tmp_path, roll_rows=40)
     w = RunWriter.resume(run, suite_hash=SUITE_HASH, retry_failed=True, roll_rows=40)
     record(w, fixed, UNITS)
-    real_replace = os.replace
-
-    def dies_before_hits(src: Any, dst: Any) -> None:
-        if Path(dst).name == HITS_FILE:
-            raise Crash()
-        real_replace(src, dst)
-
-    monkeypatch.setattr(os, "replace", dies_before_hits)
-    with pytest.raises(Crash):
-        w.finish("complete")
-    monkeypatch.undo()
-    die(w)
+    crash_finish_before_hits(w, "complete", monkeypatch)
     # A new requests.parquet beside the old hits.parquet: the roll-forward completes the finish.
     with pytest.raises(RunError, match="run is complete"):
         RunWriter.resume(run, suite_hash=SUITE_HASH)
