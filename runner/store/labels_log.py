@@ -27,8 +27,7 @@ from __future__ import annotations
 
 import fcntl
 import os
-import re
-from pathlib import Path
+from pathlib import Path, PurePath, PurePosixPath
 from typing import Final
 
 import orjson
@@ -52,27 +51,26 @@ __all__ = [
 STORE_DIR: Final = "_judgments"
 LOG_FILE: Final = "labels.jsonl"
 _CHUNK: Final = 4096  # bytes read back at a time to find where a torn last line starts
-# A run's own folders in the hive layout: what is above them is the suite's folder.
-_RUN_FOLDERS: Final = re.compile(r"/suite=[^/]+(?=/run_date=[^/]+/run_id=[^/]+/?$)")
 
 
 def store_dir(run_dir: Path | str) -> Path:
     """The judgments store of a local run: beside its suite (see the module docstring)."""
-    run_dir = Path(run_dir)
-    suite = run_dir.parent.parent
-    if run_dir.name.startswith("run_id=") and suite.name.startswith("suite="):
-        return suite / STORE_DIR
-    return run_dir / STORE_DIR
+    return Path(_store_folder(Path(run_dir))) / STORE_DIR
 
 
 def suite_log(run: Location) -> Location:
-    """The log beside the run at `run` (a path or object storage), as `store_dir` places it."""
+    """The log beside the run at `run` (a path or object storage), where `store_dir` puts it."""
     path, uri = run.path.rstrip("/"), run.uri.rstrip("/")
-    match = _RUN_FOLDERS.search(path)
-    if match is None:
-        return run.child(STORE_DIR, LOG_FILE)
-    tail = len(path) - match.end()  # `/run_date=…/run_id=…`, the end of the path and of the URI
-    return Location(run.fs, path[: match.end()], uri[: len(uri) - tail]).child(STORE_DIR, LOG_FILE)
+    folder = str(_store_folder(PurePosixPath(path)))
+    tail = len(path) - len(folder)  # the run's own folders end its path and its URI alike
+    return Location(run.fs, folder, uri[: len(uri) - tail]).child(STORE_DIR, LOG_FILE)
+
+
+def _store_folder(run: PurePath) -> PurePath:
+    """The folder the store of `run` is in: its suite's for `suite=…/run_date=…/run_id=…`, else
+    the run's own."""
+    suite = run.parent.parent
+    return suite if run.name.startswith("run_id=") and suite.name.startswith("suite=") else run
 
 
 def append_lines(log: Path, lines: bytes) -> None:
